@@ -1,0 +1,333 @@
+//! The `ConsentToken` custom resource (`consent.dev/v1alpha1`).
+//!
+//! Doc comments on these types become the CRD's OpenAPI descriptions, which is what
+//! `kubectl explain consenttoken.spec` prints: they are written for users.
+//! Validation that the API server can do lives here too (types, enums, patterns, CEL rules),
+//! so a wrong object is refused by `kubectl apply` with a message that says what to fix.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource this operator serves.
+pub const GROUP: &str = "consent.dev";
+
+/// A token from a consent platform, kept fresh in a Secret that workloads mount.
+///
+/// Exactly one provider (`oneTrust` or `fdx`) must be set.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "consent.dev",
+    version = "v1alpha1",
+    kind = "ConsentToken",
+    plural = "consenttokens",
+    shortname = "ctok",
+    category = "consent",
+    namespaced,
+    status = "ConsentTokenStatus",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Next Refresh", type_ = "date", json_path = ".status.nextRefreshTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.oneTrust) != has(self.fdx)").message("set exactly one provider: spec.oneTrust or spec.fdx"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentTokenSpec {
+    /// Fetch a OneTrust collection point token (a JWT used as `requestInformation` when
+    /// posting consent receipts). Mutually exclusive with `fdx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_trust: Option<OneTrustSource>,
+
+    /// Fetch an MX / FDX Consent Management Dashboard token for one customer (a JWT that
+    /// lives five minutes). Mutually exclusive with `oneTrust`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdx: Option<FdxSource>,
+
+    /// Where the token is written. Defaults to a Secret named after this resource, key `token`.
+    #[serde(default)]
+    pub target: TargetSecret,
+
+    /// When the token is renewed. The defaults suit both providers.
+    #[serde(default)]
+    pub refresh: RefreshPolicy,
+}
+
+/// OneTrust Universal Consent & Preference Management: OAuth 2.0 client credentials, then
+/// `GET /api/consentmanager/v1/collectionpoints/{guid}/token`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OneTrustSource {
+    /// The OneTrust hostname, for example `app.onetrust.com` or `app-eu.onetrust.com`, optionally
+    /// with a port (`host:8443`). The operator calls `https://{hostname}`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$')").message("hostname must be a bare host name with an optional port, such as app-eu.onetrust.com or localhost:8443 (no scheme, no path)"))]
+    #[schemars(length(min = 1, max = 260))]
+    pub hostname: String,
+
+    /// The collection point whose token is fetched.
+    pub collection_point: CollectionPoint,
+
+    /// The Secret in this namespace holding the OneTrust OAuth client credentials.
+    pub credentials_secret_ref: CredentialsSecretRef,
+}
+
+/// A OneTrust collection point.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionPoint {
+    /// The collection point's GUID, for example `123e4567-e89b-12d3-a456-426614174000`.
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("guid must be a UUID such as 123e4567-e89b-12d3-a456-426614174000"))]
+    #[schemars(length(max = 36))]
+    pub guid: String,
+
+    /// The collection point version to fetch the token for. Absent: the most recent version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub version: Option<i64>,
+
+    /// Only fetch the token if the collection point is in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "collection_point_state_schema")]
+    pub state: Option<CollectionPointState>,
+}
+
+// Written out so the CRD lists only the four states: the derived schema of an
+// `Option<enum>` also lists `null`, which `kubectl` would then offer as a value.
+fn collection_point_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["ACTIVE", "DRAFT", "RETIRED", "INACTIVE"]})
+}
+
+/// The state filter of a collection point token request.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CollectionPointState {
+    Active,
+    Draft,
+    Retired,
+    Inactive,
+}
+
+impl CollectionPointState {
+    /// The value OneTrust expects in the `state` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Draft => "DRAFT",
+            Self::Retired => "RETIRED",
+            Self::Inactive => "INACTIVE",
+        }
+    }
+}
+
+/// MX Data Access Customer Consent Management Dashboard API (FDX-aligned):
+/// `POST {baseUrl}/api/{apiVersion}/token` with HTTP Basic client credentials.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FdxSource {
+    /// Base URL of the data provider's API, for example `https://consent.bank.example`.
+    /// Must be https (plain http only works when the operator runs with `--allow-insecure-http`,
+    /// which is meant for local development).
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("baseUrl must be an absolute URL such as https://consent.bank.example, without query or fragment"))]
+    #[schemars(length(max = 2048))]
+    pub base_url: String,
+
+    /// The FDX API version in the path, `/api/{apiVersion}/token`.
+    #[serde(default = "default_fdx_api_version")]
+    #[x_kube(validation = Rule::new("self.matches('^v[0-9]+$')").message("apiVersion must look like v4"))]
+    #[schemars(length(max = 8))]
+    pub api_version: String,
+
+    /// The customer's `openid_connect_user_id`; the token is scoped to
+    /// `customer.modify_consent:{customerId}`. Personal data: the operator never logs it.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._~-]+$')").message("customerId must be the customer's openid_connect_user_id: letters, digits, '.', '_', '~' or '-'"))]
+    #[schemars(length(min = 1, max = 256))]
+    pub customer_id: String,
+
+    /// The Secret in this namespace holding the API client credentials generated in the
+    /// Data Provider Portal (Configuration > Consent Dashboard Management).
+    pub credentials_secret_ref: CredentialsSecretRef,
+}
+
+fn default_fdx_api_version() -> String {
+    "v4".to_owned()
+}
+
+/// A Secret in the same namespace as the ConsentToken holding a client id and secret.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret. It must be in the ConsentToken's namespace.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("name must be a Secret name: lower-case letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key holding the client id.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id_key: String,
+
+    /// Key holding the client secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "client_id".to_owned()
+}
+fn default_client_secret_key() -> String {
+    "client_secret".to_owned()
+}
+
+/// The Secret the operator creates, owns and keeps up to date.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSecret {
+    /// Name of the Secret to write. Defaults to the ConsentToken's name. A Secret of that name
+    /// that this operator did not create is never overwritten: the ConsentToken reports
+    /// `TargetConflict` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("secretName must be a Secret name: lower-case letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// Key in the Secret's data that holds the token. Defaults to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("key must consist of letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+/// Refresh timing. Tokens are mounted into pods through a Secret volume, which the kubelet
+/// updates 60 to 90 seconds after the Secret changes, so renewal must leave that much time.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshPolicy {
+    /// For tokens with an expiry (`exp` claim): how long before expiry to renew, as a
+    /// percentage of the token's lifetime (`50%`, the default: a 300-second token is renewed
+    /// with 150 seconds left) or as a duration (`2m`, `90s`, `1h30m`). A small random jitter
+    /// only ever moves renewal earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([1-9][0-9]?%|([0-9]+(s|m|h))+)$')").message("renewBefore must be a percentage of the token lifetime from 1% to 99% (such as 50%) or a duration such as 90s, 2m or 1h30m"))]
+    #[schemars(length(max = 32))]
+    pub renew_before: Option<String>,
+
+    /// For tokens without an expiry (OneTrust collection point tokens): how often to fetch
+    /// the token again, as a duration (default `1h`, at least `1m`). A spec change always
+    /// fetches at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$') && duration(self) >= duration('1m')").message("interval must be a duration of at least 1m, such as 30m or 1h"))]
+    #[schemars(length(max = 32))]
+    pub interval: Option<String>,
+}
+
+/// What the operator observed. Never holds the token itself.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentTokenStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `OneTrust` or `FDX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+
+    /// `Ready` is True while the target Secret holds a token that has not expired. Its reason
+    /// says what is going on: `TokenValid`, `Pending`, `CredentialsNotFound`, `Unauthorized`,
+    /// `RateLimited`, `UpstreamError`, `InvalidResponse`, `TargetConflict`, `InvalidSpec` or
+    /// `Expired`. A refresh failure while the current token is still valid keeps Ready True
+    /// and shows the failure as the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// When the token in the Secret expires (its `exp` claim). Absent for tokens that carry no
+    /// expiry, such as OneTrust collection point tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// When the token in the Secret was fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+
+    /// When the operator will fetch the next token (or retry after a failure). Kept here so a
+    /// restarted operator resumes the schedule instead of refetching everything at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+
+    /// Failed refresh attempts since the last success.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: i32,
+
+    /// `sha256:` and the first 16 hex digits of the SHA-256 of the current token: tells tokens
+    /// apart without revealing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fingerprint: Option<String>,
+
+    /// OneTrust only: the collection point version the served token belongs to
+    /// (its `processVersion` claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_point_version: Option<i64>,
+
+    /// `resourceVersion` of the credentials Secret the current token was fetched with; when the
+    /// Secret changes, the token is fetched again with the new credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
+
+    /// The value of the `consent.dev/refresh-requested-at` annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_requested_at: Option<String>,
+
+    /// Set while the provider is rate limiting requests: what it said in its 429 answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+/// The rate-limit facts from the provider's last 429 answer (none of them is secret).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitStatus {
+    /// No request is sent to this provider endpoint before this time (from `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// `ot-period`: the window the limit applies to (`MINUTE` or `HOUR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// `ot-requests-allowed`: requests allowed in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_allowed: Option<i64>,
+    /// `ot-request-made`: requests made in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_made: Option<i64>,
+    /// `ot-ratelimit-event-id`: quote it to the provider's support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+impl ConsentToken {
+    /// Name of the Secret the token is written to.
+    pub fn target_secret_name(&self) -> String {
+        self.spec
+            .target
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+
+    /// Key of the token in the target Secret.
+    pub fn target_key(&self) -> &str {
+        self.spec.target.key.as_deref().unwrap_or("token")
+    }
+
+    /// Name of the credentials Secret, whichever provider is set.
+    pub fn credentials_secret_ref(&self) -> Option<&CredentialsSecretRef> {
+        match (&self.spec.one_trust, &self.spec.fdx) {
+            (Some(ot), _) => Some(&ot.credentials_secret_ref),
+            (None, Some(fdx)) => Some(&fdx.credentials_secret_ref),
+            (None, None) => None,
+        }
+    }
+}
