@@ -1,2 +1,15 @@
 //! Consent Token Operator: keeps consent-platform tokens fresh in Kubernetes Secrets.
 pub mod crd;
+pub mod error;
+pub mod metrics;
+pub mod provider;
+pub mod schedule;
+pub mod token;
+pub mod credentials;
+pub mod status;
+pub mod target_secret;
+pub mod reconcile;
+pub mod config;
+pub mod controller;
+pub mod operator;
+pub mod server;

@@ -8,6 +8,8 @@
 //! Set `CONSENT_TEST_KUBECONFIG` to run against an already running control plane instead.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod operator;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,6 +131,14 @@ pub fn install_crds() {
         let crds = repo_root().join("crds");
         kubectl(&["apply", "--server-side", "--field-manager=consent-tests", "-f", crds.to_str().unwrap()]);
         kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/consenttokens.consent.dev"]);
+        // Established comes a moment before the API server serves the new resource.
+        for _ in 0..100 {
+            if kubectl_output(&["get", "consenttokens", "--all-namespaces"]).status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("consenttokens were not served 10s after the CRD was established");
     });
 }
 

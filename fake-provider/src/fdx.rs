@@ -1,0 +1,72 @@
+//! MX / FDX Customer Consent Management Dashboard: `POST /api/{version}/token`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use jsonwebtoken::{EncodingKey, Header};
+use serde::Deserialize;
+
+use crate::state::{Endpoint, Shared};
+use crate::{apply_fault, finish};
+
+/// The fake's HS256 key; the real one is the data provider's.
+const HMAC_KEY: &[u8] = b"fake-provider-fdx-hmac-key";
+
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    #[serde(rename = "type")]
+    kind: String,
+    scopes: String,
+}
+
+pub async fn token(
+    State(state): State<Shared>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let endpoint = Endpoint::FdxToken;
+    if let Some(response) = apply_fault(&state, endpoint).await {
+        return response;
+    }
+    let response = {
+        let st = state.lock().unwrap();
+        let credentials = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .and_then(|raw| String::from_utf8(raw).ok());
+        let authorized = credentials
+            .as_deref()
+            .and_then(|c| c.split_once(':'))
+            .is_some_and(|(id, secret)| st.fdx_clients.get(id).is_some_and(|s| s == secret));
+        let request: Option<TokenRequest> = serde_json::from_slice(&body).ok();
+        if !authorized {
+            StatusCode::UNAUTHORIZED.into_response()
+        } else if !version.starts_with('v') {
+            StatusCode::NOT_FOUND.into_response()
+        } else {
+            match request {
+                Some(req) if req.kind == "consent_management" => match req.scopes.strip_prefix("customer.modify_consent:") {
+                    Some(customer) if !customer.is_empty() => {
+                        let now = jiff::Timestamp::now().as_second();
+                        let claims = serde_json::json!({
+                            "name": "consent_management",
+                            "scopes": {"customer.modify_consent": customer},
+                            "exp": now + st.fdx_lifetime as i64, "iat": now,
+                            "jti": uuid::Uuid::new_v4().to_string(), "_type": "Institution", "_id": "bku",
+                        });
+                        let token = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(HMAC_KEY))
+                            .expect("HS256 signing cannot fail");
+                        axum::Json(serde_json::json!({"access_token": token})).into_response()
+                    }
+                    _ => StatusCode::BAD_REQUEST.into_response(),
+                },
+                _ => StatusCode::BAD_REQUEST.into_response(),
+            }
+        }
+    };
+    finish(&state, endpoint, response)
+}

@@ -1,0 +1,205 @@
+//! Wiring: which watches trigger a reconcile, and what is cached.
+//!
+//! - ConsentTokens: cached (the controller needs them); a reconcile runs when the spec
+//!   (generation) or the annotations change, never for the operator's own status writes.
+//! - Secrets the operator manages (label-selected): cached, managed fields stripped; any
+//!   change to one (an edit, a deletion) reconciles its owner, which puts it back.
+//! - All other Secrets: watched metadata-only and not cached, so the operator's memory does not
+//!   grow with the cluster's Secrets. A change to a Secret some ConsentToken uses as credentials
+//!   refreshes that ConsentToken at once.
+//!
+//! With a list of namespaces, one controller runs per namespace, each with namespaced watches,
+//! so the operator needs Roles in those namespaces only.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::crd::ConsentToken;
+use crate::metrics::Metrics;
+use crate::provider::Providers;
+use crate::reconcile::{self, ApiWriteLimiter, Context, CredentialChanges};
+use crate::target_secret::{MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
+
+/// What the controllers share, built once by the caller.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: Client,
+    pub providers: Arc<Providers>,
+    pub metrics: Arc<Metrics>,
+    pub api_writes: Arc<ApiWriteLimiter>,
+    pub recorder: Recorder,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespaces to watch; empty means the whole cluster.
+    pub namespaces: Vec<String>,
+    /// ConsentTokens reconciled at the same time (per namespace when namespaces are listed).
+    pub concurrency: u16,
+    /// Longest deferral of an overdue token after a start (see `schedule::defer_overdue`).
+    pub overdue_spread: Duration,
+}
+
+/// True once every watch has listed its objects: the operator then acts on complete knowledge.
+#[derive(Default)]
+pub struct Synced(AtomicBool);
+
+impl Synced {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the controllers until `shutdown` resolves; reconciles under way are finished first.
+pub async fn run(shared: Shared, settings: Settings, synced: Arc<Synced>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let shutdown = shutdown.shared();
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    let mut stores_ready = Vec::new();
+    for scope in scopes {
+        let (controller, ready) = controller_for(&shared, &settings, scope.as_deref(), shutdown.clone());
+        controllers.push(controller);
+        stores_ready.push(ready);
+    }
+    tokio::spawn(async move {
+        futures::future::join_all(stores_ready).await;
+        synced.0.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced");
+    });
+    futures::future::join_all(controllers).await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn controller_for<S>(
+    shared: &Shared,
+    settings: &Settings,
+    namespace: Option<&str>,
+    shutdown: S,
+) -> (impl Future<Output = ()> + use<S>, impl Future<Output = ()> + use<S>)
+where
+    S: Future<Output = ()> + Send + Sync + 'static,
+{
+    let consent_tokens: Api<ConsentToken> = api(&shared.client, namespace);
+    let secrets: Api<Secret> = api(&shared.client, namespace);
+    let (owned_store, owned_writer) = reflector::store::<Secret>();
+    let owned_secrets = watcher(secrets.clone(), watcher::Config::default().labels(MANAGED_SELECTOR))
+        .default_backoff()
+        .modify(|secret: &mut Secret| secret.managed_fields_mut().clear())
+        .reflect(owned_writer)
+        .touched_objects();
+
+    let context = Arc::new(Context {
+        client: shared.client.clone(),
+        providers: shared.providers.clone(),
+        owned_secrets: owned_store.clone(),
+        recorder: shared.recorder.clone(),
+        metrics: shared.metrics.clone(),
+        api_writes: shared.api_writes.clone(),
+        credential_changes: Arc::new(CredentialChanges::default()),
+        seen: Default::default(),
+        overdue_spread: settings.overdue_spread,
+    });
+
+    let (token_store, token_writer) = reflector::store::<ConsentToken>();
+    let forget = context.clone();
+    let tokens = watcher(consent_tokens, watcher::Config::default())
+        .default_backoff()
+        .modify(|ct: &mut ConsentToken| ct.managed_fields_mut().clear())
+        .reflect(token_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(ct)) = event {
+                forget.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
+                forget.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&ct.uid().unwrap_or_default());
+            }
+        })
+        .applied_objects()
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+
+    // Started only once the ConsentTokens are listed, so the first sight of every credentials
+    // Secret is matched against complete knowledge (and rotations while the operator was
+    // down are caught).
+    let listed = token_store.clone();
+    let secret_metadata: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(shared.client.clone(), ns),
+        None => Api::all(shared.client.clone()),
+    };
+    let credential_secrets = futures::stream::once(async move { listed.wait_until_ready().await }).flat_map(move |_| {
+        watcher(secret_metadata.clone(), watcher::Config::default()).default_backoff().touched_objects()
+    });
+    let users = token_store.clone();
+    let changes = context.credential_changes.clone();
+    let credentials_to_tokens = move |secret: PartialObjectMeta<Secret>| users_of(&users, &changes, &secret);
+
+    let ready = {
+        let (a, b) = (token_store.clone(), owned_store);
+        async move {
+            let _ = futures::join!(a.wait_until_ready(), b.wait_until_ready());
+        }
+    };
+    let run = Controller::for_stream(tokens, token_store)
+        .owns_stream(owned_secrets)
+        .watches_stream(credential_secrets, credentials_to_tokens)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                // Reported by `reconcile::error_policy` already.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A trigger for an object deleted meanwhile: nothing to do.
+                Err(controller::Error::ObjectNotFound(_)) => {}
+                Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
+            }
+        });
+    (run, ready)
+}
+
+/// The ConsentTokens that use `secret` as credentials and did not get their token from this
+/// version of it. Each is marked so its next reconcile fetches with the new credentials.
+fn users_of(
+    tokens: &Store<ConsentToken>,
+    changes: &CredentialChanges,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<ConsentToken>> {
+    if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
+        return Vec::new(); // a target Secret, not credentials
+    }
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    let version = secret.resource_version().unwrap_or_default();
+    tokens
+        .state()
+        .into_iter()
+        .filter(|ct| ct.namespace() == namespace && ct.credentials_secret_ref().is_some_and(|r| r.name == name))
+        .filter(|ct| ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != Some(version.as_str()))
+        .map(|ct| {
+            let object = ObjectRef::from_obj(&*ct);
+            changes.record(object.clone(), version.clone());
+            object
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! Prometheus metrics. Labels carry only resource names, provider names, endpoint names,
+//! status classes and failure reasons: never a token, a credential or a customer id.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub provider: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub provider: &'static str,
+    pub endpoint: &'static str,
+    /// `2xx`, `4xx`, `429`, `5xx` or `error` (no HTTP answer).
+    pub status_class: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub token_expiry: Family<ObjectLabels, Gauge>,
+    pub next_refresh: Family<ObjectLabels, Gauge>,
+    pub ready: Family<ObjectLabels, Gauge>,
+    pub refreshes: Family<ProviderLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    pub upstream_duration: Family<UpstreamLabels, Histogram>,
+    pub rate_limit_waits: Family<ProviderLabels, Counter>,
+    pub reconcile_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("consent_token");
+        let token_expiry = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "expiry_timestamp_seconds",
+            "When the token in the target Secret expires (Unix seconds); absent for tokens without expiry",
+            token_expiry.clone(),
+        );
+        let next_refresh = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "next_refresh_timestamp_seconds",
+            "When the operator will next fetch the token (Unix seconds)",
+            next_refresh.clone(),
+        );
+        let ready = Family::<ObjectLabels, Gauge>::default();
+        registry.register("ready", "1 while the target Secret holds a token that has not expired", ready.clone());
+        let refreshes = Family::<ProviderLabels, Counter>::default();
+        registry.register("refreshes", "Tokens fetched and written", refreshes.clone());
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register("refresh_failures", "Failed refresh attempts by reason", failures.clone());
+        let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Latency of requests to the token providers",
+            upstream_duration.clone(),
+        );
+        let rate_limit_waits = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "rate_limit_waits",
+            "Requests not sent because the provider asked to wait (HTTP 429 Retry-After)",
+            rate_limit_waits.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        Self {
+            registry,
+            token_expiry,
+            next_refresh,
+            ready,
+            refreshes,
+            failures,
+            upstream_duration,
+            rate_limit_waits,
+            reconcile_duration,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_upstream(&self, provider: &'static str, endpoint: &'static str, status: Option<u16>, took: Duration) {
+        let status_class = match status {
+            None => "error",
+            Some(429) => "429",
+            Some(200..=299) => "2xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+        };
+        self.upstream_duration
+            .get_or_create(&UpstreamLabels { provider, endpoint, status_class })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Removes every per-object series of a deleted ConsentToken.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = ObjectLabels { namespace: namespace.to_owned(), name: name.to_owned() };
+        self.token_expiry.remove(&labels);
+        self.next_refresh.remove(&labels);
+        self.ready.remove(&labels);
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

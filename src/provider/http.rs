@@ -1,0 +1,193 @@
+//! The one HTTP client all provider calls go through. It enforces https (unless local
+//! development allows http), bounds every answer in size and time, turns HTTP answers into
+//! typed errors without ever keeping a response body, and holds back requests to an endpoint
+//! that answered 429 until its `Retry-After` has passed: one object's 429 protects the
+//! provider's quota from every other object.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::header::HeaderMap;
+
+use crate::error::Error;
+use crate::metrics::{Metrics, ProviderLabels};
+use crate::provider::RateLimit;
+
+/// Settings from the operator's command line.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// PEM bundle of extra CAs to trust besides the public web roots.
+    pub extra_ca_bundle: Option<std::path::PathBuf>,
+    /// Allow `http://` provider URLs (local development only).
+    pub allow_insecure_http: bool,
+    /// Deadline for one request, answer included.
+    pub request_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self { extra_ca_bundle: None, allow_insecure_http: false, request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Larger answers are not tokens: read no further.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A successful (2xx) answer.
+pub struct UpstreamResponse {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Which endpoint a request goes to: the unit of rate limiting and of latency metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub provider: &'static str,
+    pub name: &'static str,
+}
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    allow_insecure_http: bool,
+    metrics: Arc<Metrics>,
+    /// Per (endpoint, host): no request before this instant, and what the provider said.
+    blocked: Mutex<HashMap<(Endpoint, String), (Instant, RateLimit)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read the extra CA bundle {path}: {source}")]
+    ReadCa { path: String, source: std::io::Error },
+    #[error("the extra CA bundle {0} holds no usable PEM certificate")]
+    BadCa(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl UpstreamClient {
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(!config.allow_insecure_http)
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("consent-token-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.extra_ca_bundle {
+            for certificate in read_ca(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
+        Ok(Self { http, allow_insecure_http: config.allow_insecure_http, metrics, blocked: Mutex::new(HashMap::new()) })
+    }
+
+    /// Checks a provider URL's scheme before any credential is put on the wire.
+    pub fn check_scheme(&self, url: &url::Url) -> Result<(), Error> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if self.allow_insecure_http => Ok(()),
+            "http" => Err(Error::InvalidSpec(
+                "plain http provider URLs are refused; use https (the operator's --allow-insecure-http is for local development only)".into(),
+            )),
+            _ => Err(Error::InvalidSpec("the provider URL must be https".into())),
+        }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request and returns a 2xx answer, or the typed error for anything else.
+    pub async fn send(&self, endpoint: Endpoint, request: reqwest::Request) -> Result<UpstreamResponse, Error> {
+        let host = request.url().host_str().unwrap_or_default().to_owned();
+        let port = request.url().port_or_known_default().unwrap_or_default();
+        let gate_key = (endpoint, format!("{host}:{port}"));
+        if let Some(limit) = self.still_blocked(&gate_key) {
+            self.metrics.rate_limit_waits.get_or_create(&ProviderLabels { provider: endpoint.provider }).inc();
+            return Err(Error::RateLimited(Box::new(limit)));
+        }
+
+        let started = Instant::now();
+        let result = self.http.execute(request).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                self.metrics.observe_upstream(endpoint.provider, endpoint.name, None, started.elapsed());
+                // reqwest's message names the URL; ours names only what went wrong.
+                return Err(Error::Transport(if err.is_timeout() {
+                    "the request timed out"
+                } else if err.is_connect() {
+                    "the connection failed"
+                } else {
+                    "the request failed"
+                }));
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = if (200..300).contains(&status) { read_limited(response).await } else { Ok(Vec::new()) };
+        self.metrics.observe_upstream(endpoint.provider, endpoint.name, Some(status), started.elapsed());
+        match status {
+            200..=299 => Ok(UpstreamResponse { headers, body: body? }),
+            429 => {
+                let limit = RateLimit::from_headers(&headers, jiff::Timestamp::now());
+                self.block(gate_key, &limit);
+                Err(Error::RateLimited(Box::new(limit)))
+            }
+            401 | 403 => Err(Error::Unauthorized { status }),
+            400 | 404 | 405 | 409 | 422 => Err(Error::Rejected { status }),
+            _ => Err(Error::UpstreamStatus { status }),
+        }
+    }
+
+    fn still_blocked(&self, key: &(Endpoint, String)) -> Option<RateLimit> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, limit) = blocked.get(key)?;
+        let now = Instant::now();
+        if *until <= now {
+            blocked.remove(key);
+            return None;
+        }
+        Some(RateLimit { retry_after: *until - now, ..limit.clone() })
+    }
+
+    fn block(&self, key: (Endpoint, String), limit: &RateLimit) {
+        let until = Instant::now() + limit.retry_after;
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = blocked.entry(key).or_insert((until, limit.clone()));
+        if entry.0 < until {
+            *entry = (until, limit.clone());
+        }
+    }
+}
+
+fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
+    let pem = std::fs::read(path).map_err(|source| SetupError::ReadCa { path: path.display().to_string(), source })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        _ => Err(SetupError::BadCa(path.display().to_string())),
+    }
+}
+
+/// Reads at most `MAX_BODY_BYTES`; the request timeout bounds the time.
+async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, Error> {
+    if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(Error::InvalidResponse("the answer is larger than 64 KiB"));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Error::Transport(if e.is_timeout() { "the answer timed out" } else { "the answer was cut off" })
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Error::InvalidResponse("the answer is larger than 64 KiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

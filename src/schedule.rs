@@ -1,0 +1,268 @@
+//! When to fetch the next token, and when to retry after a failure. Pure functions: the
+//! current time and the random jitter (a number in `[0, 1)`) are arguments, so every rule is
+//! tested without a clock.
+//!
+//! The rules come from how the tokens are used. A mounted Secret reaches pods 60 to 90 seconds
+//! after it changes, so a token must be replaced well before it expires (default: with half
+//! its life left). Thousands of objects must not renew in lockstep, so jitter is applied, and
+//! only ever earlier. A provider's `Retry-After` is honoured in full. Retries after transient
+//! failures back off exponentially, but never past the point where the current token expires.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::crd::RefreshPolicy;
+use crate::error::RetryClass;
+
+/// How long before expiry to renew a token that has an `exp`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RenewBefore {
+    /// This share of the token's lifetime, in percent (1 to 99).
+    Percent(u8),
+    /// This long before expiry (at most 90 % of the lifetime, so a short token is not
+    /// refreshed continuously).
+    Duration(Duration),
+}
+
+/// The refresh timing of one ConsentToken, parsed from its `spec.refresh`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub renew_before: RenewBefore,
+    /// Refetch interval for tokens without `exp`.
+    pub interval: Duration,
+}
+
+pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Percent(50);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+/// Jitter takes at most this share of the renewal lead (or of the interval)...
+const JITTER_SHARE: f64 = 0.1;
+/// ...and at most this much.
+const MAX_JITTER: Duration = Duration::from_secs(30);
+/// Transient failures: first retry after about this long, doubling up to `MAX_BACKOFF`.
+const BASE_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Configuration failures: first retry after about this long, doubling up to `MAX_CONFIG_BACKOFF`.
+const BASE_CONFIG_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_CONFIG_BACKOFF: Duration = Duration::from_secs(1800);
+/// The shortest wait between two attempts for one object.
+const MIN_RETRY: Duration = Duration::from_secs(1);
+/// Time the kubelet needs to bring a changed Secret into running pods.
+pub const KUBELET_PROPAGATION: Duration = Duration::from_secs(90);
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self { renew_before: DEFAULT_RENEW_BEFORE, interval: DEFAULT_INTERVAL }
+    }
+}
+
+impl Schedule {
+    /// Parses `spec.refresh`. The CRD validates the same shapes, so an error here means the
+    /// object bypassed validation (or the schema is older than the operator).
+    pub fn from_policy(policy: &RefreshPolicy) -> Result<Self, String> {
+        let renew_before = match policy.renew_before.as_deref() {
+            None => DEFAULT_RENEW_BEFORE,
+            Some(text) => match text.strip_suffix('%') {
+                Some(pct) => match pct.parse::<u8>() {
+                    Ok(p @ 1..=99) => RenewBefore::Percent(p),
+                    _ => return Err(format!("spec.refresh.renewBefore {text:?} must be a percentage from 1% to 99%")),
+                },
+                None => RenewBefore::Duration(
+                    parse_duration(text)
+                        .ok_or_else(|| format!("spec.refresh.renewBefore {text:?} is not a duration such as 2m"))?,
+                ),
+            },
+        };
+        let interval = match policy.interval.as_deref() {
+            None => DEFAULT_INTERVAL,
+            Some(text) => match parse_duration(text) {
+                Some(d) if d >= Duration::from_secs(60) => d,
+                _ => return Err(format!("spec.refresh.interval {text:?} must be a duration of at least 1m")),
+            },
+        };
+        Ok(Self { renew_before, interval })
+    }
+
+    /// When to fetch the token that was fetched at `fetched_at` again.
+    pub fn next_refresh(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>, jitter: f64) -> Timestamp {
+        let Some(expires_at) = expires_at else {
+            let earlier = scale(self.interval, JITTER_SHARE).min(Duration::from_secs(300));
+            return fetched_at + self.interval - scale(earlier, jitter);
+        };
+        let lifetime = duration_between(fetched_at, expires_at);
+        let lead = match self.renew_before {
+            RenewBefore::Percent(p) => scale(lifetime, f64::from(p) / 100.0),
+            RenewBefore::Duration(d) => d.min(scale(lifetime, 0.9)),
+        };
+        let earlier = scale(lead, JITTER_SHARE).min(MAX_JITTER);
+        expires_at - lead - scale(earlier, jitter)
+    }
+}
+
+/// When to try again after the `failures`-th consecutive failure of class `class` at `now`,
+/// while the current token (if any) expires at `expires_at`.
+pub fn retry_at(
+    now: Timestamp,
+    class: RetryClass,
+    failures: u32,
+    expires_at: Option<Timestamp>,
+    jitter: f64,
+) -> Timestamp {
+    let (base, max) = match class {
+        // Honoured in full, never earlier. A little later spreads the objects that all
+        // received the same answer.
+        RetryClass::After(wait) => {
+            let spread = scale(wait, 0.1).min(Duration::from_secs(10));
+            return now + wait + scale(spread, jitter);
+        }
+        RetryClass::Transient => (BASE_BACKOFF, MAX_BACKOFF),
+        RetryClass::Configuration => (BASE_CONFIG_BACKOFF, MAX_CONFIG_BACKOFF),
+    };
+    let exponent = failures.saturating_sub(1).min(20);
+    let full = base.saturating_mul(1u32 << exponent).min(max);
+    // Between half and all of the backoff, so objects that failed together drift apart.
+    let mut wait = scale(full, 0.5 + 0.5 * jitter);
+    if let Some(expires_at) = expires_at {
+        let left = duration_between(now, expires_at);
+        if left > Duration::ZERO {
+            // Still leave room for another try before the current token runs out.
+            wait = wait.min(left / 2);
+        }
+    }
+    now + wait.max(MIN_RETRY)
+}
+
+/// After a restart, many objects can be overdue at once. An overdue object whose token is still
+/// comfortably valid is deferred by a random share of the time it can spare (at most `spread`),
+/// so they do not all hit the provider at the same moment. Objects that never had a token, or
+/// whose token is close to expiry, are not deferred: they go first.
+pub fn defer_overdue(now: Timestamp, expires_at: Option<Timestamp>, spread: Duration, jitter: f64) -> Option<Timestamp> {
+    let spare = match expires_at {
+        Some(expires_at) => duration_between(now, expires_at).saturating_sub(KUBELET_PROPAGATION),
+        // A token without expiry stays usable: the whole spread is available.
+        None => spread,
+    };
+    let delay = scale(spare.min(spread), jitter);
+    (delay >= MIN_RETRY).then(|| now + delay)
+}
+
+/// Parses Go-style durations as used in the CRD: `90s`, `2m`, `1h30m`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut saw_unit = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let value: u64 = number.parse().ok()?;
+        number.clear();
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(unit)?)?;
+        saw_unit = true;
+    }
+    (number.is_empty() && saw_unit).then_some(Duration::from_secs(total))
+}
+
+fn scale(d: Duration, factor: f64) -> Duration {
+    Duration::from_secs_f64((d.as_secs_f64() * factor.clamp(0.0, 1.0e6)).max(0.0))
+}
+
+/// `to - from`, or zero when `to` is not after `from`.
+pub fn duration_between(from: Timestamp, to: Timestamp) -> Duration {
+    let d: SignedDuration = to.duration_since(from);
+    d.try_into().unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn mx_token_renews_at_half_life_leaving_time_for_the_kubelet() {
+        let schedule = Schedule::default();
+        let fetched = t(0);
+        let expires = t(300);
+        let latest = schedule.next_refresh(fetched, Some(expires), 0.0);
+        assert_eq!(latest, t(150), "no jitter: exactly half the lifetime left");
+        let earliest = schedule.next_refresh(fetched, Some(expires), 0.999_999);
+        assert!(earliest < latest && earliest >= t(135), "jitter only moves renewal earlier: {earliest}");
+        assert!(duration_between(earliest, expires) >= Duration::from_secs(120));
+    }
+
+    #[test]
+    fn renew_before_as_duration_is_capped_by_the_lifetime() {
+        let policy = RefreshPolicy { renew_before: Some("2m".into()), interval: None };
+        let schedule = Schedule::from_policy(&policy).unwrap();
+        assert_eq!(schedule.next_refresh(t(0), Some(t(300)), 0.0), t(180));
+        // A 60-second token with "renew 2m before" renews after 6 s, not immediately and forever.
+        assert_eq!(schedule.next_refresh(t(0), Some(t(60)), 0.0), t(6));
+    }
+
+    #[test]
+    fn tokens_without_expiry_follow_the_interval() {
+        let policy = RefreshPolicy { renew_before: None, interval: Some("30m".into()) };
+        let schedule = Schedule::from_policy(&policy).unwrap();
+        assert_eq!(schedule.next_refresh(t(0), None, 0.0), t(1800));
+        let jittered = schedule.next_refresh(t(0), None, 0.5);
+        assert!(jittered < t(1800) && jittered >= t(1800 - 180));
+    }
+
+    #[test]
+    fn policy_parsing_rejects_what_the_crd_rejects() {
+        for (renew, interval) in [(Some("0%"), None), (Some("100%"), None), (Some("2x"), None), (None, Some("30s"))] {
+            let policy = RefreshPolicy { renew_before: renew.map(Into::into), interval: interval.map(Into::into) };
+            assert!(Schedule::from_policy(&policy).is_err(), "{renew:?} {interval:?} accepted");
+        }
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90"), None);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_in_full_even_when_long() {
+        let wait = Duration::from_secs(2135); // OneTrust's own example
+        for jitter in [0.0, 0.5, 0.99] {
+            let at = retry_at(t(0), RetryClass::After(wait), 1, Some(t(100)), jitter);
+            assert!(at >= t(2135) && at <= t(2145), "{at}");
+        }
+    }
+
+    #[test]
+    fn transient_backoff_grows_and_stays_before_expiry() {
+        let first = retry_at(t(0), RetryClass::Transient, 1, None, 0.999);
+        let fifth = retry_at(t(0), RetryClass::Transient, 5, None, 0.999);
+        assert!(first <= t(2) && fifth > t(16), "{first} {fifth}");
+        let capped = retry_at(t(0), RetryClass::Transient, 30, None, 0.999_999);
+        assert!(capped > t(299) && capped <= t(300), "capped at five minutes: {capped}");
+        // 40 s left on the current token: the retry comes within 20 s.
+        assert!(retry_at(t(0), RetryClass::Transient, 10, Some(t(40)), 0.99) <= t(20));
+    }
+
+    #[test]
+    fn configuration_errors_do_not_hot_loop() {
+        assert!(retry_at(t(0), RetryClass::Configuration, 1, None, 0.0) >= t(15));
+        assert!(retry_at(t(0), RetryClass::Configuration, 20, None, 0.0) >= t(900));
+    }
+
+    #[test]
+    fn overdue_objects_are_spread_but_urgent_ones_are_not() {
+        let spread = Duration::from_secs(60);
+        // 140 s left: 50 s can be spared, so the deferral is within that.
+        let deferred = defer_overdue(t(0), Some(t(140)), spread, 0.99).unwrap();
+        assert!(deferred > t(40) && deferred <= t(50));
+        // 80 s left: less than the kubelet needs, so no deferral.
+        assert_eq!(defer_overdue(t(0), Some(t(80)), spread, 0.99), None);
+        // No expiry: the whole spread.
+        assert!(defer_overdue(t(0), None, spread, 0.5).unwrap() == t(30));
+    }
+}

@@ -1,0 +1,182 @@
+//! The status a ConsentToken should show, as a pure function of what the reconcile saw.
+//!
+//! `Ready` follows the clock: it is True only while the token in the Secret has not expired,
+//! so a token that expires while nothing else happens turns Ready False with reason `Expired`
+//! (the reconcile is woken at the expiry time for this).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{ConsentTokenStatus, RateLimitStatus};
+use crate::error::Error;
+use crate::provider::RateLimit;
+use crate::target_secret::TokenRecord;
+
+pub const READY: &str = "Ready";
+
+/// Everything the status is computed from.
+pub struct Observed<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub provider: &'static str,
+    /// The token now in the target Secret, if there is an intact one.
+    pub current: Option<&'a TokenRecord>,
+    /// The failure of this reconcile's refresh attempt, if it failed.
+    pub failure: Option<&'a Error>,
+    pub consecutive_failures: i32,
+    pub next_refresh: Timestamp,
+    pub refresh_requested_at: Option<String>,
+}
+
+pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -> ConsentTokenStatus {
+    let current = observed.current;
+    let valid = current.is_some_and(|c| c.expires_at.is_none_or(|exp| exp > observed.now));
+    let (status, reason, message) = match (current, valid, observed.failure) {
+        (Some(c), true, None) => ("True", "TokenValid", valid_message(c)),
+        (Some(c), true, Some(err)) => (
+            "True",
+            err.reason(),
+            format!("{}; the last refresh failed: {err}", valid_message(c)),
+        ),
+        (Some(_), false, failure) => (
+            "False",
+            "Expired",
+            match failure {
+                Some(err) => format!("the token in the Secret has expired; refreshing failed: {err}"),
+                None => "the token in the Secret has expired".to_owned(),
+            },
+        ),
+        (None, _, Some(err)) => ("False", err.reason(), err.to_string()),
+        (None, _, None) => ("False", "Pending", "no token fetched yet".to_owned()),
+    };
+    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let last_transition_time = match previous_ready {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(observed.now),
+    };
+    let rate_limit = match observed.failure {
+        Some(Error::RateLimited(limit)) => Some(rate_limit_status(limit, observed.now)),
+        _ => None,
+    };
+    ConsentTokenStatus {
+        observed_generation: observed.generation,
+        provider: Some(observed.provider.to_owned()),
+        conditions: vec![Condition {
+            type_: READY.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: observed.generation,
+            last_transition_time,
+        }],
+        expires_at: current.and_then(|c| c.expires_at).map(Time),
+        last_refresh_time: current.map(|c| Time(c.refreshed_at)),
+        next_refresh_time: Some(Time(observed.next_refresh)),
+        consecutive_failures: observed.consecutive_failures,
+        token_fingerprint: current.map(|c| c.fingerprint.clone()),
+        collection_point_version: current.and_then(|c| c.collection_point_version),
+        credentials_version: current.map(|c| c.credentials_version.clone()),
+        refresh_requested_at: observed.refresh_requested_at.clone(),
+        rate_limit,
+    }
+}
+
+fn valid_message(current: &TokenRecord) -> String {
+    match current.expires_at {
+        Some(exp) => format!("token valid until {exp}"),
+        None => "token fetched; it carries no expiry".to_owned(),
+    }
+}
+
+fn rate_limit_status(limit: &RateLimit, now: Timestamp) -> RateLimitStatus {
+    let wait = jiff::SignedDuration::try_from(limit.retry_after).unwrap_or(jiff::SignedDuration::MAX);
+    RateLimitStatus {
+        retry_after: now.checked_add(wait).ok().map(Time),
+        period: limit.period.clone(),
+        requests_allowed: limit.requests_allowed,
+        requests_made: limit.requests_made,
+        event_id: limit.event_id.clone(),
+    }
+}
+
+/// `(status, reason)` of the Ready condition, to tell transitions (which get an Event) from
+/// repeats (which do not).
+pub fn ready_state(status: Option<&ConsentTokenStatus>) -> Option<(String, String)> {
+    status?.conditions.iter().find(|c| c.type_ == READY).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(expires_at: Option<&str>) -> TokenRecord {
+        TokenRecord {
+            fingerprint: "sha256:0011223344556677".into(),
+            refreshed_at: "2026-11-23T10:00:00Z".parse().unwrap(),
+            expires_at: expires_at.map(|e| e.parse().unwrap()),
+            next_refresh_at: "2026-11-23T10:02:30Z".parse().unwrap(),
+            generation: 1,
+            credentials_version: "7".into(),
+            collection_point_version: Some(3),
+        }
+    }
+
+    fn observed<'a>(now: &str, current: Option<&'a TokenRecord>, failure: Option<&'a Error>) -> Observed<'a> {
+        Observed {
+            now: now.parse().unwrap(),
+            generation: Some(1),
+            provider: "FDX",
+            current,
+            failure,
+            consecutive_failures: i32::from(failure.is_some()),
+            next_refresh: "2026-11-23T10:02:30Z".parse().unwrap(),
+            refresh_requested_at: None,
+        }
+    }
+
+    fn ready(status: &ConsentTokenStatus) -> (&str, &str) {
+        let c = &status.conditions[0];
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn ready_follows_the_clock() {
+        let token = record(Some("2026-11-23T10:05:00Z"));
+        let before = desired(None, &observed("2026-11-23T10:04:59Z", Some(&token), None));
+        assert_eq!(ready(&before), ("True", "TokenValid"));
+        let after = desired(Some(&before), &observed("2026-11-23T10:05:00Z", Some(&token), None));
+        assert_eq!(ready(&after), ("False", "Expired"));
+        assert_ne!(after.conditions[0].last_transition_time, before.conditions[0].last_transition_time);
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_ready_while_the_old_token_is_valid_and_says_why() {
+        let token = record(Some("2026-11-23T10:05:00Z"));
+        let failure = Error::UpstreamStatus { status: 503 };
+        let status = desired(None, &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
+        assert_eq!(ready(&status), ("True", "UpstreamError"));
+        assert!(status.conditions[0].message.contains("503"));
+        assert_eq!(status.token_fingerprint.as_deref(), Some("sha256:0011223344556677"));
+        let never = desired(None, &observed("2026-11-23T10:03:00Z", None, Some(&Error::Unauthorized { status: 401 })));
+        assert_eq!(ready(&never), ("False", "Unauthorized"));
+    }
+
+    #[test]
+    fn tokens_without_expiry_stay_ready_and_rate_limits_are_reported() {
+        let token = record(None);
+        let limit = RateLimit {
+            retry_after: std::time::Duration::from_secs(2135),
+            period: Some("HOUR".into()),
+            requests_allowed: Some(10),
+            requests_made: Some(11),
+            event_id: Some("e".into()),
+        };
+        let failure = Error::RateLimited(Box::new(limit));
+        let status = desired(None, &observed("2030-01-01T00:00:00Z", Some(&token), Some(&failure)));
+        assert_eq!(ready(&status), ("True", "RateLimited"));
+        let rl = status.rate_limit.unwrap();
+        assert_eq!(rl.retry_after.unwrap().0, "2030-01-01T00:35:35Z".parse().unwrap());
+        assert_eq!(rl.period.as_deref(), Some("HOUR"));
+        assert_eq!(status.collection_point_version, Some(3));
+    }
+}

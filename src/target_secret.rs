@@ -1,0 +1,190 @@
+//! The Secret a ConsentToken writes its token into: how it should look (a pure function of
+//! the resource and the token), and what it records about the token it holds.
+//!
+//! The Secret carries, next to the token, the non-secret facts about it as annotations:
+//! when it was fetched, when it expires, when it is due for renewal, which spec generation and
+//! which credentials produced it. Written together with the token in one request, they cannot
+//! disagree with it, and a restarted operator resumes the schedule from them.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::ConsentToken;
+use crate::token::{self, Token};
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "consent-token-operator";
+/// Label selector of every Secret this operator writes: the only Secrets it caches.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=consent-token-operator";
+
+const FINGERPRINT: &str = "consent.dev/token-fingerprint";
+const REFRESHED_AT: &str = "consent.dev/refreshed-at";
+const EXPIRES_AT: &str = "consent.dev/expires-at";
+const NEXT_REFRESH_AT: &str = "consent.dev/next-refresh-at";
+const GENERATION: &str = "consent.dev/generation";
+const CREDENTIALS_VERSION: &str = "consent.dev/credentials-version";
+const COLLECTION_POINT_VERSION: &str = "consent.dev/collection-point-version";
+
+/// The facts about a token, as written next to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub fingerprint: String,
+    pub refreshed_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub next_refresh_at: Timestamp,
+    /// The ConsentToken generation whose spec fetched it.
+    pub generation: i64,
+    pub credentials_version: String,
+    pub collection_point_version: Option<i64>,
+}
+
+/// The Secret as it should be: owned by the ConsentToken (so garbage collection deletes it
+/// with it), labelled as managed, holding the token under the target key.
+pub fn desired(ct: &ConsentToken, token: &Token, record: &TokenRecord) -> Secret {
+    let mut annotations = BTreeMap::from([
+        (FINGERPRINT.to_owned(), record.fingerprint.clone()),
+        (REFRESHED_AT.to_owned(), record.refreshed_at.to_string()),
+        (NEXT_REFRESH_AT.to_owned(), record.next_refresh_at.to_string()),
+        (GENERATION.to_owned(), record.generation.to_string()),
+        (CREDENTIALS_VERSION.to_owned(), record.credentials_version.clone()),
+    ]);
+    if let Some(expires_at) = record.expires_at {
+        annotations.insert(EXPIRES_AT.to_owned(), expires_at.to_string());
+    }
+    if let Some(version) = record.collection_point_version {
+        annotations.insert(COLLECTION_POINT_VERSION.to_owned(), version.to_string());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(ct.target_secret_name()),
+            namespace: ct.namespace(),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())])),
+            annotations: Some(annotations),
+            owner_references: ct.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(ct.target_key().to_owned(), ByteString(token.expose().as_bytes().to_vec()))])),
+        ..Default::default()
+    }
+}
+
+/// Whether this ConsentToken created the Secret (its controller owner reference).
+pub fn is_controlled_by(secret: &Secret, ct: &ConsentToken) -> bool {
+    let Some(uid) = ct.uid() else { return false };
+    secret.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// The token currently in the Secret under `key`, with its facts, if it is intact: present,
+/// and the same token the facts were written for (not edited by someone else).
+pub fn read(secret: &Secret, key: &str) -> Option<(Token, TokenRecord)> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    let annotations = secret.annotations();
+    let fingerprint = annotations.get(FINGERPRINT)?;
+    if token::fingerprint(&bytes.0) != *fingerprint {
+        return None;
+    }
+    let value = String::from_utf8(bytes.0.clone()).ok()?;
+    let time = |name: &str| annotations.get(name).and_then(|v| v.parse::<Timestamp>().ok());
+    let record = TokenRecord {
+        fingerprint: fingerprint.clone(),
+        refreshed_at: time(REFRESHED_AT)?,
+        expires_at: time(EXPIRES_AT),
+        next_refresh_at: time(NEXT_REFRESH_AT)?,
+        generation: annotations.get(GENERATION)?.parse().ok()?,
+        credentials_version: annotations.get(CREDENTIALS_VERSION).cloned().unwrap_or_default(),
+        collection_point_version: annotations.get(COLLECTION_POINT_VERSION).and_then(|v| v.parse().ok()),
+    };
+    Some((Token::new(value), record))
+}
+
+/// Whether what users could have edited (labels, annotations, owner, type, the token key) still
+/// matches `desired`: if not, the Secret is put back.
+pub fn matches(actual: &Secret, desired: &Secret) -> bool {
+    let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
+    let owners_ok = desired.metadata.owner_references.as_deref().unwrap_or_default().iter().all(|want| {
+        actual.owner_references().iter().any(|have| have.uid == want.uid && have.controller == want.controller)
+    });
+    contains(actual.labels(), desired.labels())
+        && contains(actual.annotations(), desired.annotations())
+        && owners_ok
+        && actual.type_ == desired.type_
+        && desired.data.as_ref().is_some_and(|want| {
+            want.iter().all(|(k, v)| actual.data.as_ref().and_then(|d| d.get(k)) == Some(v))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ConsentTokenSpec;
+
+    fn consent_token() -> ConsentToken {
+        let mut ct = ConsentToken::new(
+            "web",
+            serde_json::from_value::<ConsentTokenSpec>(serde_json::json!({
+                "fdx": {"baseUrl": "https://x", "customerId": "c", "credentialsSecretRef": {"name": "m"}},
+                "target": {"key": "jwt"}
+            }))
+            .unwrap(),
+        );
+        ct.metadata.namespace = Some("team".into());
+        ct.metadata.uid = Some("uid-1".into());
+        ct
+    }
+
+    fn record(token: &Token) -> TokenRecord {
+        TokenRecord {
+            fingerprint: token.fingerprint(),
+            refreshed_at: "2026-11-23T10:00:00Z".parse().unwrap(),
+            expires_at: Some("2026-11-23T10:05:00Z".parse().unwrap()),
+            next_refresh_at: "2026-11-23T10:02:30Z".parse().unwrap(),
+            generation: 2,
+            credentials_version: "41".into(),
+            collection_point_version: None,
+        }
+    }
+
+    #[test]
+    fn desired_secret_is_owned_labelled_and_round_trips_its_record() {
+        let ct = consent_token();
+        let token = Token::new("a.b.c".into());
+        let secret = desired(&ct, &token, &record(&token));
+        assert_eq!(secret.metadata.name.as_deref(), Some("web"), "defaults to the resource's name");
+        assert!(is_controlled_by(&secret, &ct));
+        assert_eq!(secret.labels().get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY));
+        let (read_token, read_record) = read(&secret, "jwt").unwrap();
+        assert_eq!(read_token.expose(), "a.b.c");
+        assert_eq!(read_record, record(&token));
+        assert!(matches(&secret, &secret));
+        // No annotation holds the token.
+        assert!(secret.annotations().values().all(|v| !v.contains("a.b.c")));
+    }
+
+    #[test]
+    fn edited_token_or_metadata_is_noticed() {
+        let ct = consent_token();
+        let token = Token::new("a.b.c".into());
+        let want = desired(&ct, &token, &record(&token));
+
+        let mut edited = want.clone();
+        edited.data.as_mut().unwrap().insert("jwt".into(), ByteString(b"tampered".to_vec()));
+        assert!(read(&edited, "jwt").is_none(), "an edited token is not trusted");
+        assert!(!matches(&edited, &want));
+
+        let mut relabelled = want.clone();
+        relabelled.metadata.labels = None;
+        assert!(!matches(&relabelled, &want));
+
+        let mut foreign = want.clone();
+        foreign.metadata.owner_references = None;
+        assert!(!is_controlled_by(&foreign, &ct));
+    }
+}
