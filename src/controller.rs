@@ -105,11 +105,22 @@ where
 {
     let consent_tokens: Api<ConsentToken> = api(&shared.client, namespace);
     let secrets: Api<Secret> = api(&shared.client, namespace);
+    // Readiness comes from each watch's own InitDone, not from `Store::wait_until_ready`: that
+    // future keeps only the last waiter's waker (kube-runtime 5's DelayedInit over a oneshot),
+    // so awaiting it next to the controller's own wait can leave one of them asleep forever.
+    let (secrets_listed_tx, secrets_listed) = tokio::sync::watch::channel(false);
+    let (tokens_listed_tx, tokens_listed) = tokio::sync::watch::channel(false);
+
     let (owned_store, owned_writer) = reflector::store::<Secret>();
     let owned_secrets = watcher(secrets.clone(), watcher::Config::default().labels(MANAGED_SELECTOR))
         .default_backoff()
         .modify(|secret: &mut Secret| secret.managed_fields_mut().clear())
         .reflect(owned_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                secrets_listed_tx.send_replace(true);
+            }
+        })
         .touched_objects();
 
     let context = Arc::new(Context {
@@ -120,7 +131,7 @@ where
         metrics: shared.metrics.clone(),
         api_writes: shared.api_writes.clone(),
         credential_changes: Arc::new(CredentialChanges::default()),
-        seen: Default::default(),
+        written: Default::default(),
         overdue_spread: settings.overdue_spread,
     });
 
@@ -130,11 +141,15 @@ where
         .default_backoff()
         .modify(|ct: &mut ConsentToken| ct.managed_fields_mut().clear())
         .reflect(token_writer)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(ct)) = event {
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(ct)) => {
                 forget.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
-                forget.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&ct.uid().unwrap_or_default());
+                forget.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&ct.uid().unwrap_or_default());
             }
+            Ok(watcher::Event::InitDone) => {
+                tokens_listed_tx.send_replace(true);
+            }
+            _ => {}
         })
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
@@ -142,22 +157,26 @@ where
     // Started only once the ConsentTokens are listed, so the first sight of every credentials
     // Secret is matched against complete knowledge (and rotations while the operator was
     // down are caught).
-    let listed = token_store.clone();
     let secret_metadata: Api<PartialObjectMeta<Secret>> = match namespace {
         Some(ns) => Api::namespaced(shared.client.clone(), ns),
         None => Api::all(shared.client.clone()),
     };
-    let credential_secrets = futures::stream::once(async move { listed.wait_until_ready().await }).flat_map(move |_| {
-        watcher(secret_metadata.clone(), watcher::Config::default()).default_backoff().touched_objects()
-    });
+    let mut listed = tokens_listed.clone();
+    let credential_secrets = futures::stream::once(async move {
+        let _ = listed.wait_for(|listed| *listed).await.map(drop);
+        tracing::debug!("ConsentTokens listed; watching credentials Secrets");
+        watcher(secret_metadata, watcher::Config::default()).default_backoff().touched_objects()
+    })
+    .flatten();
     let users = token_store.clone();
     let changes = context.credential_changes.clone();
     let credentials_to_tokens = move |secret: PartialObjectMeta<Secret>| users_of(&users, &changes, &secret);
 
     let ready = {
-        let (a, b) = (token_store.clone(), owned_store);
+        let (mut a, mut b) = (tokens_listed, secrets_listed);
         async move {
-            let _ = futures::join!(a.wait_until_ready(), b.wait_until_ready());
+            let _ = a.wait_for(|listed| *listed).await.map(drop);
+            let _ = b.wait_for(|listed| *listed).await.map(drop);
         }
     };
     let run = Controller::for_stream(tokens, token_store)
@@ -185,13 +204,14 @@ fn users_of(
     changes: &CredentialChanges,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<ConsentToken>> {
+    tracing::trace!(namespace = secret.namespace(), secret = secret.name_any(), "secret metadata event");
     if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
         return Vec::new(); // a target Secret, not credentials
     }
     let namespace = secret.namespace();
     let name = secret.name_any();
     let version = secret.resource_version().unwrap_or_default();
-    tokens
+    let users: Vec<_> = tokens
         .state()
         .into_iter()
         .filter(|ct| ct.namespace() == namespace && ct.credentials_secret_ref().is_some_and(|r| r.name == name))
@@ -201,5 +221,9 @@ fn users_of(
             changes.record(object.clone(), version.clone());
             object
         })
-        .collect()
+        .collect();
+    if !users.is_empty() {
+        tracing::debug!(namespace, secret = name, users = users.len(), "credentials Secret changed");
+    }
+    users
 }

@@ -9,7 +9,7 @@
 //!
 //! A failed fetch never touches the Secret: the last good token stays where pods read it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,10 +48,43 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub api_writes: Arc<ApiWriteLimiter>,
     pub credential_changes: Arc<CredentialChanges>,
-    /// Objects reconciled at least once by this process: only a first, overdue reconcile (a
-    /// restart) is deferred to spread the load.
-    pub seen: Mutex<HashSet<String>>,
+    /// What this process last wrote into each object's status (by uid). The cached object can
+    /// lag behind our own status write (the Secret's watch event may arrive first), and a
+    /// stale status would make a handled refresh request or spec change look new. Also tells a
+    /// first reconcile after a start (no entry) from later ones.
+    pub written: Mutex<HashMap<String, Written>>,
     pub overdue_spread: Duration,
+}
+
+/// The decision-relevant part of the last status written for an object.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    observed_generation: Option<i64>,
+    refresh_requested_at: Option<String>,
+    consecutive_failures: i32,
+    next_refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl Written {
+    fn of(status: &ConsentTokenStatus) -> Self {
+        Self {
+            observed_generation: status.observed_generation,
+            refresh_requested_at: status.refresh_requested_at.clone(),
+            consecutive_failures: status.consecutive_failures,
+            next_refresh_time: status.next_refresh_time.clone(),
+        }
+    }
+
+    /// `status` with what we wrote laid over it, where the cached copy is older.
+    fn overlay(&self, mut status: ConsentTokenStatus) -> ConsentTokenStatus {
+        if status.observed_generation < self.observed_generation {
+            status.observed_generation = self.observed_generation;
+        }
+        status.refresh_requested_at = self.refresh_requested_at.clone();
+        status.consecutive_failures = self.consecutive_failures;
+        status.next_refresh_time = self.next_refresh_time.clone();
+        status
+    }
 }
 
 /// Client-side limit on writes to the API server, shared by all reconciles.
@@ -159,8 +192,13 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     let name = ct.name_any();
     let object = ObjectRef::from_obj(ct);
     let uid = ct.uid().unwrap_or_default();
-    let first_reconcile = ctx.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone());
-    let previous = ct.status.clone().unwrap_or_default();
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).cloned();
+    let first_reconcile = written.is_none();
+    let cached = ct.status.clone().unwrap_or_default();
+    let previous = match &written {
+        Some(written) => written.overlay(cached),
+        None => cached,
+    };
     let provider_name = provider::provider_name(&ct.spec);
 
     // 1. observe
@@ -204,6 +242,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
             refresh(ct, ctx, &namespace, &schedule, &target).await
         }
         Ok(Decision::Wait(until)) => {
+            tracing::debug!(namespace, name, %until, "token in place; waiting");
             if let (Target::Ours(secret), Some((token, record))) = (&target, &current) {
                 repair(ct, ctx, secret, token, record).await?;
             }
@@ -218,8 +257,8 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
         Ok(record) => {
             ctx.metrics.refreshes.get_or_create(&ProviderLabels { provider: provider_name }).inc();
             let next = record.next_refresh_at;
-            finish(ct, ctx, &ConsentTokenStatus { consecutive_failures: 0, ..previous }, Some(&record), None, next, refresh_requested_at, Timestamp::now())
-                .await
+            let previous = ConsentTokenStatus { consecutive_failures: 0, ..previous };
+            finish(ct, ctx, &previous, Some(&record), None, next, refresh_requested_at, Timestamp::now()).await
         }
         Err(err) => {
             ctx.metrics.failures.get_or_create(&FailureLabels { provider: provider_name, reason: err.metric_label() }).inc();
@@ -338,6 +377,7 @@ async fn finish(
         refresh_requested_at,
     };
     let desired = status::desired(ct.status.as_ref(), &observed);
+    let uid = ct.uid().unwrap_or_default();
     if ct.status.as_ref() != Some(&desired) {
         ctx.api_writes.until_ready().await;
         let patch = serde_json::json!({
@@ -349,6 +389,7 @@ async fn finish(
             .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
+    ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, Written::of(&desired));
     let before = status::ready_state(ct.status.as_ref());
     let after = status::ready_state(Some(&desired));
     if before != after
