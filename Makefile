@@ -2,11 +2,15 @@
 SHELL := /bin/bash
 CRD := crds/consenttokens.consent.dev.yaml
 
-.PHONY: test control-plane check-generated crds
+.PHONY: test control-plane check-generated crds lint
 
-## Build what is missing, check generated files, run every test against a real control plane.
-test: control-plane check-generated
+## Build what is missing, check generated files and lints, run every test against a real control plane.
+test: control-plane check-generated lint
 	cargo test --workspace --locked
+
+## Clippy with warnings as errors (the library also denies unwrap/expect/panic outside tests).
+lint:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 ## Build etcd, kube-apiserver, kube-controller-manager and helm into ~/.cache (once per version).
 control-plane:

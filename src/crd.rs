@@ -15,6 +15,8 @@ pub const GROUP: &str = "consent.dev";
 /// A token from a consent platform, kept fresh in a Secret that workloads mount.
 ///
 /// Exactly one provider (`oneTrust` or `fdx`) must be set.
+// clippy reads the repeated `type_ = ...` of the printcolumn list as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "consent.dev",

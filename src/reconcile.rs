@@ -282,7 +282,7 @@ enum Target {
     Missing,
     /// A Secret of that name this ConsentToken does not control: never overwritten.
     Foreign,
-    Ours(Secret),
+    Ours(Box<Secret>),
 }
 
 async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str) -> Result<Target, Error> {
@@ -295,7 +295,7 @@ async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str) -> Re
     };
     Ok(match secret {
         None => Target::Missing,
-        Some(secret) if target_secret::is_controlled_by(&secret, ct) => Target::Ours(secret),
+        Some(secret) if target_secret::is_controlled_by(&secret, ct) => Target::Ours(Box::new(secret)),
         Some(_) => Target::Foreign,
     })
 }

@@ -1,0 +1,127 @@
+//! Invalid ConsentTokens are refused by the API server with a message that says what to fix;
+//! no token, client secret or customer id ever appears in logs, events, status or metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use support::operator::TestEnv;
+
+/// `kubectl apply` of `spec`; returns what kubectl said on failure.
+fn apply_rejected(namespace: &str, spec: serde_json::Value) -> String {
+    let manifest = serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
+        "metadata": {"name": "invalid", "namespace": namespace}, "spec": spec,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ct.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let output = support::kubectl_output(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(!output.status.success(), "accepted: {spec}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn invalid_consent_tokens_are_rejected_with_readable_messages() {
+    support::install_crds();
+    let client = support::admin_client().await;
+    let ns = support::namespace(&client, "invalid").await;
+    let creds = serde_json::json!({"name": "creds"});
+    let onetrust = |hostname: &str, guid: &str| {
+        serde_json::json!({"oneTrust": {"hostname": hostname, "collectionPoint": {"guid": guid}, "credentialsSecretRef": creds}})
+    };
+    let fdx = |base_url: &str, customer: &str| {
+        serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": creds}})
+    };
+    let guid = "123e4567-e89b-12d3-a456-426614174000";
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (serde_json::json!({}), "set exactly one provider"),
+        (
+            serde_json::json!({"oneTrust": onetrust("app.onetrust.com", guid)["oneTrust"], "fdx": fdx("https://x", "c")["fdx"]}),
+            "set exactly one provider",
+        ),
+        (onetrust("https://app.onetrust.com", guid), "hostname must be a bare host name"),
+        (onetrust("app.onetrust.com", "not-a-guid"), "guid must be a UUID"),
+        (fdx("ftp://bank.example", "c"), "baseUrl must be an absolute URL"),
+        (fdx("https://bank.example", "has space"), "customerId must be"),
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"renewBefore": "150"}}),
+            "renewBefore must be a percentage",
+        ),
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"interval": "10s"}}),
+            "interval must be a duration of at least 1m",
+        ),
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "target": {"secretName": "Not_A_Name"}}),
+            "secretName must be a Secret name",
+        ),
+        (
+            serde_json::json!({"oneTrust": {"hostname": "h", "credentialsSecretRef": creds,
+                "collectionPoint": {"guid": guid, "version": 0, "state": "ACTIV"}}}),
+            "Unsupported value: \"ACTIV\"",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let message = apply_rejected(&ns, spec.clone());
+        assert!(message.contains(expected), "for {spec}: expected {expected:?} in {message}");
+    }
+    support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() {
+    let env = TestEnv::start_with("secrecy", &["--log-level", "trace"]).await;
+    let customer = "fN7SsIMfJvJJcNjKBmB6Kg";
+    let mx_secret = "mx-secret-value";
+    let ot_secret = "ot-secret-value-XYZ";
+    env.fdx_token("mx", customer).await;
+    env.fake.add_onetrust_client("ot-client", ot_secret);
+    env.put_secret("ot", &[("client_id", "ot-client"), ("client_secret", ot_secret)]).await;
+    env.create_token(
+        "cp",
+        serde_json::json!({"oneTrust": {"hostname": env.fake.host(),
+            "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"},
+            "credentialsSecretRef": {"name": "ot"}}}),
+    )
+    .await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    env.wait_for_ready("cp", "True", "TokenValid").await;
+    // And a failure path, whose messages are the likeliest to leak.
+    env.fake.inject(fake_provider::Endpoint::FdxToken, fake_provider::Fault::Status(401), None);
+    env.request_refresh("mx").await;
+    env.wait_for_ready("mx", "True", "Unauthorized").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mx_token = env.token_in_secret("mx", "token").await.unwrap();
+    let ot_token = env.token_in_secret("cp", "token").await.unwrap();
+    // The parts of a JWT are each secret-bearing; the signature alone would do.
+    let secrets: Vec<(&str, String)> = vec![
+        ("MX token", mx_token.clone()),
+        ("MX token signature", mx_token.rsplit('.').next().unwrap().to_owned()),
+        ("OneTrust token signature", ot_token.rsplit('.').next().unwrap().to_owned()),
+        ("MX client secret", mx_secret.to_owned()),
+        ("OneTrust client secret", ot_secret.to_owned()),
+        ("customer id", customer.to_owned()),
+    ];
+
+    let logs = env.operator.logs();
+    assert!(logs.contains("TRACE"), "the capture is at trace level");
+    assert!(logs.len() > 10_000, "the capture has content ({} bytes)", logs.len());
+    let tokens = env.tokens().list(&ListParams::default()).await.unwrap().items;
+    let statuses = serde_json::to_string(&tokens.iter().map(|ct| &ct.status).collect::<Vec<_>>()).unwrap();
+    assert!(statuses.contains("Unauthorized") && statuses.contains("sha256:"));
+    let events = Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
+    assert!(!events.items.is_empty(), "events were published");
+    let events = serde_json::to_string(&events.items).unwrap();
+    let metrics = env.operator.metrics().await;
+    for (what, value) in &secrets {
+        assert!(!logs.contains(value.as_str()), "{what} in the operator log");
+        assert!(!events.contains(value.as_str()), "{what} in an event");
+        assert!(!metrics.contains(value.as_str()), "{what} in metrics");
+        assert!(!statuses.contains(value.as_str()), "{what} in a status");
+    }
+}
