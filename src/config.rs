@@ -55,6 +55,26 @@ pub struct Config {
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// Run only while holding a Lease, so that of several replicas exactly one writes.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "consent-token-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (in a cluster: the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// How long a leader's Lease stays valid without renewal; a standby takes over within it.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's identity in the Lease (in a cluster: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
     /// After a start, spread overdue renewals of still-valid tokens over up to this long
     /// (e.g. 60s), so a restart does not send every request at once.
     #[arg(long, env = "OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]

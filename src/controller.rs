@@ -51,13 +51,21 @@ pub struct Settings {
     pub overdue_spread: Duration,
 }
 
-/// True once every watch has listed its objects: the operator then acts on complete knowledge.
+/// Readiness: the leader is ready once every watch has listed its objects (it then acts on
+/// complete knowledge); a standby is ready once it knows it is a standby.
 #[derive(Default)]
-pub struct Synced(AtomicBool);
+pub struct Synced {
+    synced: AtomicBool,
+    standby: AtomicBool,
+}
 
 impl Synced {
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
     }
 }
 
@@ -78,7 +86,7 @@ pub async fn run(shared: Shared, settings: Settings, synced: Arc<Synced>, shutdo
     }
     tokio::spawn(async move {
         futures::future::join_all(stores_ready).await;
-        synced.0.store(true, Ordering::Relaxed);
+        synced.synced.store(true, Ordering::Relaxed);
         tracing::info!("caches synced");
     });
     futures::future::join_all(controllers).await;

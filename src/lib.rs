@@ -1,6 +1,7 @@
 //! Consent Token Operator: keeps consent-platform tokens fresh in Kubernetes Secrets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 pub mod crd;
+pub mod leader;
 pub mod error;
 pub mod metrics;
 pub mod provider;

@@ -8,6 +8,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use crate::config::Config;
 use crate::controller::{self, Shared, Synced};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::provider::{Providers, UpstreamConfig};
 
@@ -21,6 +22,10 @@ pub enum StartError {
     Server(#[from] std::io::Error),
     #[error("--kube-api-qps and --kube-api-burst must be at least 1")]
     WriteRate,
+    #[error("cannot take part in leader election: {0}")]
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("leadership lost; exiting so a fresh start rejoins as a standby")]
+    LostLeadership,
 }
 
 /// Runs until SIGTERM or SIGINT, then lets reconciles under way finish.
@@ -67,13 +72,66 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
 
     let server = tokio::spawn(crate::server::serve(config.metrics_addr, metrics, synced.clone(), stopped()));
+
+    let mut leadership = None;
+    if config.leader_election {
+        let identity = config.identity.clone().unwrap_or_else(default_identity);
+        let mut election =
+            Leadership::start(shared.client.clone(), &config.lease_namespace, &config.lease_name, identity, config.lease_duration)
+                .await?;
+        tracing::info!(identity = election.identity(), lease = %config.lease_name, "waiting to become leader");
+        synced.set_standby(true);
+        tokio::select! {
+            _ = election.acquired() => tracing::info!(identity = election.identity(), "became leader"),
+            _ = stopped() => return finish(server).await,
+        }
+        synced.set_standby(false);
+        leadership = Some(election);
+    }
+
     tracing::info!(namespaces = ?settings.namespaces, concurrency = settings.concurrency, "starting controllers");
-    controller::run(shared, settings, synced, stopped()).await;
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers_stop = {
+        let stop = stopped();
+        async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = lost_rx => {}
+            }
+        }
+    };
+    let watch_leadership = async move {
+        match leadership.as_mut() {
+            Some(election) => {
+                election.lost().await;
+                let _ = lost_tx.send(());
+                true
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let lost = tokio::select! {
+        _ = controller::run(shared, settings, synced, controllers_stop) => false,
+        lost = watch_leadership => lost,
+    };
+    if lost {
+        return Err(StartError::LostLeadership);
+    }
+    finish(server).await
+}
+
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
     match server.await {
         Ok(result) => result?,
         Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
     }
     Ok(())
+}
+
+/// The pod name when set (the chart sets POD_NAME), else the host name and a random suffix.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 async fn shutdown_signal() {

@@ -175,7 +175,8 @@ async fn a_restarted_operator_resumes_the_schedule_instead_of_refetching() {
 
     env.operator.kill();
     env.operator = Operator::start(&env.namespace, env.fake.ca_pem(), &[]).await;
-    // Give the new process time to reconcile everything it found.
+    env.operator.wait_until_leader(&env.namespace).await;
+    // Give the new leader time to reconcile everything it found.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 5, "tokens still valid and not due: nothing refetched");
     for i in 0..5 {

@@ -15,6 +15,8 @@ use kube::{Api, Client};
 use consent_token_operator::crd::ConsentToken;
 
 pub struct Operator {
+    /// Its identity in the leader-election Lease (`operator` in the test namespace).
+    pub identity: String,
     child: Child,
     log: PathBuf,
     pub metrics_addr: String,
@@ -30,8 +32,12 @@ impl Operator {
         let log = dir.path().join("operator.log");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
+        let identity = format!("operator-{port}");
+        // Leader election stays on, with a Lease of the test's own and a short duration.
         let child = Command::new(env!("CARGO_BIN_EXE_consent-token-operator"))
-            .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--extra-ca-bundle"])
+            .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--identity", &identity])
+            .args(["--lease-namespace", namespace, "--lease-name", "operator", "--lease-duration", "6s"])
+            .arg("--extra-ca-bundle")
             .arg(&ca)
             .args(extra_args)
             .env("KUBECONFIG", super::kubeconfig())
@@ -41,13 +47,24 @@ impl Operator {
             .stderr(std::fs::File::options().append(true).open(&log).expect("log file"))
             .spawn()
             .expect("start the operator");
-        let operator = Operator { child, log, metrics_addr, _dir: dir };
+        let operator = Operator { identity, child, log, metrics_addr, _dir: dir };
         let url = format!("http://{}/readyz", operator.metrics_addr);
         super::eventually("the operator to be ready", Duration::from_secs(30), || async {
             http_get(&url).await.filter(|(status, _)| *status == 200).map(|_| ())
         })
         .await;
         operator
+    }
+
+    /// Waits until this operator holds the test namespace's Lease.
+    pub async fn wait_until_leader(&self, namespace: &str) {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(super::admin_client().await, namespace);
+        super::eventually(&format!("{} to lead", self.identity), Duration::from_secs(30), || async {
+            let holder = leases.get("operator").await.ok()?.spec?.holder_identity?;
+            (holder == self.identity).then_some(())
+        })
+        .await;
     }
 
     pub fn logs(&self) -> String {
@@ -104,6 +121,7 @@ impl TestEnv {
         let namespace = super::namespace(&client, prefix).await;
         let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
         let operator = Operator::start(&namespace, fake.ca_pem(), operator_args).await;
+        operator.wait_until_leader(&namespace).await;
         TestEnv { client, namespace, fake, operator }
     }
 
