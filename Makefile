@@ -1,8 +1,7 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
-CRD := crds/consenttokens.consent.dev.yaml
 
-.PHONY: test control-plane check-generated crds lint
+.PHONY: test control-plane check-generated generate lint
 
 ## Build what is missing, check generated files and lints, run every test against a real control plane.
 test: control-plane check-generated lint
@@ -16,11 +15,13 @@ lint:
 control-plane:
 	scripts/control-plane build
 
-## Regenerate the CRD from the Rust types.
-crds:
-	cargo run --quiet --locked --bin crdgen > $(CRD)
+## Regenerate the CRD (crds/ and the chart's copy) and the plain manifests in deploy/.
+generate:
+	scripts/generate
 
 ## Fail when a generated file differs from what its generator produces now.
 check-generated:
-	@cargo run --quiet --locked --bin crdgen | diff -u $(CRD) - \
-	  || { echo "$(CRD) is stale: run 'make crds' and commit it" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/generate $$tmp && \
+	for f in crds charts/consent-token-operator/crds deploy/consent-token-operator.yaml; do \
+	  diff -ru $$f $$tmp/$$f || { echo "$$f is stale: run 'make generate' and commit it" >&2; exit 1; }; \
+	done

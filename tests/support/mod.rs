@@ -82,6 +82,21 @@ pub async fn client_as(namespace: &str, service_account: &str) -> Client {
     Client::try_from(config).expect("service account client")
 }
 
+/// Writes a kubeconfig for this control plane that authenticates as the ServiceAccount.
+pub async fn kubeconfig_as(namespace: &str, service_account: &str, dir: &Path) -> PathBuf {
+    let token = service_account_token(namespace, service_account).await;
+    let admin = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
+    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
+        cluster.server.expect("server"),
+        cluster.certificate_authority.expect("CA path"),
+    );
+    let path = dir.join(format!("{service_account}.kubeconfig"));
+    std::fs::write(&path, yaml).expect("write kubeconfig");
+    path
+}
+
 /// Mints a token for a ServiceAccount, creating the ServiceAccount if it does not exist.
 pub async fn service_account_token(namespace: &str, service_account: &str) -> String {
     let admin = admin_client().await;

@@ -24,8 +24,38 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator binary for `namespace` and waits until it reports ready.
+    /// Starts the operator binary as cluster admin for `namespace` (its Lease there too) and
+    /// waits until it reports ready.
     pub async fn start(namespace: &str, ca_pem: &str, extra_args: &[&str]) -> Operator {
+        Self::start_as(super::kubeconfig(), namespace, namespace, ca_pem, extra_args).await
+    }
+
+    /// Starts the operator binary with the identity of `kubeconfig`, watching `namespace`, with
+    /// its Lease in `lease_namespace`, and waits until it reports ready.
+    pub async fn start_as(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        lease_namespace: &str,
+        ca_pem: &str,
+        extra_args: &[&str],
+    ) -> Operator {
+        let operator = Self::spawn(kubeconfig, namespace, lease_namespace, ca_pem, extra_args);
+        let url = format!("http://{}/readyz", operator.metrics_addr);
+        super::eventually("the operator to be ready", Duration::from_secs(30), || async {
+            http_get(&url).await.filter(|(status, _)| *status == 200).map(|_| ())
+        })
+        .await;
+        operator
+    }
+
+    /// Starts the operator binary without waiting for it.
+    pub fn spawn(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        lease_namespace: &str,
+        ca_pem: &str,
+        extra_args: &[&str],
+    ) -> Operator {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, ca_pem).expect("write CA");
@@ -36,24 +66,23 @@ impl Operator {
         // Leader election stays on, with a Lease of the test's own and a short duration.
         let child = Command::new(env!("CARGO_BIN_EXE_consent-token-operator"))
             .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--identity", &identity])
-            .args(["--lease-namespace", namespace, "--lease-name", "operator", "--lease-duration", "6s"])
+            .args(["--lease-namespace", lease_namespace, "--lease-name", "operator", "--lease-duration", "6s"])
             .arg("--extra-ca-bundle")
             .arg(&ca)
             .args(extra_args)
-            .env("KUBECONFIG", super::kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(std::fs::File::options().append(true).open(&log).expect("log file"))
             .spawn()
             .expect("start the operator");
-        let operator = Operator { identity, child, log, metrics_addr, _dir: dir };
-        let url = format!("http://{}/readyz", operator.metrics_addr);
-        super::eventually("the operator to be ready", Duration::from_secs(30), || async {
-            http_get(&url).await.filter(|(status, _)| *status == 200).map(|_| ())
-        })
-        .await;
-        operator
+        Operator { identity, child, log, metrics_addr, _dir: dir }
+    }
+
+    /// `/readyz`'s status code, if the operator answers.
+    pub async fn readyz(&self) -> Option<u16> {
+        http_get(&format!("http://{}/readyz", self.metrics_addr)).await.map(|(status, _)| status)
     }
 
     /// Waits until this operator holds the test namespace's Lease.

@@ -1,0 +1,145 @@
+//! The Helm chart and the plain manifests: they lint, render, pass server-side dry-run in both
+//! modes, and their RBAC lets the operator work exactly where it is granted.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::ListParams;
+use support::operator::Operator;
+
+const CHART: &str = "charts/consent-token-operator";
+const RELEASE: &str = "cto";
+/// `cto.fullname` for release `cto`: release name plus chart name.
+const FULLNAME: &str = "cto-consent-token-operator";
+
+fn helm_output(args: &[&str]) -> std::process::Output {
+    let script = support::repo_root().join("scripts/control-plane");
+    let path = Command::new(script).args(["bin", "helm"]).output().expect("find helm");
+    let helm = String::from_utf8(path.stdout).unwrap();
+    Command::new(helm.trim()).args(args).current_dir(support::repo_root()).output().expect("run helm")
+}
+
+fn helm(args: &[&str]) -> String {
+    let output = helm_output(args);
+    assert!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn render(namespace: &str, sets: &[&str]) -> String {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", namespace, "--kube-version", "1.37.2"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(&args)
+}
+
+/// Applies a manifest with kubectl; `dry_run` asks the API server to validate without storing.
+fn apply(manifest: &str, dry_run: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let mut args = vec!["apply", "--server-side", "--field-manager=consent-tests", "-f", path.to_str().unwrap()];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    support::kubectl(&args);
+}
+
+#[tokio::test]
+async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
+    support::install_crds();
+    helm(&["lint", "--strict", CHART]);
+    let client = support::admin_client().await;
+    let release_ns = support::namespace(&client, "cto-system").await;
+    let watched_a = support::namespace(&client, "team-a").await;
+    let watched_b = support::namespace(&client, "team-b").await;
+
+    let cluster_wide = render(&release_ns, &["networkPolicy.enabled=true", "podDisruptionBudget.enabled=true"]);
+    assert_eq!(cluster_wide.matches("\nkind: ClusterRole\n").count(), 1);
+    assert_eq!(cluster_wide.matches("\nkind: Role\n").count(), 1, "only the leader-election Role");
+    apply(&cluster_wide, true);
+
+    let list = format!("watchNamespaces={{{watched_a},{watched_b}}}");
+    let scoped = render(&release_ns, &[&list]);
+    assert!(!scoped.contains("ClusterRole"), "namespace-scoped install grants nothing cluster-wide");
+    assert_eq!(scoped.matches("\nkind: RoleBinding").count(), 3, "one per watched namespace, one for the Lease");
+    apply(&scoped, true);
+
+    // Monitoring objects need the Prometheus Operator's CRDs to dry-run; they must render.
+    let monitoring = render(&release_ns, &["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]);
+    assert!(monitoring.contains("kind: ServiceMonitor") && monitoring.contains("alert: ConsentTokenExpired"));
+
+    // Values that make no sense are refused by values.schema.json, saying which.
+    let wrong = helm_output(&["template", RELEASE, CHART, "--set", "concurrency=0"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("/concurrency"));
+    let typo = helm_output(&["template", RELEASE, CHART, "--set", "watchNamespace=a"]);
+    assert!(!typo.status.success(), "a misspelt value is refused, not ignored");
+
+    // The plain manifests too. They create their own namespace, which a dry run does not
+    // store, so it is created first for real.
+    let plain = std::fs::read_to_string(support::repo_root().join("deploy/consent-token-operator.yaml")).unwrap();
+    let _ = support::kubectl_output(&["create", "namespace", "consent-token-operator"]);
+    apply(&plain, true);
+}
+
+#[tokio::test]
+async fn hardened_defaults_are_rendered() {
+    let rendered = render("cto", &[]);
+    for needle in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "- ALL",
+        "type: RuntimeDefault",
+        "path: /healthz",
+        "path: /readyz",
+        "memory: 128Mi",
+    ] {
+        assert!(rendered.contains(needle), "missing {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_elsewhere() {
+    support::install_crds();
+    let admin = support::admin_client().await;
+    let release_ns = support::namespace(&admin, "cto-rbac").await;
+    let granted = support::namespace(&admin, "granted").await;
+    let other = support::namespace(&admin, "other").await;
+    apply(&render(&release_ns, &[&format!("watchNamespaces={{{granted}}}")]), false);
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = support::kubeconfig_as(&release_ns, FULLNAME, dir.path()).await;
+    let as_operator = support::client_as(&release_ns, FULLNAME).await;
+
+    // Refused outside the granted namespace, and cluster-wide.
+    for api in [Api::<Secret>::namespaced(as_operator.clone(), &other), Api::<Secret>::all(as_operator.clone())] {
+        let err = api.list(&ListParams::default()).await.expect_err("refused");
+        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+    }
+
+    // Works in the granted namespace, end to end, with leader election in its own namespace.
+    let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    fake.add_fdx_client("mx-client", "mx-secret-value");
+    let operator = Operator::start_as(&kubeconfig, &granted, &release_ns, fake.ca_pem(), &[]).await;
+    let env = support::operator::TestEnv { client: admin.clone(), namespace: granted.clone(), fake, operator };
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    env.create_token(
+        "mx",
+        serde_json::json!({"fdx": {"baseUrl": env.fake.base_url(), "customerId": "c",
+            "credentialsSecretRef": {"name": "mx-credentials"}}}),
+    )
+    .await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+
+    // Pointed at a namespace it was not granted, the same identity never gets ready.
+    let refused = Operator::spawn(&kubeconfig, &other, &release_ns, env.fake.ca_pem(), &["--leader-election", "false"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_ne!(refused.readyz().await, Some(200));
+    assert!(refused.logs().contains("403") || refused.logs().to_lowercase().contains("forbidden"), "{}", refused.logs());
+}
