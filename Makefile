@@ -1,10 +1,15 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
 
-.PHONY: test control-plane check-generated generate lint
+.PHONY: demo test control-plane check-generated generate lint
+
+## Run the whole thing locally: control plane, fake provider, operator, examples, live view.
+demo:
+	scripts/demo
 
 ## Build what is missing, check generated files and lints, run every test against a real control plane.
 test: control-plane check-generated lint
+	cargo build --workspace --bins --locked
 	cargo test --workspace --locked
 
 ## Clippy with warnings as errors (the library also denies unwrap/expect/panic outside tests).

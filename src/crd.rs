@@ -30,8 +30,8 @@ pub const GROUP: &str = "consent.dev";
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
-    printcolumn(name = "Next Refresh", type_ = "date", json_path = ".status.nextRefreshTime"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Next Refresh", type_ = "string", json_path = ".status.nextRefreshTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.oneTrust) != has(self.fdx)").message("set exactly one provider: spec.oneTrust or spec.fdx"))]

@@ -35,15 +35,7 @@ async fn rotated_credentials_are_used_within_seconds() {
 #[tokio::test]
 async fn onetrust_access_token_is_fetched_again_after_a_401() {
     let env = TestEnv::start("ot401").await;
-    env.fake.add_onetrust_client("ot-client", "s1");
-    env.put_secret("ot", &[("client_id", "ot-client"), ("client_secret", "s1")]).await;
-    env.create_token(
-        "cp",
-        serde_json::json!({"oneTrust": {"hostname": env.fake.host(),
-            "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"},
-            "credentialsSecretRef": {"name": "ot"}}}),
-    )
-    .await;
+    env.onetrust_token("cp", "s1").await;
     env.wait_for_ready("cp", "True", "TokenValid").await;
     // The provider revokes every access token issued so far (same credentials still valid).
     env.fake.rotate_onetrust_secret("ot-client", "s1");

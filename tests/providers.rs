@@ -89,17 +89,9 @@ async fn onetrust_collection_points_share_one_oauth_token() {
 #[tokio::test]
 async fn onetrust_token_bodies_as_string_or_text_are_accepted() {
     let env = TestEnv::start("otbody").await;
-    env.fake.add_onetrust_client("ot-client", "ot-secret-value");
-    env.put_secret("onetrust-client", &[("client_id", "ot-client"), ("client_secret", "ot-secret-value")]).await;
     for (name, body) in [("as-string", CollectionPointBody::JsonString), ("as-text", CollectionPointBody::RawText)] {
         env.fake.set_collection_point_body(body);
-        env.create_token(
-            name,
-            serde_json::json!({"oneTrust": {"hostname": env.fake.host(),
-                "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"},
-                "credentialsSecretRef": {"name": "onetrust-client"}}}),
-        )
-        .await;
+        env.onetrust_token(name, "ot-secret-value").await;
         env.wait_for_ready(name, "True", "TokenValid").await;
         let token = env.token_in_secret(name, "token").await.unwrap();
         assert!(claims(&token)["processVersion"].is_number());

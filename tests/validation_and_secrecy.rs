@@ -79,15 +79,7 @@ async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() 
     let mx_secret = "mx-secret-value";
     let ot_secret = "ot-secret-value-XYZ";
     env.fdx_token("mx", customer).await;
-    env.fake.add_onetrust_client("ot-client", ot_secret);
-    env.put_secret("ot", &[("client_id", "ot-client"), ("client_secret", ot_secret)]).await;
-    env.create_token(
-        "cp",
-        serde_json::json!({"oneTrust": {"hostname": env.fake.host(),
-            "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"},
-            "credentialsSecretRef": {"name": "ot"}}}),
-    )
-    .await;
+    env.onetrust_token("cp", ot_secret).await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
     env.wait_for_ready("cp", "True", "TokenValid").await;
     // And a failure path, whose messages are the likeliest to leak.

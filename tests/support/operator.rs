@@ -40,9 +40,8 @@ impl Operator {
         extra_args: &[&str],
     ) -> Operator {
         let operator = Self::spawn(kubeconfig, namespace, lease_namespace, ca_pem, extra_args);
-        let url = format!("http://{}/readyz", operator.metrics_addr);
         super::eventually("the operator to be ready", Duration::from_secs(30), || async {
-            http_get(&url).await.filter(|(status, _)| *status == 200).map(|_| ())
+            (operator.readyz().await == Some(200)).then_some(())
         })
         .await;
         operator
@@ -193,6 +192,20 @@ impl TestEnv {
             name,
             serde_json::json!({"fdx": {"baseUrl": self.fake.base_url(), "customerId": customer_id,
                                        "credentialsSecretRef": {"name": "mx-credentials"}}}),
+        )
+        .await
+    }
+
+    /// A OneTrust ConsentToken for the example collection point against the fake, with its
+    /// client registered there and its credentials in Secret `ot`.
+    pub async fn onetrust_token(&self, name: &str, client_secret: &str) -> ConsentToken {
+        self.fake.add_onetrust_client("ot-client", client_secret);
+        self.put_secret("ot", &[("client_id", "ot-client"), ("client_secret", client_secret)]).await;
+        self.create_token(
+            name,
+            serde_json::json!({"oneTrust": {"hostname": self.fake.host(),
+                "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"},
+                "credentialsSecretRef": {"name": "ot"}}}),
         )
         .await
     }
