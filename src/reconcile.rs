@@ -63,6 +63,8 @@ pub struct Written {
     refresh_requested_at: Option<String>,
     consecutive_failures: i32,
     next_refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Ready's (status, reason), so a transition gets exactly one Event.
+    ready: Option<(String, String)>,
 }
 
 impl Written {
@@ -72,6 +74,7 @@ impl Written {
             refresh_requested_at: status.refresh_requested_at.clone(),
             consecutive_failures: status.consecutive_failures,
             next_refresh_time: status.next_refresh_time.clone(),
+            ready: status::ready_state(Some(status)),
         }
     }
 
@@ -389,8 +392,11 @@ async fn finish(
             .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, Written::of(&desired));
-    let before = status::ready_state(ct.status.as_ref());
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, Written::of(&desired));
+    let before = match written {
+        Some(written) => written.ready,
+        None => status::ready_state(ct.status.as_ref()),
+    };
     let after = status::ready_state(Some(&desired));
     if before != after
         && let (Some((ready, reason)), Some(condition)) = (after, desired.conditions.first())

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use fake_provider::{Endpoint, Fault};
 use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
 use support::operator::TestEnv;
 
 /// A Ready MX token, then `fault` on the next answers and a forced refresh; returns the token
@@ -55,6 +58,21 @@ async fn server_errors_back_off_then_recover_with_a_new_token() {
     assert_eq!(recovered.consecutive_failures, 0);
     assert_ne!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()));
     assert_eq!(env.fake.answers(Endpoint::FdxToken, 503), 2);
+
+    // Events mark transitions only: one for the failure (not one per failed attempt; the
+    // recorder would fold repeats into `series`), and the way back to TokenValid.
+    let events = Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
+    let upstream: Vec<_> = events.items.iter().filter(|e| e.reason.as_deref() == Some("UpstreamError")).collect();
+    assert_eq!(upstream.len(), 1, "one UpstreamError event");
+    assert!(upstream[0].series.is_none(), "no repeated UpstreamError event");
+    // First token and recovery: two occurrences, which the recorder may fold into one series.
+    let token_valid: i32 = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("TokenValid"))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum();
+    assert_eq!(token_valid, 2, "TokenValid announced when first fetched and when recovered");
 }
 
 #[tokio::test]
