@@ -1,7 +1,9 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
 
-.PHONY: demo test control-plane check-generated generate lint
+.PHONY: demo test bench control-plane check-generated generate lint
+SIZES ?= 1000,10000
+STEADY ?= 330
 
 ## Run the whole thing locally: control plane, fake provider, operator, examples, live view.
 demo:
@@ -30,3 +32,9 @@ check-generated:
 	for f in crds charts/consent-token-operator/crds deploy/consent-token-operator.yaml; do \
 	  diff -ru $$f $$tmp/$$f || { echo "$$f is stale: run 'make generate' and commit it" >&2; exit 1; }; \
 	done
+
+## Benchmark N ConsentTokens on one replica against the API server's floor (a benchmark, not a
+## test: it reports and never fails on targets). Results: docs/performance/.
+bench: control-plane
+	cargo build --release --locked --workspace --bins
+	target/release/consent-bench --sizes $(SIZES) --steady-seconds $(STEADY) --out docs/performance

@@ -1,0 +1,155 @@
+//! The pieces a benchmark run starts: a fresh control plane, the operator as a process, and
+//! the measurements taken from outside them (RSS, CPU, the API server's write counters).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// `scripts/control-plane up`; stops (and cleans up) when this value is dropped.
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+    process: Child,
+}
+
+impl ControlPlane {
+    pub fn start(root: &Path) -> Result<Self, Error> {
+        let mut process = Command::new(root.join("scripts/control-plane"))
+            .arg("up")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+        let kubeconfig = line.strip_prefix("ready ").ok_or("control plane did not start")?.trim().into();
+        Ok(Self { kubeconfig, process })
+    }
+
+    pub async fn client(&self) -> Result<Client, Error> {
+        let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        drop(self.process.stdin.take()); // EOF: the script stops every component
+        let _ = self.process.wait();
+    }
+}
+
+/// The operator binary, as its own process.
+pub struct Operator {
+    pub process: Child,
+    pub metrics_addr: String,
+}
+
+impl Operator {
+    pub fn start(bin: &Path, kubeconfig: &Path, namespace: &str, ca: &Path, log: &Path) -> Result<Self, Error> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let process = Command::new(bin)
+            .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
+            // The floor client has no write limiter either: compare the work, not the limit.
+            .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
+            .args(["--log-level", "warn", "--extra-ca-bundle"])
+            .arg(ca)
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(std::fs::File::create(log)?)
+            .stderr(std::fs::File::options().append(true).open(log)?)
+            .spawn()?;
+        Ok(Self { process, metrics_addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://{}/metrics", self.metrics_addr)).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sum of a metric family's samples.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        sum_samples(&self.metrics().await, name)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn sum_samples(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Resident set size of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// User plus system CPU time of a process.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+/// Writes the API server has served for Secrets and ConsentTokens so far (create, update,
+/// patch, apply), from its own `apiserver_request_total`.
+pub async fn api_writes(client: &Client) -> Result<f64, Error> {
+    let request = http_request("/metrics")?;
+    let text = client.request_text(request).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("resource=\"secrets\"") || l.contains("resource=\"consenttokens\""))
+        .filter(|l| ["verb=\"POST\"", "verb=\"PATCH\"", "verb=\"APPLY\"", "verb=\"PUT\""].iter().any(|v| l.contains(v)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn http_request(path: &str) -> Result<http::Request<Vec<u8>>, Error> {
+    Ok(http::Request::get(path).body(Vec::new())?)
+}
+
+/// Polls `check` every `every` until it is true or `timeout` passes; returns the time taken.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<Duration, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        if started.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(every).await;
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,266 @@
+//! `make bench`: N ConsentTokens on one operator replica, against a real control plane and the
+//! fake provider, measured against what a minimal client of the same API server can do.
+//!
+//! For each size: time to all Ready and the floor (the same API writes by a minimal kube-rs
+//! client at the same concurrency); steady state over at least one MX token lifetime (refresh
+//! lateness against each token's own scheduled time, tokens that ever expired in their Secret,
+//! API writes per refresh, upstream requests by endpoint); cost (RSS, CPU); and a SIGKILL restart
+//! (upstream requests per minute after it, time until every object is Ready in the new process).
+
+mod cluster;
+mod plot;
+mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_provider::{Endpoint, FakeProvider};
+use serde::Serialize;
+
+use cluster::{ControlPlane, Error, Operator};
+
+#[derive(Parser)]
+struct Args {
+    /// Numbers of ConsentTokens to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    sizes: Vec<usize>,
+    /// Length of the steady-state window in seconds (at least one 300 s MX lifetime).
+    #[arg(long, default_value_t = 330)]
+    steady_seconds: u64,
+    /// Where results go (JSON, markdown, PNG).
+    #[arg(long, default_value = "docs/performance")]
+    out: PathBuf,
+}
+
+#[derive(Serialize, Clone, Default)]
+pub struct Result_ {
+    n: usize,
+    onetrust_credentials: usize,
+    time_to_all_ready_s: f64,
+    floor_s: f64,
+    ready_over_floor: f64,
+    steady_window_s: f64,
+    refreshes: usize,
+    lateness_p50_ms: f64,
+    lateness_p99_ms: f64,
+    lateness_max_ms: f64,
+    expired_tokens: usize,
+    api_writes_per_refresh: f64,
+    upstream_requests: HashMap<String, u64>,
+    oauth_requests: u64,
+    rss_peak_mib: f64,
+    rss_steady_mib: f64,
+    rss_idle_mib: f64,
+    mib_per_1000: f64,
+    cpu_seconds_per_minute: f64,
+    /// Upstream requests per minute, averaged over the steady window.
+    normal_minute_requests: u64,
+    /// The busiest 60 s of the steady window: tokens created together renew in waves.
+    steady_peak_minute_requests: u64,
+    restart_first_minute_requests: u64,
+    restart_second_minute_requests: u64,
+    /// Busiest minute after the restart over the average minute (target <= 1.2).
+    restart_peak_ratio: f64,
+    /// Busiest minute after the restart over the steady window's own busiest minute.
+    restart_peak_over_steady_peak: f64,
+    restart_time_to_all_ready_s: f64,
+    #[serde(skip)]
+    lateness_ms: Vec<f64>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::create_dir_all(&args.out)?;
+    let mut results = Vec::new();
+    for &n in &args.sizes {
+        eprintln!("== N = {n}");
+        let result = run(&root, n, Duration::from_secs(args.steady_seconds)).await?;
+        eprintln!("{}", serde_json::to_string_pretty(&result)?);
+        results.push(result);
+    }
+    let machine = machine();
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"machine": machine, "results": results}))? + "\n",
+    )?;
+    std::fs::write(args.out.join("results.md"), plot::markdown(&results, &machine))?;
+    plot::lateness(&results, &args.out.join("lateness.png"))?;
+    plot::memory(&results, &args.out.join("memory.png"))?;
+    println!("{}", plot::markdown(&results, &machine));
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0);
+    format!("{cpus} CPUs, {} GiB RAM, {}", mem / 1024 / 1024, std::env::consts::ARCH)
+}
+
+async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Result_, Error> {
+    let dir = std::env::temp_dir().join(format!("consent-bench-{n}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let control_plane = ControlPlane::start(root)?;
+    let client = control_plane.client().await?;
+    workload::install_crds(root, &control_plane.kubeconfig)?;
+
+    let fake = FakeProvider::start("127.0.0.1:0".parse()?).await?;
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem())?;
+    fake.set_fdx_lifetime(300);
+    fake.set_oauth_expires_in(3600);
+    let operator_bin = root.join("target/release/consent-token-operator");
+
+    // Idle memory: the operator with nothing to do.
+    workload::namespace(&client, "empty").await?;
+    let idle = Operator::start(&operator_bin, &control_plane.kubeconfig, "empty", &ca, &dir.join("idle.log"))?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rss_idle = cluster::rss_bytes(idle.pid()).unwrap_or(0);
+    drop(idle);
+
+    // The floor: the same API writes by a minimal client, in a namespace of its own.
+    let onetrust_credentials = 5;
+    workload::namespace(&client, "floor").await?;
+    workload::create_consent_tokens(&client, "floor", n, onetrust_credentials, &fake).await?;
+    let floor = workload::floor(&client, "floor", n).await?;
+    eprintln!("floor: {floor:?}");
+
+    // The operator from a standing start.
+    workload::namespace(&client, "bench").await?;
+    workload::create_credentials(&client, "bench", onetrust_credentials, &fake).await?;
+    workload::create_consent_tokens(&client, "bench", n, onetrust_credentials, &fake).await?;
+    let ready = workload::ReadyCounter::start(client.clone(), "bench");
+    let mut operator = Operator::start(&operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
+    let pid = operator.pid();
+    let peak = Arc::new(Mutex::new(0u64));
+    let sampler = rss_sampler(pid, peak.clone());
+    let time_to_ready = cluster::wait_until("all Ready", Duration::from_secs(1800), Duration::from_millis(250), || {
+        let ready = ready.clone();
+        async move { ready.count() >= n }
+    })
+    .await?;
+    eprintln!("all {n} Ready after {time_to_ready:?}");
+
+    // Steady state.
+    let refreshes = workload::RefreshWatch::start(client.clone(), "bench");
+    tokio::time::sleep(Duration::from_secs(5)).await; // let the watch list everything
+    refreshes.start_window();
+    let requests_before = upstream_counts(&fake);
+    let writes_before = cluster::api_writes(&client).await?;
+    let cpu_before = cluster::cpu_time(pid).unwrap_or_default();
+    let window_start = Instant::now();
+    let mut rss_samples = Vec::new();
+    let per_10s_start = upstream_total(&fake);
+    let mut per_10s = vec![per_10s_start];
+    while window_start.elapsed() < steady {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        rss_samples.push(cluster::rss_bytes(pid).unwrap_or(0));
+        per_10s.push(upstream_total(&fake));
+    }
+    let window = window_start.elapsed();
+    let cpu = cluster::cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+    let writes = cluster::api_writes(&client).await? - writes_before;
+    let requests = upstream_counts(&fake);
+    let (lateness, expired, refresh_count) = refreshes.finish();
+    let expired = expired + refreshes.expired_now();
+    let window_requests = per_10s.last().copied().unwrap_or(0) - per_10s_start;
+    let normal_minute = (window_requests as f64 / (window.as_secs_f64() / 60.0)).round() as u64;
+    let steady_peak_minute = per_10s.windows(7).map(|w| w[6] - w[0]).max().unwrap_or(window_requests);
+
+    // Restart: SIGKILL at steady state, start again at once.
+    operator.kill();
+    sampler.abort();
+    let before_restart = upstream_total(&fake);
+    let restarted = Operator::start(&operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("restart.log"))?;
+    let restart_ready = cluster::wait_until("all Ready after restart", Duration::from_secs(900), Duration::from_millis(250), || {
+        let restarted = &restarted;
+        async move { restarted.metric_sum("consent_token_ready").await >= n as f64 }
+    })
+    .await?;
+    let restart_started = Instant::now() - restart_ready;
+    sleep_until(restart_started + Duration::from_secs(60)).await;
+    let first_minute = upstream_total(&fake) - before_restart;
+    sleep_until(restart_started + Duration::from_secs(120)).await;
+    let second_minute = upstream_total(&fake) - before_restart - first_minute;
+    drop(restarted);
+
+    let mut sorted = lateness.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+    let rss_steady = rss_samples.iter().sum::<u64>() / rss_samples.len().max(1) as u64;
+    let upstream_requests: HashMap<String, u64> = [
+        ("onetrust_oauth", Endpoint::OneTrustOAuth),
+        ("collection_point_token", Endpoint::CollectionPointToken),
+        ("fdx_token", Endpoint::FdxToken),
+    ]
+    .into_iter()
+    .map(|(name, e)| (name.to_owned(), requests[&e] - requests_before[&e]))
+    .collect();
+    let result = Result_ {
+        n,
+        onetrust_credentials,
+        time_to_all_ready_s: time_to_ready.as_secs_f64(),
+        floor_s: floor.as_secs_f64(),
+        ready_over_floor: time_to_ready.as_secs_f64() / floor.as_secs_f64(),
+        steady_window_s: window.as_secs_f64(),
+        refreshes: refresh_count,
+        lateness_p50_ms: pct(0.5),
+        lateness_p99_ms: pct(0.99),
+        lateness_max_ms: sorted.last().copied().unwrap_or(0.0),
+        expired_tokens: expired,
+        api_writes_per_refresh: writes / refresh_count.max(1) as f64,
+        oauth_requests: fake.requests(Endpoint::OneTrustOAuth),
+        upstream_requests,
+        rss_peak_mib: mib(*peak.lock().unwrap_or_else(|p| p.into_inner())),
+        rss_steady_mib: mib(rss_steady),
+        rss_idle_mib: mib(rss_idle),
+        mib_per_1000: (mib(rss_steady) - mib(rss_idle)) / (n as f64 / 1000.0),
+        cpu_seconds_per_minute: cpu.as_secs_f64() / (window.as_secs_f64() / 60.0),
+        normal_minute_requests: normal_minute,
+        restart_first_minute_requests: first_minute,
+        restart_second_minute_requests: second_minute,
+        steady_peak_minute_requests: steady_peak_minute,
+        restart_peak_ratio: first_minute.max(second_minute) as f64 / normal_minute.max(1) as f64,
+        restart_peak_over_steady_peak: first_minute.max(second_minute) as f64 / steady_peak_minute.max(1) as f64,
+        restart_time_to_all_ready_s: restart_ready.as_secs_f64(),
+        lateness_ms: lateness,
+    };
+    drop(control_plane);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result)
+}
+
+async fn sleep_until(deadline: Instant) {
+    tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+}
+
+fn upstream_counts(fake: &FakeProvider) -> HashMap<Endpoint, u64> {
+    [Endpoint::OneTrustOAuth, Endpoint::CollectionPointToken, Endpoint::FdxToken]
+        .into_iter()
+        .map(|e| (e, fake.requests(e)))
+        .collect()
+}
+
+fn upstream_total(fake: &FakeProvider) -> u64 {
+    upstream_counts(fake).values().sum()
+}
+
+fn rss_sampler(pid: u32, peak: Arc<Mutex<u64>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Some(rss) = cluster::rss_bytes(pid) {
+                let mut peak = peak.lock().unwrap_or_else(|p| p.into_inner());
+                *peak = (*peak).max(rss);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}

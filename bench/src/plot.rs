@@ -1,0 +1,111 @@
+//! The report: a markdown table and two PNG plots (refresh lateness, memory against N).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::Result_;
+use crate::cluster::Error;
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+fn register_font() -> Result<(), Error> {
+    let bytes: &'static [u8] = Box::leak(std::fs::read(FONT)?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| "cannot load the plot font")?;
+    Ok(())
+}
+
+pub fn markdown(results: &[Result_], machine: &str) -> String {
+    let mut out = format!("Measured on {machine} with `make bench`.\n\n| | {} |\n|---|{}\n",
+        results.iter().map(|r| format!("N = {}", r.n)).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(results.len()));
+    let row = |name: &str, f: &dyn Fn(&Result_) -> String| {
+        format!("| {name} | {} |\n", results.iter().map(f).collect::<Vec<_>>().join(" | "))
+    };
+    out += &row("time to all Ready", &|r| format!("{:.1} s", r.time_to_all_ready_s));
+    out += &row("floor (same writes, minimal client)", &|r| format!("{:.1} s", r.floor_s));
+    out += &row("ratio to the floor (target <= 1.5)", &|r| format!("{:.2}", r.ready_over_floor));
+    out += &row("refreshes in the steady window", &|r| format!("{} in {:.0} s", r.refreshes, r.steady_window_s));
+    out += &row("refresh lateness p50 / p99 / max (target p99 < 1 s)", &|r| {
+        format!("{:.0} / {:.0} / {:.0} ms", r.lateness_p50_ms, r.lateness_p99_ms, r.lateness_max_ms)
+    });
+    out += &row("tokens that ever expired in their Secret (target 0)", &|r| r.expired_tokens.to_string());
+    out += &row("API writes per refresh", &|r| format!("{:.2}", r.api_writes_per_refresh));
+    out += &row("upstream requests in the window (FDX / collection point / OAuth)", &|r| {
+        format!(
+            "{} / {} / {}",
+            r.upstream_requests.get("fdx_token").copied().unwrap_or(0),
+            r.upstream_requests.get("collection_point_token").copied().unwrap_or(0),
+            r.upstream_requests.get("onetrust_oauth").copied().unwrap_or(0)
+        )
+    });
+    out += &row("OAuth token requests in the whole run (credentials)", &|r| format!("{} ({})", r.oauth_requests, r.onetrust_credentials));
+    out += &row("RSS peak / steady (target steady < 64 MiB)", &|r| format!("{:.1} / {:.1} MiB", r.rss_peak_mib, r.rss_steady_mib));
+    out += &row("memory per 1,000 ConsentTokens", &|r| format!("{:.2} MiB (idle {:.1} MiB)", r.mib_per_1000, r.rss_idle_mib));
+    out += &row("CPU seconds per minute (steady)", &|r| format!("{:.2}", r.cpu_seconds_per_minute));
+    out += &row("upstream requests per minute: steady average / steady busiest", &|r| {
+        format!("{} / {}", r.normal_minute_requests, r.steady_peak_minute_requests)
+    });
+    out += &row("upstream requests: 1st / 2nd minute after a SIGKILL restart", &|r| {
+        format!("{} / {}", r.restart_first_minute_requests, r.restart_second_minute_requests)
+    });
+    out += &row("restart busiest minute over steady average (target <= 1.2) / over steady busiest", &|r| {
+        format!("{:.2} / {:.2}", r.restart_peak_ratio, r.restart_peak_over_steady_peak)
+    });
+    out += &row("time until all Ready after a restart", &|r| format!("{:.1} s", r.restart_time_to_all_ready_s));
+    out
+}
+
+/// Cumulative distribution of refresh lateness, one line per N.
+pub fn lateness(results: &[Result_], path: &Path) -> Result<(), Error> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = results.iter().flat_map(|r| r.lateness_ms.iter().copied()).fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Refresh lateness against the scheduled time", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..max * 1.05, 0.0..1.0)?;
+    chart.configure_mesh().x_desc("lateness (ms)").y_desc("share of refreshes").draw()?;
+    for (i, r) in results.iter().enumerate() {
+        let mut sorted = r.lateness_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let total = sorted.len().max(1) as f64;
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(sorted.iter().enumerate().map(|(k, v)| (*v, (k + 1) as f64 / total)), color.stroke_width(2)))?
+            .label(format!("N = {}", r.n))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Steady RSS against N, with the idle process at N = 0.
+pub fn memory(results: &[Result_], path: &Path) -> Result<(), Error> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    if let Some(first) = results.first() {
+        points.push((0.0, first.rss_idle_mib));
+    }
+    points.extend(results.iter().map(|r| (r.n as f64, r.rss_steady_mib)));
+    let max_n = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let max_mib = points.iter().map(|p| p.1).fold(64.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Operator memory (steady RSS) against the number of ConsentTokens", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..max_n * 1.05, 0.0..max_mib * 1.1)?;
+    chart.configure_mesh().x_desc("ConsentTokens").y_desc("RSS (MiB)").draw()?;
+    chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
+    chart.draw_series(points.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))?;
+    chart.draw_series(LineSeries::new(vec![(0.0, 64.0), (max_n * 1.05, 64.0)], RED.mix(0.6)))?.label("64 MiB target");
+    root.present()?;
+    Ok(())
+}
