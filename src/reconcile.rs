@@ -65,11 +65,17 @@ pub struct Written {
     next_refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Ready's (status, reason), so a transition gets exactly one Event.
     ready: Option<(String, String)>,
+    /// Hash of the status written, and of the cached status it replaced: a cache still showing
+    /// the replaced one is stale, not in disagreement (see [`needs_status_write`]).
+    status_hash: u64,
+    replaced_hash: u64,
 }
 
 impl Written {
-    fn of(status: &ConsentTokenStatus) -> Self {
+    fn of(status: &ConsentTokenStatus, replaced: Option<&ConsentTokenStatus>) -> Self {
         Self {
+            status_hash: status_hash(Some(status)),
+            replaced_hash: status_hash(replaced),
             observed_generation: status.observed_generation,
             refresh_requested_at: status.refresh_requested_at.clone(),
             consecutive_failures: status.consecutive_failures,
@@ -88,6 +94,26 @@ impl Written {
         status.next_refresh_time = self.next_refresh_time.clone();
         status
     }
+}
+
+fn status_hash(status: Option<&ConsentTokenStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&status).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Whether the status must be written: it differs from the cached one, unless the cached one
+/// is merely stale, still showing what our last write replaced while that write equals `desired`.
+pub fn needs_status_write(
+    cached: Option<&ConsentTokenStatus>,
+    desired: &ConsentTokenStatus,
+    written: Option<&Written>,
+) -> bool {
+    if cached == Some(desired) {
+        return false;
+    }
+    !written.is_some_and(|w| w.status_hash == status_hash(Some(desired)) && w.replaced_hash == status_hash(cached))
 }
 
 /// Client-side limit on writes to the API server, shared by all reconciles.
@@ -381,7 +407,9 @@ async fn finish(
     };
     let desired = status::desired(ct.status.as_ref(), &observed);
     let uid = ct.uid().unwrap_or_default();
-    if ct.status.as_ref() != Some(&desired) {
+    let last_written = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).cloned();
+    let write = needs_status_write(ct.status.as_ref(), &desired, last_written.as_ref());
+    if write {
         ctx.api_writes.until_ready().await;
         let patch = serde_json::json!({
             "apiVersion": ConsentToken::api_version(&()),
@@ -392,8 +420,13 @@ async fn finish(
             .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, Written::of(&desired));
-    let before = match written {
+    let record = match (&last_written, write) {
+        // Unchanged: keep what the last write replaced, so the stale cache is still recognised.
+        (Some(last), false) => Written { ready: status::ready_state(Some(&desired)), ..last.clone() },
+        _ => Written::of(&desired, ct.status.as_ref()),
+    };
+    ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, record);
+    let before = match last_written {
         Some(written) => written.ready,
         None => status::ready_state(ct.status.as_ref()),
     };
@@ -516,6 +549,24 @@ mod tests {
         let mut s = situation(10, Some(&rec), &prev);
         s.refresh_requested_at = Some("x");
         assert_eq!(decide(&s, |_| None), Decision::Wait(t(150)));
+    }
+
+    #[test]
+    fn a_stale_cache_of_our_own_write_does_not_cause_a_second_write() {
+        let old = ConsentTokenStatus { consecutive_failures: 0, ..ok_status() };
+        let new = ConsentTokenStatus { next_refresh_time: Some(Time(t(150))), ..ok_status() };
+        assert!(needs_status_write(Some(&old), &new, None), "first write");
+        let written = Written::of(&new, Some(&old));
+        // The cache still shows what we replaced: stale, skip.
+        assert!(!needs_status_write(Some(&old), &new, Some(&written)));
+        // The cache caught up: nothing to do either.
+        assert!(!needs_status_write(Some(&new), &new, Some(&written)));
+        // Someone else changed the status since: write it back.
+        let other = ConsentTokenStatus { consecutive_failures: 7, ..ok_status() };
+        assert!(needs_status_write(Some(&other), &new, Some(&written)));
+        // Something new to say: write.
+        let newer = ConsentTokenStatus { next_refresh_time: Some(Time(t(300))), ..ok_status() };
+        assert!(needs_status_write(Some(&old), &newer, Some(&written)));
     }
 
     #[test]
