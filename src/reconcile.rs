@@ -275,7 +275,8 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
             if let (Target::Ours(secret), Some((token, record))) = (&target, &current) {
                 repair(ct, ctx, secret, token, record).await?;
             }
-            return finish(ct, ctx, &previous, current_record, None, until, refresh_requested_at, now).await;
+            let failures = previous.consecutive_failures;
+            return finish(ct, ctx, written.as_ref(), failures, current_record, None, until, refresh_requested_at, now).await;
         }
         Err(err) => Err(err),
     };
@@ -286,8 +287,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
         Ok(record) => {
             ctx.metrics.refreshes.get_or_create(&ProviderLabels { provider: provider_name }).inc();
             let next = record.next_refresh_at;
-            let previous = ConsentTokenStatus { consecutive_failures: 0, ..previous };
-            finish(ct, ctx, &previous, Some(&record), None, next, refresh_requested_at, Timestamp::now()).await
+            finish(ct, ctx, written.as_ref(), 0, Some(&record), None, next, refresh_requested_at, Timestamp::now()).await
         }
         Err(err) => {
             ctx.metrics.failures.get_or_create(&FailureLabels { provider: provider_name, reason: err.metric_label() }).inc();
@@ -300,8 +300,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
                 current_record.and_then(|r| r.expires_at),
                 rand::random(),
             );
-            let previous = ConsentTokenStatus { consecutive_failures: failures, ..previous };
-            finish(ct, ctx, &previous, current_record, Some(&err), retry, refresh_requested_at, now).await
+            finish(ct, ctx, written.as_ref(), failures, current_record, Some(&err), retry, refresh_requested_at, now).await
         }
     }
 }
@@ -387,7 +386,8 @@ async fn write_secret(ctx: &Context, namespace: &str, desired: &Secret, exists: 
 async fn finish(
     ct: &ConsentToken,
     ctx: &Context,
-    previous: &ConsentTokenStatus,
+    last_written: Option<&Written>,
+    consecutive_failures: i32,
     current: Option<&TokenRecord>,
     failure: Option<&Error>,
     next_refresh: Timestamp,
@@ -401,14 +401,13 @@ async fn finish(
         provider: provider::provider_name(&ct.spec),
         current,
         failure,
-        consecutive_failures: previous.consecutive_failures,
+        consecutive_failures,
         next_refresh,
         refresh_requested_at,
     };
     let desired = status::desired(ct.status.as_ref(), &observed);
     let uid = ct.uid().unwrap_or_default();
-    let last_written = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).cloned();
-    let write = needs_status_write(ct.status.as_ref(), &desired, last_written.as_ref());
+    let write = needs_status_write(ct.status.as_ref(), &desired, last_written);
     if write {
         ctx.api_writes.until_ready().await;
         let patch = serde_json::json!({
@@ -420,14 +419,14 @@ async fn finish(
             .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
     }
-    let record = match (&last_written, write) {
+    let record = match (last_written, write) {
         // Unchanged: keep what the last write replaced, so the stale cache is still recognised.
         (Some(last), false) => Written { ready: status::ready_state(Some(&desired)), ..last.clone() },
         _ => Written::of(&desired, ct.status.as_ref()),
     };
     ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, record);
     let before = match last_written {
-        Some(written) => written.ready,
+        Some(written) => written.ready.clone(),
         None => status::ready_state(ct.status.as_ref()),
     };
     let after = status::ready_state(Some(&desired));
