@@ -2,8 +2,9 @@
 //!
 //! - ConsentTokens: cached (the controller needs them); a reconcile runs when the spec
 //!   (generation) or the annotations change, never for the operator's own status writes.
-//! - Secrets the operator manages (label-selected): cached, managed fields stripped; any
-//!   change to one (an edit, a deletion) reconciles its owner, which puts it back.
+//! - Secrets the operator manages (label-selected): cached without their tokens (each value is
+//!   replaced by its fingerprint, see `target_secret::summarize`) and without managed fields;
+//!   any change to one (an edit, a deletion) reconciles its owner, which puts it back.
 //! - All other Secrets: watched metadata-only and not cached, so the operator's memory does not
 //!   grow with the cluster's Secrets. A change to a Secret some ConsentToken uses as credentials
 //!   refreshes that ConsentToken at once.
@@ -19,17 +20,19 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use crate::calendar::Calendar;
+use crate::credentials::CredentialsCache;
 use crate::crd::ConsentToken;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
 use crate::reconcile::{self, ApiWriteLimiter, Context, CredentialChanges};
-use crate::target_secret::{MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
+use crate::target_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
 
 /// What the controllers share, built once by the caller.
 #[derive(Clone)]
@@ -38,7 +41,9 @@ pub struct Shared {
     pub providers: Arc<Providers>,
     pub metrics: Arc<Metrics>,
     pub api_writes: Arc<ApiWriteLimiter>,
-    pub recorder: Recorder,
+    pub reporter: Reporter,
+    /// One calendar for every namespace: the provider sees the sum.
+    pub calendar: Arc<Calendar>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +127,7 @@ where
     let (owned_store, owned_writer) = reflector::store::<Secret>();
     let owned_secrets = watcher(secrets.clone(), watcher::Config::default().labels(MANAGED_SELECTOR))
         .default_backoff()
-        .modify(|secret: &mut Secret| secret.managed_fields_mut().clear())
+        .modify(target_secret::summarize)
         .reflect(owned_writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
@@ -135,7 +140,10 @@ where
         client: shared.client.clone(),
         providers: shared.providers.clone(),
         owned_secrets: owned_store.clone(),
-        recorder: shared.recorder.clone(),
+        owned_secrets_listed: secrets_listed.clone(),
+        credentials: CredentialsCache::default(),
+        calendar: shared.calendar.clone(),
+        reporter: shared.reporter.clone(),
         metrics: shared.metrics.clone(),
         api_writes: shared.api_writes.clone(),
         credential_changes: Arc::new(CredentialChanges::default()),
@@ -147,12 +155,14 @@ where
     let forget = context.clone();
     let tokens = watcher(consent_tokens, watcher::Config::default())
         .default_backoff()
-        .modify(|ct: &mut ConsentToken| ct.managed_fields_mut().clear())
+        .modify(slim_consent_token)
         .reflect(token_writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(ct)) => {
+                let uid = ct.uid().unwrap_or_default();
                 forget.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
-                forget.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&ct.uid().unwrap_or_default());
+                forget.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+                forget.calendar.forget(&uid);
             }
             Ok(watcher::Event::InitDone) => {
                 tokens_listed_tx.send_replace(true);
@@ -170,10 +180,23 @@ where
         None => Api::all(shared.client.clone()),
     };
     let mut listed = tokens_listed.clone();
+    let cache = context.clone();
     let credential_secrets = futures::stream::once(async move {
         let _ = listed.wait_for(|listed| *listed).await.map(drop);
         tracing::debug!("ConsentTokens listed; watching credentials Secrets");
-        watcher(secret_metadata, watcher::Config::default()).default_backoff().touched_objects()
+        watcher(secret_metadata, watcher::Config::default())
+            .default_backoff()
+            .inspect(move |event| match event {
+                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    cache.credentials.observe(&namespace, &name, secret.resource_version().as_deref());
+                }
+                Ok(watcher::Event::Delete(secret)) => {
+                    cache.credentials.observe(&secret.namespace().unwrap_or_default(), &secret.name_any(), None);
+                }
+                _ => {}
+            })
+            .touched_objects()
     })
     .flatten();
     let users = token_store.clone();
@@ -203,6 +226,15 @@ where
             }
         });
     (run, ready)
+}
+
+/// Drops from a cached ConsentToken what no reconcile reads: the field managers and a client-side
+/// `kubectl apply`'s copy of the whole object.
+fn slim_consent_token(ct: &mut ConsentToken) {
+    ct.metadata.managed_fields = None;
+    if let Some(annotations) = ct.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// The ConsentTokens that use `secret` as credentials and did not get their token from this

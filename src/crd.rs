@@ -208,8 +208,10 @@ pub struct TargetSecret {
 pub struct RefreshPolicy {
     /// For tokens with an expiry (`exp` claim): how long before expiry to renew, as a
     /// percentage of the token's lifetime (`50%`, the default: a 300-second token is renewed
-    /// with 150 seconds left) or as a duration (`2m`, `90s`, `1h30m`). A small random jitter
-    /// only ever moves renewal earlier.
+    /// with 150 seconds left) or as a duration (`2m`, `90s`, `1h30m`). So that thousands of
+    /// tokens do not renew at once, a renewal may come up to a fifth of this earlier (at most
+    /// 5 minutes; a new token's first renewal, earlier still when many are due together),
+    /// never later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([1-9][0-9]?%|([0-9]+(s|m|h))+)$')").message("renewBefore must be a percentage of the token lifetime from 1% to 99% (such as 50%) or a duration such as 90s, 2m or 1h30m"))]
     #[schemars(length(max = 32))]

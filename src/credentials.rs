@@ -1,5 +1,8 @@
 //! Reading client credentials from the Secret a ConsentToken names, in its own namespace only.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use secrecy::SecretString;
@@ -8,8 +11,82 @@ use crate::crd::CredentialsSecretRef;
 use crate::error::Error;
 use crate::provider::Credentials;
 
-/// Reads the credentials with one GET. The operator does not cache credential Secrets: it
-/// reads one when it is about to fetch a token, so no Secret data sits in its memory.
+/// Credentials already read, by Secret, for as long as that Secret is unchanged.
+///
+/// Thousands of ConsentTokens share a handful of credentials Secrets; without this every
+/// refresh would GET one. Entries hold only the two keys asked for (in types that cannot be
+/// printed and are zeroed when dropped), never whole Secrets. They are dropped when the
+/// Secret's metadata watch reports a new `resourceVersion` or a deletion, and a reconcile that
+/// was triggered by a change asks for that version, so a stale entry is never used after a
+/// rotation is seen.
+#[derive(Default)]
+pub struct CredentialsCache(Mutex<HashMap<SecretKey, Cached>>);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SecretKey {
+    namespace: String,
+    name: String,
+}
+
+struct Cached {
+    version: String,
+    /// By (client id key, client secret key): objects may read different keys of one Secret.
+    by_keys: HashMap<(String, String), Credentials>,
+}
+
+impl CredentialsCache {
+    /// The credentials `reference` names, from the cache when it holds them for `version` (or
+    /// for any version when `version` is `None`), else with one GET.
+    pub async fn get(
+        &self,
+        client: &Client,
+        namespace: &str,
+        reference: &CredentialsSecretRef,
+        version: Option<&str>,
+    ) -> Result<Credentials, Error> {
+        if let Some(credentials) = self.lookup(namespace, reference, version) {
+            return Ok(credentials);
+        }
+        let credentials = read(client, namespace, reference).await?;
+        self.store(namespace, reference, &credentials);
+        Ok(credentials)
+    }
+
+    fn lookup(&self, namespace: &str, reference: &CredentialsSecretRef, version: Option<&str>) -> Option<Credentials> {
+        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
+        let entries = self.lock();
+        let cached = entries.get(&key).filter(|cached| version.is_none_or(|v| v == cached.version))?;
+        cached.by_keys.get(&(reference.client_id_key.clone(), reference.client_secret_key.clone())).cloned()
+    }
+
+    fn store(&self, namespace: &str, reference: &CredentialsSecretRef, credentials: &Credentials) {
+        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
+        let mut entries = self.lock();
+        let entry = entries
+            .entry(key)
+            .or_insert_with(|| Cached { version: credentials.version.clone(), by_keys: HashMap::new() });
+        if entry.version != credentials.version {
+            *entry = Cached { version: credentials.version.clone(), by_keys: HashMap::new() };
+        }
+        let keys = (reference.client_id_key.clone(), reference.client_secret_key.clone());
+        entry.by_keys.insert(keys, credentials.clone());
+    }
+
+    /// The Secret is now at `version` (`None`: deleted); drops what was read from another version.
+    pub fn observe(&self, namespace: &str, name: &str, version: Option<&str>) {
+        let key = SecretKey { namespace: namespace.to_owned(), name: name.to_owned() };
+        let mut entries = self.lock();
+        if entries.get(&key).is_some_and(|cached| version != Some(cached.version.as_str())) {
+            entries.remove(&key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Cached>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads the credentials with one GET.
 pub async fn read(client: &Client, namespace: &str, reference: &CredentialsSecretRef) -> Result<Credentials, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
@@ -54,6 +131,28 @@ mod tests {
             data: Some(pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn cached_credentials_are_dropped_when_the_secret_changes_or_goes() {
+        let cache = CredentialsCache::default();
+        let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
+        v1.metadata.resource_version = Some("1".into());
+        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        let hit = cache.lookup("ns", &reference(), None).unwrap();
+        assert_eq!(hit.client_secret.expose_secret(), "one");
+        assert!(cache.lookup("other", &reference(), None).is_none(), "per namespace");
+        // A reconcile triggered by a change to version 2 does not take version 1.
+        assert!(cache.lookup("ns", &reference(), Some("2")).is_none());
+        assert!(cache.lookup("ns", &reference(), Some("1")).is_some());
+        // The watch reporting the same version keeps it; another version or a deletion drops it.
+        cache.observe("ns", "creds", Some("1"));
+        assert!(cache.lookup("ns", &reference(), None).is_some());
+        cache.observe("ns", "creds", Some("2"));
+        assert!(cache.lookup("ns", &reference(), None).is_none());
+        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        cache.observe("ns", "creds", None);
+        assert!(cache.lookup("ns", &reference(), None).is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod metrics;
 pub mod provider;
 pub mod schedule;
+pub mod calendar;
 pub mod token;
 pub mod credentials;
 pub mod status;

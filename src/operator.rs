@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 use crate::config::Config;
 use crate::controller::{self, Shared, Synced};
@@ -49,8 +49,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         controller: "consent-token-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let shared = Shared { client, providers, metrics: metrics.clone(), api_writes, recorder };
+    let shared = Shared { client, providers, metrics: metrics.clone(), api_writes, reporter, calendar: Default::default() };
     let settings = controller::Settings {
         namespaces: config.watched_namespaces(),
         concurrency: config.concurrency,

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{GetParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::credentials;
+use crate::calendar::Calendar;
+use crate::credentials::CredentialsCache;
 use crate::crd::{ConsentToken, ConsentTokenStatus};
 use crate::error::Error;
 use crate::metrics::{FailureLabels, Metrics, ObjectLabels, ProviderLabels};
@@ -29,7 +30,6 @@ use crate::provider::{self, Providers};
 use crate::schedule::{self, Schedule};
 use crate::status;
 use crate::target_secret::{self, TokenRecord};
-use crate::token::Token;
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "consent-token-operator";
@@ -44,7 +44,13 @@ pub struct Context {
     pub providers: Arc<Providers>,
     /// Cache of the Secrets this operator manages (label-selected), fed by the controller's watch.
     pub owned_secrets: Store<Secret>,
-    pub recorder: Recorder,
+    /// Turns true once `owned_secrets` has listed every managed Secret: from then on, a Secret
+    /// missing from it is missing from the cluster (or not labelled as ours).
+    pub owned_secrets_listed: tokio::sync::watch::Receiver<bool>,
+    pub credentials: CredentialsCache,
+    pub calendar: Arc<Calendar>,
+    /// Who the Events are from.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub api_writes: Arc<ApiWriteLimiter>,
     pub credential_changes: Arc<CredentialChanges>,
@@ -216,6 +222,9 @@ pub fn error_policy(_ct: Arc<ConsentToken>, err: &Error, _ctx: Arc<Context>) -> 
 }
 
 async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error> {
+    // Decisions rest on the cache of our Secrets; before it is complete a reconcile would see
+    // tokens as missing. Instant once listed.
+    let _ = ctx.owned_secrets_listed.clone().wait_for(|listed| *listed).await.map(drop);
     let now = Timestamp::now();
     let namespace = ct.namespace().unwrap_or_default();
     let name = ct.name_any();
@@ -231,12 +240,12 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     let provider_name = provider::provider_name(&ct.spec);
 
     // 1. observe
-    let target = observe_target(ct, ctx, &namespace).await?;
+    let target = observe_target(ct, ctx, &namespace, &previous).await?;
     let current = match &target {
         Target::Ours(secret) => target_secret::read(secret, ct.target_key()),
         Target::Missing | Target::Foreign => None,
     };
-    let current_record = current.as_ref().map(|(_, record)| record);
+    let current_record = current.as_ref();
 
     // 2. decide
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
@@ -259,7 +268,10 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
                 credentials_changed_to: credentials_changed_to.as_deref(),
                 first_reconcile,
             },
-            |expires_at| schedule::defer_overdue(now, expires_at, ctx.overdue_spread, rand::random()),
+            |expires_at| {
+                let (from, to) = schedule::overdue_window(now, expires_at, ctx.overdue_spread)?;
+                Some(ctx.calendar.place(&uid, from, to))
+            },
         )),
     };
     let schedule = schedule.unwrap_or_default();
@@ -268,12 +280,12 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     let outcome = match decision {
         Ok(Decision::Fetch(why)) => {
             tracing::debug!(namespace, name, ?why, "fetching a token");
-            refresh(ct, ctx, &namespace, &schedule, &target).await
+            refresh(ct, ctx, &schedule, &target, credentials_changed_to.as_deref()).await
         }
         Ok(Decision::Wait(until)) => {
             tracing::debug!(namespace, name, %until, "token in place; waiting");
-            if let (Target::Ours(secret), Some((token, record))) = (&target, &current) {
-                repair(ct, ctx, secret, token, record).await?;
+            if let (Target::Ours(secret), Some(record)) = (&target, &current) {
+                repair(ct, ctx, secret, record).await?;
             }
             let failures = previous.consecutive_failures;
             return finish(ct, ctx, written.as_ref(), failures, current_record, None, until, refresh_requested_at, now).await;
@@ -310,16 +322,27 @@ enum Target {
     Missing,
     /// A Secret of that name this ConsentToken does not control: never overwritten.
     Foreign,
+    /// Summarized (see [`target_secret::summarize`]): no token in it.
     Ours(Box<Secret>),
 }
 
-async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str) -> Result<Target, Error> {
+async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str, previous: &ConsentTokenStatus) -> Result<Target, Error> {
     let name = ct.target_secret_name();
     let cached = ctx.owned_secrets.get(&ObjectRef::new(&name).within(namespace));
+    // Not in the (complete) cache of labelled Secrets: absent, foreign, or ours with the label
+    // removed. For a new object (no token yet) a metadata read from the API server's watch
+    // cache tells: cheap, and a foreign Secret is found before a token is fetched for it. Where
+    // a Secret of ours was expected, it is read in full (its token may still be good).
+    let expected = previous.token_fingerprint.is_some();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let secret = match cached {
         Some(secret) => Some((*secret).clone()),
-        // Not in the cache of labelled Secrets: absent, foreign, or ours with the label removed.
-        None => Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(&name).await?,
+        None if expected => api.get_opt(&name).await?.map(summarized),
+        None => match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
+            Some(meta) if target_secret::is_controlled_by(&meta, ct) => api.get_opt(&name).await?.map(summarized),
+            Some(_) => return Ok(Target::Foreign),
+            None => None,
+        },
     };
     Ok(match secret {
         None => Target::Missing,
@@ -328,55 +351,88 @@ async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str) -> Re
     })
 }
 
-/// Steps 3 and 4: credentials, provider, Secret.
+fn summarized(mut secret: Secret) -> Secret {
+    target_secret::summarize(&mut secret);
+    secret
+}
+
+/// Steps 3 and 4: credentials, provider, Secret. `credentials_version`: the version of the
+/// credentials Secret a change was seen to, if that is why this reconcile runs.
 async fn refresh(
     ct: &ConsentToken,
     ctx: &Context,
-    namespace: &str,
     schedule: &Schedule,
     target: &Target,
+    credentials_version: Option<&str>,
 ) -> Result<TokenRecord, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
     let reference = ct
         .credentials_secret_ref()
         .ok_or_else(|| Error::InvalidSpec("set exactly one provider: spec.oneTrust or spec.fdx".into()))?;
-    let credentials = credentials::read(&ctx.client, namespace, reference).await?;
+    let credentials = ctx.credentials.get(&ctx.client, &namespace, reference, credentials_version).await?;
     let fetched = ctx.providers.fetch(&ct.spec, &credentials).await?;
+    let first = !matches!(target, Target::Ours(_));
+    let (earliest, latest) = schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
     let record = TokenRecord {
         fingerprint: fetched.token.fingerprint(),
         refreshed_at: fetched.fetched_at,
         expires_at: fetched.expires_at,
-        next_refresh_at: schedule.next_refresh(fetched.fetched_at, fetched.expires_at, rand::random()),
+        next_refresh_at: ctx.calendar.place(&ct.uid().unwrap_or_default(), earliest, latest),
         generation: ct.meta().generation.unwrap_or_default(),
         credentials_version: credentials.version.clone(),
         collection_point_version: fetched.collection_point_version,
     };
     let desired = target_secret::desired(ct, &fetched.token, &record);
-    write_secret(ctx, namespace, &desired, matches!(target, Target::Ours(_))).await?;
+    match target {
+        Target::Ours(_) => apply_secret(ctx, &desired).await?,
+        Target::Missing | Target::Foreign => create_secret(ct, ctx, &desired).await?,
+    }
     Ok(record)
 }
 
-/// Puts back labels, annotations, owner or token if someone changed them.
-async fn repair(ct: &ConsentToken, ctx: &Context, actual: &Secret, token: &Token, record: &TokenRecord) -> Result<(), Error> {
-    let desired = target_secret::desired(ct, token, record);
-    if !target_secret::matches(actual, &desired) {
-        tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret was changed; putting it back");
-        write_secret(ctx, &ct.namespace().unwrap_or_default(), &desired, true).await?;
+/// Puts back labels, annotations or owner if someone changed them (an edited token is not
+/// intact, so [`decide`] has a new one fetched instead). `summary` is the Secret as cached (see [`target_secret::summarize`]): the token itself is
+/// read from the API server only when something has to be put back.
+async fn repair(ct: &ConsentToken, ctx: &Context, summary: &Secret, record: &TokenRecord) -> Result<(), Error> {
+    if target_secret::matches(summary, &target_secret::desired_without_token(ct, record)) {
+        return Ok(());
+    }
+    tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret was changed; putting it back");
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let secret = api.get_opt(&ct.target_secret_name()).await?;
+    // Gone or its token edited meanwhile: the watch event that follows triggers a new token.
+    if let Some(token) = secret.and_then(|s| target_secret::intact_token(&s, ct.target_key(), record)) {
+        apply_secret(ctx, &target_secret::desired(ct, &token, record)).await?;
     }
     Ok(())
 }
 
-async fn write_secret(ctx: &Context, namespace: &str, desired: &Secret, exists: bool) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+/// Creates the target Secret; never writes into someone else's.
+async fn create_secret(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<(), Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    // Create, not apply: an apply would take over a Secret someone created meanwhile.
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.api_writes.until_ready().await;
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            // Ours after all (the label was removed, or our own create is not in the cache
+            // yet), or someone else's.
+            match api.get_opt(&name).await? {
+                Some(existing) if target_secret::is_controlled_by(&existing, ct) => apply_secret(ctx, desired).await,
+                _ => Err(Error::TargetConflict(name)),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Server-side apply of a Secret this ConsentToken controls.
+async fn apply_secret(ctx: &Context, desired: &Secret) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
     let name = desired.metadata.name.clone().unwrap_or_default();
     ctx.api_writes.until_ready().await;
-    if !exists {
-        // Create, not apply: an apply would take over a Secret someone created meanwhile.
-        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => return Err(Error::TargetConflict(name)),
-            Err(err) => return Err(err.into()),
-        }
-    }
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
     Ok(())
 }
@@ -424,6 +480,7 @@ async fn finish(
         (Some(last), false) => Written { ready: status::ready_state(Some(&desired)), ..last.clone() },
         _ => Written::of(&desired, ct.status.as_ref()),
     };
+    ctx.calendar.keep(&uid, next_refresh);
     ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, record);
     let before = match last_written {
         Some(written) => written.ready.clone(),
@@ -440,7 +497,12 @@ async fn finish(
             action: "Refresh".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &ct.object_ref(&())).await {
+        // A Recorder per Event: a shared one keeps every Event it published for six minutes and
+        // scans them all on each publish (to fold repeats into a series), which with 10,000
+        // objects turning Ready is megabytes held and quadratic work. Ours are one per
+        // transition, so there are no repeats to fold.
+        let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+        if let Err(err) = recorder.publish(&event, &ct.object_ref(&())).await {
             tracing::warn!(error = %err, "could not publish an event");
         }
     }

@@ -4,8 +4,9 @@
 //!
 //! The rules come from how the tokens are used. A mounted Secret reaches pods 60 to 90 seconds
 //! after it changes, so a token must be replaced well before it expires (default: with half
-//! its life left). Thousands of objects must not renew in lockstep, so jitter is applied, and
-//! only ever earlier. A provider's `Retry-After` is honoured in full. Retries after transient
+//! its life left). Thousands of objects must not renew in lockstep, so each renewal may come
+//! somewhat earlier (a window, never later), and the refresh calendar picks the quietest
+//! second in it. A provider's `Retry-After` is honoured in full. Retries after transient
 //! failures back off exponentially, but never past the point where the current token expires.
 
 use std::time::Duration;
@@ -35,10 +36,13 @@ pub struct Schedule {
 
 pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Percent(50);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
-/// Jitter takes at most this share of the renewal lead (or of the interval)...
-const JITTER_SHARE: f64 = 0.1;
-/// ...and at most this much.
-const MAX_JITTER: Duration = Duration::from_secs(30);
+/// A renewal window opens this share of the renewal lead (or of the interval) before it
+/// closes...
+pub const SPREAD_SHARE: f64 = 0.2;
+/// ...and at most this long before.
+const MAX_SPREAD: Duration = Duration::from_secs(300);
+/// The first renewal of a new token may come from this share of the way to its latest point.
+const FIRST_RENEWAL_OPENS: f64 = 0.1;
 /// Transient failures: first retry after about this long, doubling up to `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -83,19 +87,39 @@ impl Schedule {
         Ok(Self { renew_before, interval })
     }
 
-    /// When to fetch the token that was fetched at `fetched_at` again.
-    pub fn next_refresh(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>, jitter: f64) -> Timestamp {
+    /// The window in which to fetch the token fetched at `fetched_at` again: at its end the token
+    /// still has the configured lead left; it opens a share of that lead earlier (see
+    /// [`SPREAD_SHARE`]), so renewals can be spread (by [`crate::calendar::Calendar`]) without
+    /// ever being later than the lead.
+    ///
+    /// The `first` renewal of a new object's token may come much earlier, from a tenth of the
+    /// way to the latest point: objects created together (a GitOps sync of thousands) would
+    /// otherwise renew together for many lifetimes, each later window moving a renewal by only
+    /// a fifth of the lead. The calendar still picks the latest quiet second, so without a
+    /// crowd the first renewal is as late as any other.
+    pub fn renewal_window(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>, first: bool) -> (Timestamp, Timestamp) {
+        let (earliest, latest) = self.later_renewal_window(fetched_at, expires_at);
+        if first {
+            let opens = fetched_at + scale(duration_between(fetched_at, latest), FIRST_RENEWAL_OPENS).max(MIN_RETRY);
+            return (opens.min(earliest), latest);
+        }
+        (earliest, latest)
+    }
+
+    fn later_renewal_window(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>) -> (Timestamp, Timestamp) {
         let Some(expires_at) = expires_at else {
-            let earlier = scale(self.interval, JITTER_SHARE).min(Duration::from_secs(300));
-            return fetched_at + self.interval - scale(earlier, jitter);
+            let latest = fetched_at + self.interval;
+            return (latest - scale(self.interval, SPREAD_SHARE).min(MAX_SPREAD), latest);
         };
         let lifetime = duration_between(fetched_at, expires_at);
         let lead = match self.renew_before {
             RenewBefore::Percent(p) => scale(lifetime, f64::from(p) / 100.0),
             RenewBefore::Duration(d) => d.min(scale(lifetime, 0.9)),
         };
-        let earlier = scale(lead, JITTER_SHARE).min(MAX_JITTER);
-        expires_at - lead - scale(earlier, jitter)
+        let latest = expires_at - lead;
+        // Never open before the token was fetched.
+        let spread = scale(lead, SPREAD_SHARE).min(MAX_SPREAD).min(duration_between(fetched_at, latest));
+        (latest - spread, latest)
     }
 }
 
@@ -133,17 +157,18 @@ pub fn retry_at(
 }
 
 /// After a restart, many objects can be overdue at once. An overdue object whose token is still
-/// comfortably valid is deferred by a random share of the time it can spare (at most `spread`),
-/// so they do not all hit the provider at the same moment. Objects that never had a token, or
-/// whose token is close to expiry, are not deferred: they go first.
-pub fn defer_overdue(now: Timestamp, expires_at: Option<Timestamp>, spread: Duration, jitter: f64) -> Option<Timestamp> {
+/// comfortably valid may be deferred within the time it can spare (at most `spread`): this
+/// returns that window, in which the calendar picks the quietest second, so the objects do
+/// not all hit the provider at the same moment. Objects that never had a token, or whose
+/// token is close to expiry, get no window: they go first.
+pub fn overdue_window(now: Timestamp, expires_at: Option<Timestamp>, spread: Duration) -> Option<(Timestamp, Timestamp)> {
     let spare = match expires_at {
         Some(expires_at) => duration_between(now, expires_at).saturating_sub(KUBELET_PROPAGATION),
         // A token without expiry stays usable: the whole spread is available.
         None => spread,
     };
-    let delay = scale(spare.min(spread), jitter);
-    (delay >= MIN_RETRY).then(|| now + delay)
+    let spare = spare.min(spread);
+    (spare >= MIN_RETRY).then(|| (now + MIN_RETRY, now + spare))
 }
 
 /// Parses Go-style durations as used in the CRD: `90s`, `2m`, `1h30m`.
@@ -189,33 +214,53 @@ mod tests {
     }
 
     #[test]
-    fn mx_token_renews_at_half_life_leaving_time_for_the_kubelet() {
+    fn mx_token_renews_by_half_life_leaving_time_for_the_kubelet() {
         let schedule = Schedule::default();
-        let fetched = t(0);
-        let expires = t(300);
-        let latest = schedule.next_refresh(fetched, Some(expires), 0.0);
-        assert_eq!(latest, t(150), "no jitter: exactly half the lifetime left");
-        let earliest = schedule.next_refresh(fetched, Some(expires), 0.999_999);
-        assert!(earliest < latest && earliest >= t(135), "jitter only moves renewal earlier: {earliest}");
-        assert!(duration_between(earliest, expires) >= Duration::from_secs(120));
+        let (earliest, latest) = schedule.renewal_window(t(0), Some(t(300)), false);
+        assert_eq!(latest, t(150), "at the latest with exactly half the lifetime left");
+        assert_eq!(earliest, t(120), "the window opens a fifth of the lead earlier");
+        assert!(duration_between(latest, t(300)) >= KUBELET_PROPAGATION);
+    }
+
+    #[test]
+    fn a_new_tokens_first_renewal_may_come_early_so_a_burst_can_spread() {
+        let schedule = Schedule::default();
+        assert_eq!(schedule.renewal_window(t(0), Some(t(300)), true), (t(15), t(150)));
+        assert_eq!(schedule.renewal_window(t(0), None, true), (t(360), t(3600)));
+        // 9,000 MX tokens fetched over 30 seconds, as when they are all created at once: their
+        // first renewals fill the quietest seconds, so no minute carries much more than the
+        // average minute of the steady state (9,000 renewals per 150 s).
+        let calendar = crate::calendar::Calendar::default();
+        for i in 0..9000 {
+            let fetched = t(i / 300);
+            let (from, to) = schedule.renewal_window(fetched, Some(fetched + Duration::from_secs(300)), true);
+            let at = calendar.place(&i.to_string(), from, to);
+            assert!(at >= from && at <= to);
+        }
+        let average_minute = 9000 * 60 / 150;
+        let busiest = (0..150).map(|s| calendar.planned_between(t(s), t(s + 60))).max().unwrap();
+        assert!(busiest <= average_minute * 12 / 10, "busiest minute {busiest}, average {average_minute}");
     }
 
     #[test]
     fn renew_before_as_duration_is_capped_by_the_lifetime() {
         let policy = RefreshPolicy { renew_before: Some("2m".into()), interval: None };
         let schedule = Schedule::from_policy(&policy).unwrap();
-        assert_eq!(schedule.next_refresh(t(0), Some(t(300)), 0.0), t(180));
+        assert_eq!(schedule.renewal_window(t(0), Some(t(300)), false), (t(156), t(180)));
         // A 60-second token with "renew 2m before" renews after 6 s, not immediately and forever.
-        assert_eq!(schedule.next_refresh(t(0), Some(t(60)), 0.0), t(6));
+        assert_eq!(schedule.renewal_window(t(0), Some(t(60)), false).1, t(6));
+        // The window never opens before the token was fetched.
+        assert!(schedule.renewal_window(t(0), Some(t(60)), false).0 >= t(0));
+        // Long-lived tokens: at most five minutes of spread.
+        let day = Schedule::default().renewal_window(t(0), Some(t(86_400)), false);
+        assert_eq!(day, (t(43_200 - 300), t(43_200)));
     }
 
     #[test]
     fn tokens_without_expiry_follow_the_interval() {
         let policy = RefreshPolicy { renew_before: None, interval: Some("30m".into()) };
         let schedule = Schedule::from_policy(&policy).unwrap();
-        assert_eq!(schedule.next_refresh(t(0), None, 0.0), t(1800));
-        let jittered = schedule.next_refresh(t(0), None, 0.5);
-        assert!(jittered < t(1800) && jittered >= t(1800 - 180));
+        assert_eq!(schedule.renewal_window(t(0), None, false), (t(1800 - 300), t(1800)));
     }
 
     #[test]
@@ -258,11 +303,10 @@ mod tests {
     fn overdue_objects_are_spread_but_urgent_ones_are_not() {
         let spread = Duration::from_secs(60);
         // 140 s left: 50 s can be spared, so the deferral is within that.
-        let deferred = defer_overdue(t(0), Some(t(140)), spread, 0.99).unwrap();
-        assert!(deferred > t(40) && deferred <= t(50));
+        assert_eq!(overdue_window(t(0), Some(t(140)), spread), Some((t(1), t(50))));
         // 80 s left: less than the kubelet needs, so no deferral.
-        assert_eq!(defer_overdue(t(0), Some(t(80)), spread, 0.99), None);
+        assert_eq!(overdue_window(t(0), Some(t(80)), spread), None);
         // No expiry: the whole spread.
-        assert!(defer_overdue(t(0), None, spread, 0.5).unwrap() == t(30));
+        assert_eq!(overdue_window(t(0), None, spread), Some((t(1), t(60))));
     }
 }

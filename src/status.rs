@@ -52,7 +52,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
     let last_transition_time = match previous_ready {
         Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(observed.now),
+        _ => whole_seconds(observed.now),
     };
     let rate_limit = match observed.failure {
         Some(Error::RateLimited(limit)) => Some(rate_limit_status(limit, observed.now)),
@@ -69,9 +69,9 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
             observed_generation: observed.generation,
             last_transition_time,
         }],
-        expires_at: current.and_then(|c| c.expires_at).map(Time),
-        last_refresh_time: current.map(|c| Time(c.refreshed_at)),
-        next_refresh_time: Some(Time(observed.next_refresh)),
+        expires_at: current.and_then(|c| c.expires_at).map(whole_seconds),
+        last_refresh_time: current.map(|c| whole_seconds(c.refreshed_at)),
+        next_refresh_time: Some(whole_seconds(observed.next_refresh)),
         consecutive_failures: observed.consecutive_failures,
         token_fingerprint: current.map(|c| c.fingerprint.clone()),
         collection_point_version: current.and_then(|c| c.collection_point_version),
@@ -79,6 +79,12 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         refresh_requested_at: observed.refresh_requested_at.clone(),
         rate_limit,
     }
+}
+
+/// A time as the API server stores it (RFC 3339, whole seconds), so a status read back equals
+/// the one computed and is not written again for a difference in nanoseconds.
+fn whole_seconds(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 fn valid_message(current: &TokenRecord) -> String {
@@ -91,7 +97,7 @@ fn valid_message(current: &TokenRecord) -> String {
 fn rate_limit_status(limit: &RateLimit, now: Timestamp) -> RateLimitStatus {
     let wait = jiff::SignedDuration::try_from(limit.retry_after).unwrap_or(jiff::SignedDuration::MAX);
     RateLimitStatus {
-        retry_after: now.checked_add(wait).ok().map(Time),
+        retry_after: now.checked_add(wait).ok().map(whole_seconds),
         period: limit.period.clone(),
         requests_allowed: limit.requests_allowed,
         requests_made: limit.requests_made,
@@ -178,5 +184,20 @@ mod tests {
         assert_eq!(rl.retry_after.unwrap().0, "2030-01-01T00:35:35Z".parse().unwrap());
         assert_eq!(rl.period.as_deref(), Some("HOUR"));
         assert_eq!(status.collection_point_version, Some(3));
+    }
+
+    #[test]
+    fn a_status_read_back_from_the_api_server_equals_the_one_computed() {
+        // Times with nanoseconds (a fetch time, a planned refresh) are stored in whole seconds.
+        let mut token = record(Some("2026-11-23T10:05:00Z"));
+        token.refreshed_at = "2026-11-23T10:00:00.123456789Z".parse().unwrap();
+        let mut seen = observed("2026-11-23T10:00:00.5Z", Some(&token), None);
+        seen.next_refresh = "2026-11-23T10:02:30.987Z".parse().unwrap();
+        let status = desired(None, &seen);
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(!json.contains(".123") && !json.contains(".987") && !json.contains(".5Z"), "{json}");
+        let stored: ConsentTokenStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored, status);
+        assert_eq!(status.next_refresh_time.unwrap().0, "2026-11-23T10:02:30Z".parse().unwrap());
     }
 }

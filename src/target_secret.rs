@@ -46,6 +46,14 @@ pub struct TokenRecord {
 /// The Secret as it should be: owned by the ConsentToken (so garbage collection deletes it
 /// with it), labelled as managed, holding the token under the target key.
 pub fn desired(ct: &ConsentToken, token: &Token, record: &TokenRecord) -> Secret {
+    Secret {
+        data: Some(BTreeMap::from([(ct.target_key().to_owned(), ByteString(token.expose().as_bytes().to_vec()))])),
+        ..desired_without_token(ct, record)
+    }
+}
+
+/// [`desired`] without `data`: what [`matches`] compares.
+pub fn desired_without_token(ct: &ConsentToken, record: &TokenRecord) -> Secret {
     let mut annotations = BTreeMap::from([
         (FINGERPRINT.to_owned(), record.fingerprint.clone()),
         (REFRESHED_AT.to_owned(), record.refreshed_at.to_string()),
@@ -69,42 +77,63 @@ pub fn desired(ct: &ConsentToken, token: &Token, record: &TokenRecord) -> Secret
             ..Default::default()
         },
         type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(ct.target_key().to_owned(), ByteString(token.expose().as_bytes().to_vec()))])),
         ..Default::default()
     }
 }
 
 /// Whether this ConsentToken created the Secret (its controller owner reference).
-pub fn is_controlled_by(secret: &Secret, ct: &ConsentToken) -> bool {
+pub fn is_controlled_by(secret: &impl kube::Resource, ct: &ConsentToken) -> bool {
     let Some(uid) = ct.uid() else { return false };
     secret.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-/// The token currently in the Secret under `key`, with its facts, if it is intact: present,
+/// Replaces each value in the Secret's `data` with its fingerprint, so the operator remembers
+/// whether a Secret holds the token it wrote without holding the token: the cache of managed
+/// Secrets then has no token in memory, and costs a few bytes per value instead of a JWT.
+/// Everything that reads a Secret of ours goes through this first.
+pub fn summarize(secret: &mut Secret) {
+    secret.metadata.managed_fields = None;
+    if let Some(data) = secret.data.as_mut() {
+        for value in data.values_mut() {
+            *value = ByteString(token::fingerprint(&value.0).into_bytes());
+        }
+    }
+}
+
+/// The facts of the token in a [`summarize`]d Secret under `key`, if it is intact: present,
 /// and the same token the facts were written for (not edited by someone else).
-pub fn read(secret: &Secret, key: &str) -> Option<(Token, TokenRecord)> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    let annotations = secret.annotations();
-    let fingerprint = annotations.get(FINGERPRINT)?;
-    if token::fingerprint(&bytes.0) != *fingerprint {
+pub fn read(summary: &Secret, key: &str) -> Option<TokenRecord> {
+    let fingerprint = summary.data.as_ref()?.get(key)?;
+    let annotations = summary.annotations();
+    let recorded = annotations.get(FINGERPRINT)?;
+    if fingerprint.0 != recorded.as_bytes() {
         return None;
     }
-    let value = String::from_utf8(bytes.0.clone()).ok()?;
     let time = |name: &str| annotations.get(name).and_then(|v| v.parse::<Timestamp>().ok());
-    let record = TokenRecord {
-        fingerprint: fingerprint.clone(),
+    Some(TokenRecord {
+        fingerprint: recorded.clone(),
         refreshed_at: time(REFRESHED_AT)?,
         expires_at: time(EXPIRES_AT),
         next_refresh_at: time(NEXT_REFRESH_AT)?,
         generation: annotations.get(GENERATION)?.parse().ok()?,
         credentials_version: annotations.get(CREDENTIALS_VERSION).cloned().unwrap_or_default(),
         collection_point_version: annotations.get(COLLECTION_POINT_VERSION).and_then(|v| v.parse().ok()),
-    };
-    Some((Token::new(value), record))
+    })
 }
 
-/// Whether what users could have edited (labels, annotations, owner, type, the token key) still
-/// matches `desired`: if not, the Secret is put back.
+/// The token in a full (not summarized) Secret under `key`, if it is the one `record` was
+/// written for.
+pub fn intact_token(secret: &Secret, key: &str, record: &TokenRecord) -> Option<Token> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    if token::fingerprint(&bytes.0) != record.fingerprint {
+        return None;
+    }
+    String::from_utf8(bytes.0.clone()).ok().map(Token::new)
+}
+
+/// Whether what users could have edited (labels, annotations, owner, type) in a summarized
+/// Secret still matches `desired` (the token itself is checked by [`read`]): if not, the
+/// Secret is put back.
 pub fn matches(actual: &Secret, desired: &Secret) -> bool {
     let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
@@ -116,9 +145,6 @@ pub fn matches(actual: &Secret, desired: &Secret) -> bool {
         && contains(actual.annotations(), desired.annotations())
         && owners_ok
         && actual.type_ == desired.type_
-        && desired.data.as_ref().is_some_and(|want| {
-            want.iter().all(|(k, v)| actual.data.as_ref().and_then(|d| d.get(k)) == Some(v))
-        })
 }
 
 #[cfg(test)]
@@ -160,28 +186,37 @@ mod tests {
         assert_eq!(secret.metadata.name.as_deref(), Some("web"), "defaults to the resource's name");
         assert!(is_controlled_by(&secret, &ct));
         assert_eq!(secret.labels().get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY));
-        let (read_token, read_record) = read(&secret, "jwt").unwrap();
-        assert_eq!(read_token.expose(), "a.b.c");
-        assert_eq!(read_record, record(&token));
-        assert!(matches(&secret, &secret));
+        let mut summary = secret.clone();
+        summarize(&mut summary);
+        assert_eq!(read(&summary, "jwt").unwrap(), record(&token));
+        assert_eq!(intact_token(&secret, "jwt", &record(&token)).unwrap().expose(), "a.b.c");
+        assert!(matches(&summary, &desired_without_token(&ct, &record(&token))));
+        // The summary keeps no token, only its fingerprint.
+        let kept = &summary.data.as_ref().unwrap()["jwt"].0;
+        assert_eq!(kept, token.fingerprint().as_bytes());
         // No annotation holds the token.
         assert!(secret.annotations().values().all(|v| !v.contains("a.b.c")));
+    }
+
+    fn token_value() -> Token {
+        Token::new("a.b.c".into())
     }
 
     #[test]
     fn edited_token_or_metadata_is_noticed() {
         let ct = consent_token();
-        let token = Token::new("a.b.c".into());
-        let want = desired(&ct, &token, &record(&token));
+        let want = desired(&ct, &token_value(), &record(&token_value()));
 
         let mut edited = want.clone();
         edited.data.as_mut().unwrap().insert("jwt".into(), ByteString(b"tampered".to_vec()));
+        assert!(intact_token(&edited, "jwt", &record(&token_value())).is_none());
+        summarize(&mut edited);
         assert!(read(&edited, "jwt").is_none(), "an edited token is not trusted");
-        assert!(!matches(&edited, &want));
 
         let mut relabelled = want.clone();
         relabelled.metadata.labels = None;
-        assert!(!matches(&relabelled, &want));
+        summarize(&mut relabelled);
+        assert!(!matches(&relabelled, &desired_without_token(&ct, &record(&token_value()))));
 
         let mut foreign = want.clone();
         foreign.metadata.owner_references = None;

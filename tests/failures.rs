@@ -152,6 +152,23 @@ async fn missing_credentials_are_reported_and_picked_up_when_created() {
 }
 
 #[tokio::test]
+async fn deleted_credentials_are_not_used_from_memory() {
+    let env = TestEnv::start("credsgone").await;
+    env.fdx_token("mx", "customer-1").await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    let good = env.token_in_secret("mx", "token").await.unwrap();
+    // The operator has read these credentials once; after the Secret is deleted, a refresh
+    // must not go ahead with what it remembers.
+    env.secrets().delete("mx-credentials", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.request_refresh("mx").await;
+    let ct = env.wait_for_ready("mx", "True", "CredentialsNotFound").await;
+    assert!(ct.status.unwrap().conditions[0].message.contains("mx-credentials"));
+    assert_eq!(env.fake.requests(Endpoint::FdxToken), 1, "no fetch without credentials");
+    assert_eq!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()), "token kept");
+}
+
+#[tokio::test]
 async fn plain_http_is_refused_without_the_development_flag() {
     let env = TestEnv::start("http").await;
     env.put_secret("mx-credentials", &[("client_id", "a"), ("client_secret", "b")]).await;

@@ -1,6 +1,7 @@
 //! The pieces a benchmark run starts: a fresh control plane, the operator as a process, and
 //! the measurements taken from outside them (RSS, CPU, the API server's write counters).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,10 +52,19 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn start(bin: &Path, kubeconfig: &Path, namespace: &str, ca: &Path, log: &Path) -> Result<Self, Error> {
+    /// Starts `bin`, under the command `wrap` when that is not empty (a profiler).
+    pub fn start(wrap: &[String], bin: &Path, kubeconfig: &Path, namespace: &str, ca: &Path, log: &Path) -> Result<Self, Error> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let process = Command::new(bin)
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let process = command
             .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
             // The floor client has no write limiter either: compare the work, not the limit.
             .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
@@ -81,6 +91,14 @@ impl Operator {
     /// Sum of a metric family's samples.
     pub async fn metric_sum(&self, name: &str) -> f64 {
         sum_samples(&self.metrics().await, name)
+    }
+
+    /// SIGINT to the process (group), then waits for it to end: a profiler writes its data.
+    pub fn interrupt(&mut self) {
+        let pid = self.process.id().to_string();
+        let _ = Command::new("pkill").args(["-INT", "-P", &pid]).status();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = self.process.wait();
     }
 
     pub fn kill(&mut self) {
@@ -123,15 +141,43 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 /// Writes the API server has served for Secrets and ConsentTokens so far (create, update,
 /// patch, apply), from its own `apiserver_request_total`.
 pub async fn api_writes(client: &Client) -> Result<f64, Error> {
-    let request = http_request("/metrics")?;
-    let text = client.request_text(request).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"secrets\"") || l.contains("resource=\"consenttokens\""))
-        .filter(|l| ["verb=\"POST\"", "verb=\"PATCH\"", "verb=\"APPLY\"", "verb=\"PUT\""].iter().any(|v| l.contains(v)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    Ok(api_requests(client)
+        .await?
+        .iter()
+        .filter(|(k, _)| k.contains(" secrets") || k.contains(" consenttokens"))
+        .filter(|(k, _)| ["POST ", "PATCH ", "APPLY ", "PUT "].iter().any(|v| k.starts_with(v)))
+        .map(|(_, n)| n)
         .sum())
+}
+
+/// Requests the API server has served so far for Secrets, ConsentTokens and Events, by
+/// "VERB resource" (e.g. "APPLY secrets"), from its own `apiserver_request_total`.
+pub async fn api_requests(client: &Client) -> Result<BTreeMap<String, f64>, Error> {
+    let text = client.request_text(http_request("/metrics")?).await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(&line[start..start + line[start..].find('"')?])
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        if !["secrets", "consenttokens", "events"].contains(&resource) || verb == "WATCH" {
+            continue;
+        }
+        let subresource = label("subresource").filter(|s| !s.is_empty()).map(|s| format!("/{s}")).unwrap_or_default();
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *counts.entry(format!("{verb} {resource}{subresource}")).or_insert(0.0) += value;
+    }
+    Ok(counts)
+}
+
+/// `after - before`, per key, leaving out keys that did not change.
+pub fn difference(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
 }
 
 fn http_request(path: &str) -> Result<http::Request<Vec<u8>>, Error> {

@@ -11,7 +11,7 @@ mod cluster;
 mod plot;
 mod workload;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,17 @@ struct Args {
     /// Where results go (JSON, markdown, PNG).
     #[arg(long, default_value = "docs/performance")]
     out: PathBuf,
+    /// For profiling: a command to run the first operator process under, such as
+    /// `heaptrack -o /tmp/op` or `perf record -g -o /tmp/perf.data --` (its RSS and CPU
+    /// figures are then the wrapper's), and the operator binary to use instead of the release one
+    /// (e.g. target/profiling/consent-token-operator, which has symbols).
+    #[arg(long, allow_hyphen_values = true)]
+    wrap: Option<String>,
+    #[arg(long)]
+    operator: Option<PathBuf>,
+    /// Skip the restart measurement (for profiling runs).
+    #[arg(long)]
+    no_restart: bool,
 }
 
 #[derive(Serialize, Clone, Default)]
@@ -42,6 +53,9 @@ pub struct Result_ {
     time_to_all_ready_s: f64,
     floor_s: f64,
     ready_over_floor: f64,
+    /// The floor with only the Secret and the status written (the operator's Event left out).
+    floor_without_events_s: f64,
+    ready_over_floor_without_events: f64,
     steady_window_s: f64,
     refreshes: usize,
     lateness_p50_ms: f64,
@@ -49,6 +63,12 @@ pub struct Result_ {
     lateness_max_ms: f64,
     expired_tokens: usize,
     api_writes_per_refresh: f64,
+    /// API requests (Secrets, ConsentTokens, Events; by verb) per object, made by the floor
+    /// client, and while the operator brought every object to Ready (the watch that counts
+    /// Ready included, its list is one request); per refresh in the steady window.
+    floor_requests_per_object: BTreeMap<String, f64>,
+    ready_requests_per_object: BTreeMap<String, f64>,
+    steady_requests_per_refresh: BTreeMap<String, f64>,
     upstream_requests: HashMap<String, u64>,
     oauth_requests: u64,
     rss_peak_mib: f64,
@@ -79,7 +99,7 @@ async fn main() -> Result<(), Error> {
     let mut results = Vec::new();
     for &n in &args.sizes {
         eprintln!("== N = {n}");
-        let result = run(&root, n, Duration::from_secs(args.steady_seconds)).await?;
+        let result = run(&root, n, Duration::from_secs(args.steady_seconds), &args).await?;
         eprintln!("{}", serde_json::to_string_pretty(&result)?);
         results.push(result);
     }
@@ -104,7 +124,7 @@ fn machine() -> String {
     format!("{cpus} CPUs, {} GiB RAM, {}", mem / 1024 / 1024, std::env::consts::ARCH)
 }
 
-async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Result_, Error> {
+async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) -> Result<Result_, Error> {
     let dir = std::env::temp_dir().join(format!("consent-bench-{n}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let control_plane = ControlPlane::start(root)?;
@@ -116,11 +136,12 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     std::fs::write(&ca, fake.ca_pem())?;
     fake.set_fdx_lifetime(300);
     fake.set_oauth_expires_in(3600);
-    let operator_bin = root.join("target/release/consent-token-operator");
+    let operator_bin = args.operator.clone().unwrap_or_else(|| root.join("target/release/consent-token-operator"));
+    let wrap: Vec<String> = args.wrap.iter().flat_map(|w| w.split_whitespace().map(str::to_owned)).collect();
 
     // Idle memory: the operator with nothing to do.
     workload::namespace(&client, "empty").await?;
-    let idle = Operator::start(&operator_bin, &control_plane.kubeconfig, "empty", &ca, &dir.join("idle.log"))?;
+    let idle = Operator::start(&[], &operator_bin, &control_plane.kubeconfig, "empty", &ca, &dir.join("idle.log"))?;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let rss_idle = cluster::rss_bytes(idle.pid()).unwrap_or(0);
     drop(idle);
@@ -129,15 +150,19 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     let onetrust_credentials = 5;
     workload::namespace(&client, "floor").await?;
     workload::create_consent_tokens(&client, "floor", n, onetrust_credentials, &fake).await?;
-    let floor = workload::floor(&client, "floor", n).await?;
-    eprintln!("floor: {floor:?}");
+    let floor_before = cluster::api_requests(&client).await?;
+    let floor = workload::floor(&client, "floor", n, "a", true).await?;
+    let floor_requests = per(&cluster::difference(&floor_before, &cluster::api_requests(&client).await?), n);
+    let floor_without_events = workload::floor(&client, "floor", n, "b", false).await?;
+    eprintln!("floor: {floor:?} ({floor_without_events:?} without Events)");
 
     // The operator from a standing start.
     workload::namespace(&client, "bench").await?;
     workload::create_credentials(&client, "bench", onetrust_credentials, &fake).await?;
     workload::create_consent_tokens(&client, "bench", n, onetrust_credentials, &fake).await?;
     let ready = workload::ReadyCounter::start(client.clone(), "bench");
-    let mut operator = Operator::start(&operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
+    let ready_before = cluster::api_requests(&client).await?;
+    let mut operator = Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
     let pid = operator.pid();
     let peak = Arc::new(Mutex::new(0u64));
     let sampler = rss_sampler(pid, peak.clone());
@@ -147,6 +172,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     })
     .await?;
     eprintln!("all {n} Ready after {time_to_ready:?}");
+    let ready_requests = per(&cluster::difference(&ready_before, &cluster::api_requests(&client).await?), n);
 
     // Steady state.
     let refreshes = workload::RefreshWatch::start(client.clone(), "bench");
@@ -154,6 +180,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     refreshes.start_window();
     let requests_before = upstream_counts(&fake);
     let writes_before = cluster::api_writes(&client).await?;
+    let steady_before = cluster::api_requests(&client).await?;
     let cpu_before = cluster::cpu_time(pid).unwrap_or_default();
     let window_start = Instant::now();
     let mut rss_samples = Vec::new();
@@ -167,6 +194,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     let window = window_start.elapsed();
     let cpu = cluster::cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
     let writes = cluster::api_writes(&client).await? - writes_before;
+    let steady_after = cluster::api_requests(&client).await?;
     let requests = upstream_counts(&fake);
     let (lateness, expired, refresh_count) = refreshes.finish();
     let expired = expired + refreshes.expired_now();
@@ -174,22 +202,28 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     let normal_minute = (window_requests as f64 / (window.as_secs_f64() / 60.0)).round() as u64;
     let steady_peak_minute = per_10s.windows(7).map(|w| w[6] - w[0]).max().unwrap_or(window_requests);
 
-    // Restart: SIGKILL at steady state, start again at once.
-    operator.kill();
     sampler.abort();
-    let before_restart = upstream_total(&fake);
-    let restarted = Operator::start(&operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("restart.log"))?;
-    let restart_ready = cluster::wait_until("all Ready after restart", Duration::from_secs(900), Duration::from_millis(250), || {
-        let restarted = &restarted;
-        async move { restarted.metric_sum("consent_token_ready").await >= n as f64 }
-    })
-    .await?;
-    let restart_started = Instant::now() - restart_ready;
-    sleep_until(restart_started + Duration::from_secs(60)).await;
-    let first_minute = upstream_total(&fake) - before_restart;
-    sleep_until(restart_started + Duration::from_secs(120)).await;
-    let second_minute = upstream_total(&fake) - before_restart - first_minute;
-    drop(restarted);
+    let (first_minute, second_minute, restart_ready) = if args.no_restart {
+        // Let a wrapping profiler write its data.
+        operator.interrupt();
+        (0, 0, Duration::ZERO)
+    } else {
+        // Restart: SIGKILL at steady state, start again at once.
+        operator.kill();
+        let before_restart = upstream_total(&fake);
+        let restarted = Operator::start(&[], &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("restart.log"))?;
+        let restart_ready = cluster::wait_until("all Ready after restart", Duration::from_secs(900), Duration::from_millis(250), || {
+            let restarted = &restarted;
+            async move { restarted.metric_sum("consent_token_ready").await >= n as f64 }
+        })
+        .await?;
+        let restart_started = Instant::now() - restart_ready;
+        sleep_until(restart_started + Duration::from_secs(60)).await;
+        let first_minute = upstream_total(&fake) - before_restart;
+        sleep_until(restart_started + Duration::from_secs(120)).await;
+        let second_minute = upstream_total(&fake) - before_restart - first_minute;
+        (first_minute, second_minute, restart_ready)
+    };
 
     let mut sorted = lateness.clone();
     sorted.sort_by(f64::total_cmp);
@@ -210,6 +244,8 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
         time_to_all_ready_s: time_to_ready.as_secs_f64(),
         floor_s: floor.as_secs_f64(),
         ready_over_floor: time_to_ready.as_secs_f64() / floor.as_secs_f64(),
+        floor_without_events_s: floor_without_events.as_secs_f64(),
+        ready_over_floor_without_events: time_to_ready.as_secs_f64() / floor_without_events.as_secs_f64(),
         steady_window_s: window.as_secs_f64(),
         refreshes: refresh_count,
         lateness_p50_ms: pct(0.5),
@@ -217,6 +253,9 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
         lateness_max_ms: sorted.last().copied().unwrap_or(0.0),
         expired_tokens: expired,
         api_writes_per_refresh: writes / refresh_count.max(1) as f64,
+        floor_requests_per_object: floor_requests,
+        ready_requests_per_object: ready_requests,
+        steady_requests_per_refresh: per(&cluster::difference(&steady_before, &steady_after), refresh_count),
         oauth_requests: fake.requests(Endpoint::OneTrustOAuth),
         upstream_requests,
         rss_peak_mib: mib(*peak.lock().unwrap_or_else(|p| p.into_inner())),
@@ -236,6 +275,16 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration) -> Result<Resul
     drop(control_plane);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
+}
+
+/// Each count divided by `n`, to two decimals, leaving out what rounds to zero (the lists
+/// and the like that happen once per run).
+fn per(counts: &BTreeMap<String, f64>, n: usize) -> BTreeMap<String, f64> {
+    counts
+        .iter()
+        .map(|(k, v)| (k.clone(), (v / n.max(1) as f64 * 100.0).round() / 100.0))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
 }
 
 async fn sleep_until(deadline: Instant) {

@@ -23,14 +23,23 @@ pub fn markdown(results: &[Result_], machine: &str) -> String {
         format!("| {name} | {} |\n", results.iter().map(f).collect::<Vec<_>>().join(" | "))
     };
     out += &row("time to all Ready", &|r| format!("{:.1} s", r.time_to_all_ready_s));
-    out += &row("floor (same writes, minimal client)", &|r| format!("{:.1} s", r.floor_s));
+    out += &row("floor: the same writes (Secret, status, Event) by a minimal client", &|r| format!("{:.1} s", r.floor_s));
     out += &row("ratio to the floor (target <= 1.5)", &|r| format!("{:.2}", r.ready_over_floor));
+    out += &row("floor without the Event / ratio", &|r| {
+        format!("{:.1} s / {:.2}", r.floor_without_events_s, r.ready_over_floor_without_events)
+    });
     out += &row("refreshes in the steady window", &|r| format!("{} in {:.0} s", r.refreshes, r.steady_window_s));
     out += &row("refresh lateness p50 / p99 / max (target p99 < 1 s)", &|r| {
         format!("{:.0} / {:.0} / {:.0} ms", r.lateness_p50_ms, r.lateness_p99_ms, r.lateness_max_ms)
     });
     out += &row("tokens that ever expired in their Secret (target 0)", &|r| r.expired_tokens.to_string());
     out += &row("API writes per refresh", &|r| format!("{:.2}", r.api_writes_per_refresh));
+    let requests = |counts: &std::collections::BTreeMap<String, f64>| {
+        counts.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
+    };
+    out += &row("API requests per object: floor client", &|r| requests(&r.floor_requests_per_object));
+    out += &row("API requests per object: operator to all Ready", &|r| requests(&r.ready_requests_per_object));
+    out += &row("API requests per refresh (steady)", &|r| requests(&r.steady_requests_per_refresh));
     out += &row("upstream requests in the window (FDX / collection point / OAuth)", &|r| {
         format!(
             "{} / {} / {}",

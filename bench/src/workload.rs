@@ -12,8 +12,9 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use consent_token_operator::crd::ConsentToken;
 
@@ -96,19 +97,22 @@ pub async fn create_consent_tokens(client: &Client, ns: &str, n: usize, onetrust
 }
 
 /// The floor: the API writes the operator makes to bring `n` ConsentTokens to Ready (a Secret
-/// created with a token and its annotations, a status applied), by a minimal client with the
-/// same client library and concurrency, and no operator logic.
-pub async fn floor(client: &Client, ns: &str, n: usize) -> Result<Duration, Error> {
+/// created with a token and its annotations, a status applied and, with `events`, the Event
+/// announcing the first token), by a minimal client with the same client library and
+/// concurrency, and no operator logic. `run` tells the Secrets of two runs apart.
+pub async fn floor(client: &Client, ns: &str, n: usize, run: &str, events: bool) -> Result<Duration, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let tokens: Api<ConsentToken> = Api::namespaced(client.clone(), ns);
     let token = vec![b'x'; 600];
+    let reporter = Reporter { controller: "bench-floor".into(), instance: None };
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
             let (secrets, tokens, token) = (secrets.clone(), tokens.clone(), token.clone());
+            let recorder = events.then(|| (Recorder::new(client.clone(), reporter.clone()), ns.to_owned()));
             async move {
                 let now = Timestamp::now().to_string();
-                let mut s = secret(&format!("floor-{i}"), &[("token", &token)]);
+                let mut s = secret(&format!("floor-{run}-{i}"), &[("token", &token)]);
                 s.metadata.labels = Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "bench-floor".into())]));
                 s.metadata.annotations = Some(
                     ["token-fingerprint", "refreshed-at", "expires-at", "next-refresh-at", "generation", "credentials-version"]
@@ -123,8 +127,18 @@ pub async fn floor(client: &Client, ns: &str, n: usize) -> Result<Duration, Erro
                         "conditions": [{"type": "Ready", "status": "True", "reason": "TokenValid",
                             "message": format!("token valid until {now}"), "lastTransitionTime": now, "observedGeneration": 1}],
                         "expiresAt": now, "lastRefreshTime": now, "nextRefreshTime": now,
-                        "tokenFingerprint": "sha256:0123456789abcdef", "credentialsVersion": "1"}});
-                tokens.patch_status(&format!("ct-{i}"), &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status)).await?;
+                        "tokenFingerprint": format!("sha256:{run}"), "credentialsVersion": "1"}});
+                let ct = tokens.patch_status(&format!("ct-{i}"), &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status)).await?;
+                if let Some((recorder, _)) = recorder {
+                    let event = Event {
+                        type_: EventType::Normal,
+                        reason: "TokenValid".into(),
+                        note: Some(format!("token valid until {now}")),
+                        action: "Refresh".into(),
+                        secondary: None,
+                    };
+                    recorder.publish(&event, &ct.object_ref(&())).await?;
+                }
                 Ok::<_, Error>(())
             }
         })
