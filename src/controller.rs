@@ -194,6 +194,7 @@ where
                 Ok(watcher::Event::Delete(secret)) => {
                     cache.credentials.observe(&secret.namespace().unwrap_or_default(), &secret.name_any(), None);
                 }
+                Ok(watcher::Event::Init) => cache.credentials.clear(),
                 _ => {}
             })
             .touched_objects()

@@ -81,6 +81,12 @@ impl CredentialsCache {
         }
     }
 
+    /// Forgets everything: the watch is listing again, and a Secret deleted while it was
+    /// disconnected would show no deletion.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Cached>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -152,6 +158,10 @@ mod tests {
         assert!(cache.lookup("ns", &reference(), None).is_none());
         cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
         cache.observe("ns", "creds", None);
+        assert!(cache.lookup("ns", &reference(), None).is_none());
+        // A new list of the watch starts from nothing.
+        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        cache.clear();
         assert!(cache.lookup("ns", &reference(), None).is_none());
     }
 
