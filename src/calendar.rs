@@ -69,8 +69,9 @@ impl Calendar {
         self.lock().unplan(object);
     }
 
-    /// Refreshes planned in `[from, to)`, for tests and the benchmark's explanations.
-    pub fn planned_between(&self, from: Timestamp, to: Timestamp) -> u32 {
+    /// Refreshes planned in `[from, to)`.
+    #[cfg(test)]
+    pub(crate) fn planned_between(&self, from: Timestamp, to: Timestamp) -> u32 {
         self.lock().per_second.range(from.as_second()..to.as_second()).map(|(_, n)| n).sum()
     }
 

@@ -322,38 +322,42 @@ enum Target {
     Missing,
     /// A Secret of that name this ConsentToken does not control: never overwritten.
     Foreign,
-    /// Summarized (see [`target_secret::summarize`]): no token in it.
-    Ours(Box<Secret>),
+    /// Summarized (see [`target_secret::summarize`]): no token in it. Shared with the cache
+    /// when it came from there.
+    Ours(Arc<Secret>),
 }
 
 async fn observe_target(ct: &ConsentToken, ctx: &Context, namespace: &str, previous: &ConsentTokenStatus) -> Result<Target, Error> {
     let name = ct.target_secret_name();
-    let cached = ctx.owned_secrets.get(&ObjectRef::new(&name).within(namespace));
-    // Not in the (complete) cache of labelled Secrets: absent, foreign, or ours with the label
-    // removed. For a new object (no token yet) a metadata read from the API server's watch
-    // cache tells: cheap, and a foreign Secret is found before a token is fetched for it. Where
-    // a Secret of ours was expected, it is read in full (its token may still be good).
-    let expected = previous.token_fingerprint.is_some();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    let secret = match cached {
-        Some(secret) => Some((*secret).clone()),
-        None if expected => api.get_opt(&name).await?.map(summarized),
-        None => match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
-            Some(meta) if target_secret::is_controlled_by(&meta, ct) => api.get_opt(&name).await?.map(summarized),
-            Some(_) => return Ok(Target::Foreign),
-            None => None,
-        },
+    let secret = match ctx.owned_secrets.get(&ObjectRef::new(&name).within(namespace)) {
+        Some(cached) => Some(cached),
+        // Not in the (complete) cache of labelled Secrets: absent, foreign, or ours with the
+        // label removed. For a new object (no token yet) a metadata read from the API server's
+        // watch cache tells: cheap, and a foreign Secret is found before a token is fetched for
+        // it. Where a Secret of ours was expected, it is read in full (its token may still be good).
+        None => {
+            let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+            let expected = previous.token_fingerprint.is_some();
+            let read = if expected {
+                api.get_opt(&name).await?
+            } else {
+                match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
+                    Some(meta) if target_secret::is_controlled_by(&meta, ct) => api.get_opt(&name).await?,
+                    Some(_) => return Ok(Target::Foreign),
+                    None => None,
+                }
+            };
+            read.map(|mut secret| {
+                target_secret::summarize(&mut secret);
+                Arc::new(secret)
+            })
+        }
     };
     Ok(match secret {
         None => Target::Missing,
-        Some(secret) if target_secret::is_controlled_by(&secret, ct) => Target::Ours(Box::new(secret)),
+        Some(secret) if target_secret::is_controlled_by(&*secret, ct) => Target::Ours(secret),
         Some(_) => Target::Foreign,
     })
-}
-
-fn summarized(mut secret: Secret) -> Secret {
-    target_secret::summarize(&mut secret);
-    secret
 }
 
 /// Steps 3 and 4: credentials, provider, Secret. `credentials_version`: the version of the

@@ -38,7 +38,7 @@ pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Percent(50);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// A renewal window opens this share of the renewal lead (or of the interval) before it
 /// closes...
-pub const SPREAD_SHARE: f64 = 0.2;
+const SPREAD_SHARE: f64 = 0.2;
 /// ...and at most this long before.
 const MAX_SPREAD: Duration = Duration::from_secs(300);
 /// The first renewal of a new token may come from this share of the way to its latest point.
