@@ -14,8 +14,10 @@ test: control-plane check-generated lint
 	cargo build --workspace --bins --locked
 	cargo test --workspace --locked
 
-## Clippy with warnings as errors (the library also denies unwrap/expect/panic outside tests).
+## Formatting (rustfmt.toml) and clippy with warnings as errors (Cargo.toml's [lints] deny
+## unwrap/expect/panic outside tests).
 lint:
+	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 ## Build etcd, kube-apiserver, kube-controller-manager and helm into ~/.cache (once per version).

@@ -101,9 +101,7 @@ impl Plans {
 mod tests {
     use super::*;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
+    use crate::fixtures::t;
 
     #[test]
     fn without_a_crowd_a_refresh_is_planned_as_late_as_allowed() {

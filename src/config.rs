@@ -1,16 +1,36 @@
-//! The operator's command line. Every flag has an environment variable fallback, so the
-//! Helm chart and plain manifests configure it the same way.
+//! The operator's command line, in groups that are handed as they are to the part they
+//! configure. Every flag has an environment variable fallback, so the Helm chart and plain
+//! manifests configure it the same way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
+
+use crate::hosts::{HostPatterns, PrivateNetworks};
 
 /// Keeps consent-platform tokens (OneTrust, MX / FDX) fresh in Kubernetes Secrets.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "consent-token-operator", version)]
 pub struct Config {
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub kube_api: KubeApiArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// What is watched and how much is reconciled at once.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
     /// Namespaces to watch, comma-separated. Empty: the whole cluster. With a list, the
     /// operator only needs Roles in those namespaces.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
@@ -20,27 +40,34 @@ pub struct Config {
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// After a start, spread overdue renewals of still-valid tokens over up to this long
+    /// (e.g. 60s), so a restart does not send every request at once.
+    #[arg(long, env = "OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]
+    pub overdue_spread: Duration,
+}
+
+impl ControllerArgs {
+    /// Watched namespaces with empty entries (from an empty variable) removed.
+    pub fn watched_namespaces(&self) -> Vec<String> {
+        self.namespaces.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
+    }
+}
+
+/// The operator's own write rate to the Kubernetes API.
+#[derive(Debug, Clone, Args)]
+pub struct KubeApiArgs {
     /// Writes per second to the Kubernetes API, sustained (Secrets, statuses, events).
-    #[arg(long, env = "KUBE_API_QPS", default_value_t = 50)]
-    pub kube_api_qps: u32,
+    #[arg(long = "kube-api-qps", env = "KUBE_API_QPS", default_value_t = 50)]
+    pub qps: u32,
 
     /// Writes allowed in a burst above --kube-api-qps.
-    #[arg(long, env = "KUBE_API_BURST", default_value_t = 100)]
-    pub kube_api_burst: u32,
+    #[arg(long = "kube-api-burst", env = "KUBE_API_BURST", default_value_t = 100)]
+    pub burst: u32,
+}
 
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    pub metrics_addr: SocketAddr,
-
-    /// Log level (error, warn, info, debug, trace) or a tracing filter such as
-    /// `consent_token_operator=debug,kube=info`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
+/// How providers are called.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamArgs {
     /// PEM file of extra CA certificates to trust for provider connections (besides the
     /// public web roots), for providers behind a private CA.
     #[arg(long, env = "EXTRA_CA_BUNDLE")]
@@ -51,13 +78,28 @@ pub struct Config {
     #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false)]
     pub allow_insecure_http: bool,
 
+    /// Provider hosts ConsentTokens may name, comma-separated: `*` (any host, the default),
+    /// exact names (`app-eu.onetrust.com`) or `*.suffix` (`*.onetrust.com`).
+    #[arg(long, env = "ALLOWED_PROVIDER_HOSTS", default_value = "*")]
+    pub allowed_provider_hosts: HostPatterns,
+
+    /// Loopback, private and cluster-internal networks providers may be in, as CIDRs,
+    /// comma-separated (`10.20.0.0/16`, `127.0.0.0/8,::1/128`). Default: none, so only public
+    /// addresses are called. Link-local and cloud-metadata addresses are refused whatever this says.
+    #[arg(long, env = "ALLOWED_PRIVATE_NETWORKS", default_value = "")]
+    pub allowed_private_networks: PrivateNetworks,
+
     /// Deadline for one provider request, answer included (e.g. 10s).
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+}
 
+/// Leader election on a Lease.
+#[derive(Debug, Clone, Args)]
+pub struct LeaderElectionArgs {
     /// Run only while holding a Lease, so that of several replicas exactly one writes.
-    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
+    #[arg(long = "leader-election", env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
 
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "consent-token-operator")]
@@ -74,11 +116,27 @@ pub struct Config {
     /// This replica's identity in the Lease (in a cluster: the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
 
-    /// After a start, spread overdue renewals of still-valid tokens over up to this long
-    /// (e.g. 60s), so a restart does not send every request at once.
-    #[arg(long, env = "OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]
-    pub overdue_spread: Duration,
+/// The HTTP server for metrics and probes.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such as
+    /// `consent_token_operator=debug,kube=info`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,13 +149,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::schedule::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 10s, 2m or 1h"))
 }
 
-impl Config {
-    /// Watched namespaces with empty entries (from an empty variable) removed.
-    pub fn watched_namespaces(&self) -> Vec<String> {
-        self.namespaces.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,11 +156,15 @@ mod tests {
     #[test]
     fn defaults_and_namespace_list() {
         let config = Config::try_parse_from(["op"]).unwrap();
-        assert!(config.watched_namespaces().is_empty());
-        assert!(!config.allow_insecure_http);
+        assert!(config.controller.watched_namespaces().is_empty());
+        assert!(!config.upstream.allow_insecure_http);
+        assert!(config.leader_election.enabled);
         let config = Config::try_parse_from(["op", "--namespaces", "a,b", "--upstream-timeout", "2s"]).unwrap();
-        assert_eq!(config.watched_namespaces(), ["a", "b"]);
-        assert_eq!(config.upstream_timeout, Duration::from_secs(2));
+        assert_eq!(config.controller.watched_namespaces(), ["a", "b"]);
+        assert_eq!(config.upstream.upstream_timeout, Duration::from_secs(2));
         assert!(Config::try_parse_from(["op", "--overdue-spread", "soon"]).is_err());
+        let config = Config::try_parse_from(["op", "--leader-election", "false", "--kube-api-qps", "7"]).unwrap();
+        assert!(!config.leader_election.enabled);
+        assert_eq!(config.kube_api.qps, 7);
     }
 }

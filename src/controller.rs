@@ -14,8 +14,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -26,12 +24,15 @@ use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use crate::api_writes::ApiWrites;
 use crate::calendar::Calendar;
-use crate::credentials::CredentialsCache;
+use crate::config::ControllerArgs;
 use crate::crd::ConsentToken;
+use crate::credentials::{CredentialChanges, CredentialsCache};
 use crate::metrics::Metrics;
-use crate::provider::Providers;
-use crate::reconcile::{self, ApiWriteLimiter, Context, CredentialChanges};
+use crate::provider::{Providers, UpstreamPolicy};
+use crate::reconcile::{self, Context};
+use crate::server::Readiness;
 use crate::target_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
 
 /// What the controllers share, built once by the caller.
@@ -39,59 +40,37 @@ use crate::target_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR}
 pub struct Shared {
     pub client: Client,
     pub providers: Arc<Providers>,
+    pub policy: Arc<UpstreamPolicy>,
     pub metrics: Arc<Metrics>,
-    pub api_writes: Arc<ApiWriteLimiter>,
+    pub api_writes: Arc<ApiWrites>,
     pub reporter: Reporter,
     /// One calendar for every namespace: the provider sees the sum.
     pub calendar: Arc<Calendar>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Namespaces to watch; empty means the whole cluster.
-    pub namespaces: Vec<String>,
-    /// ConsentTokens reconciled at the same time (per namespace when namespaces are listed).
-    pub concurrency: u16,
-    /// Longest deferral of an overdue token after a start (see `schedule::defer_overdue`).
-    pub overdue_spread: Duration,
-}
-
-/// Readiness: the leader is ready once every watch has listed its objects (it then acts on
-/// complete knowledge); a standby is ready once it knows it is a standby.
-#[derive(Default)]
-pub struct Synced {
-    synced: AtomicBool,
-    standby: AtomicBool,
-}
-
-impl Synced {
-    pub fn get(&self) -> bool {
-        self.synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
-    }
-
-    pub fn set_standby(&self, standby: bool) {
-        self.standby.store(standby, Ordering::Relaxed);
-    }
-}
-
 /// Runs the controllers until `shutdown` resolves; reconciles under way are finished first.
-pub async fn run(shared: Shared, settings: Settings, synced: Arc<Synced>, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// `readiness` turns ready once every watch has listed its objects.
+pub async fn run(
+    shared: Shared,
+    args: &ControllerArgs,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let shutdown = shutdown.shared();
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces = args.watched_namespaces();
+    let scopes: Vec<Option<String>> =
+        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    tracing::info!(namespaces = ?scopes, concurrency = args.concurrency, "starting controllers");
     let mut controllers = Vec::new();
     let mut stores_ready = Vec::new();
     for scope in scopes {
-        let (controller, ready) = controller_for(&shared, &settings, scope.as_deref(), shutdown.clone());
+        let (controller, ready) = controller_for(&shared, args, scope.as_deref(), shutdown.clone());
         controllers.push(controller);
         stores_ready.push(ready);
     }
     tokio::spawn(async move {
         futures::future::join_all(stores_ready).await;
-        synced.synced.store(true, Ordering::Relaxed);
+        readiness.set_watches_synced();
         tracing::info!("caches synced");
     });
     futures::future::join_all(controllers).await;
@@ -109,7 +88,7 @@ where
 
 fn controller_for<S>(
     shared: &Shared,
-    settings: &Settings,
+    args: &ControllerArgs,
     namespace: Option<&str>,
     shutdown: S,
 ) -> (impl Future<Output = ()> + use<S>, impl Future<Output = ()> + use<S>)
@@ -139,16 +118,17 @@ where
     let context = Arc::new(Context {
         client: shared.client.clone(),
         providers: shared.providers.clone(),
+        policy: shared.policy.clone(),
         owned_secrets: owned_store.clone(),
         owned_secrets_listed: secrets_listed.clone(),
         credentials: CredentialsCache::default(),
+        credential_changes: Arc::new(CredentialChanges::default()),
         calendar: shared.calendar.clone(),
         reporter: shared.reporter.clone(),
         metrics: shared.metrics.clone(),
         api_writes: shared.api_writes.clone(),
-        credential_changes: Arc::new(CredentialChanges::default()),
-        written: Default::default(),
-        overdue_spread: settings.overdue_spread,
+        status_memory: Default::default(),
+        overdue_spread: args.overdue_spread,
     });
 
     let (token_store, token_writer) = reflector::store::<ConsentToken>();
@@ -161,7 +141,7 @@ where
             Ok(watcher::Event::Delete(ct)) => {
                 let uid = ct.uid().unwrap_or_default();
                 forget.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
-                forget.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+                forget.status_memory.forget(&uid);
                 forget.calendar.forget(&uid);
             }
             Ok(watcher::Event::InitDone) => {
@@ -214,7 +194,7 @@ where
     let run = Controller::for_stream(tokens, token_store)
         .owns_stream(owned_secrets)
         .watches_stream(credential_secrets, credentials_to_tokens)
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -255,7 +235,9 @@ fn users_of(
     let users: Vec<_> = tokens
         .state()
         .into_iter()
-        .filter(|ct| ct.namespace() == namespace && ct.credentials_secret_ref().is_some_and(|r| r.name == name))
+        .filter(|ct| {
+            ct.namespace() == namespace && ct.spec.provider().is_some_and(|p| p.credentials_secret_ref().name == name)
+        })
         .filter(|ct| ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != Some(version.as_str()))
         .map(|ct| {
             let object = ObjectRef::from_obj(&*ct);

@@ -9,8 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// API group of every resource this operator serves.
-pub const GROUP: &str = "consent.dev";
+/// What the API server says when a spec names no provider or both; the operator says the same
+/// should such an object reach it anyway (a CRD older than the operator).
+pub const EXACTLY_ONE_PROVIDER: &str = "set exactly one provider: spec.oneTrust or spec.fdx";
 
 /// A token from a consent platform, kept fresh in a Secret that workloads mount.
 ///
@@ -34,7 +35,7 @@ pub const GROUP: &str = "consent.dev";
     printcolumn(name = "Next Refresh", type_ = "string", json_path = ".status.nextRefreshTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.oneTrust) != has(self.fdx)").message("set exactly one provider: spec.oneTrust or spec.fdx"))]
+#[x_kube(validation = Rule::new("has(self.oneTrust) != has(self.fdx)").message(EXACTLY_ONE_PROVIDER))]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentTokenSpec {
     /// Fetch a OneTrust collection point token (a JWT used as `requestInformation` when
@@ -155,7 +156,11 @@ fn default_fdx_api_version() -> String {
     "v4".to_owned()
 }
 
-/// A Secret in the same namespace as the ConsentToken holding a client id and secret.
+/// A Secret in the same namespace as the ConsentToken holding a client id and secret. The
+/// Secret is used only if its owner marked it with the provider hosts its values may be sent
+/// to, in the annotation `consent.dev/allowed-hosts` (comma-separated: `app-eu.onetrust.com`,
+/// `*.onetrust.com`); otherwise the ConsentToken reports `CredentialsNotAllowed` and nothing is
+/// sent.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
@@ -239,10 +244,14 @@ pub struct ConsentTokenStatus {
     pub provider: Option<String>,
 
     /// `Ready` is True while the target Secret holds a token that has not expired. Its reason
-    /// says what is going on: `TokenValid`, `Pending`, `CredentialsNotFound`, `Unauthorized`,
-    /// `RateLimited`, `UpstreamError`, `InvalidResponse`, `TargetConflict`, `InvalidSpec` or
-    /// `Expired`. A refresh failure while the current token is still valid keeps Ready True
-    /// and shows the failure as the reason.
+    /// says what is going on: `TokenValid`, `Pending`, `CredentialsNotFound`,
+    /// `CredentialsNotAllowed` (the credentials Secret is not marked for the provider host),
+    /// `ProviderNotAllowed` (the operator's admin does not allow the host),
+    /// `ProviderAddressNotAllowed` (the host is at a link-local, metadata or private address),
+    /// `Unauthorized`, `UpstreamRejected`, `RateLimited`, `UpstreamError`, `InvalidResponse`,
+    /// `TargetConflict`, `InvalidSpec`, `KubernetesError`, `InternalError` or `Expired`. A
+    /// refresh failure while the current token is still valid keeps Ready True and shows the
+    /// failure as the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -311,27 +320,65 @@ pub struct RateLimitStatus {
     pub event_id: Option<String>,
 }
 
+/// The provider a spec names: the one place that tells `oneTrust` from `fdx`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProviderSpec<'a> {
+    OneTrust(&'a OneTrustSource),
+    Fdx(&'a FdxSource),
+}
+
+/// The provider's name as shown in status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OneTrust,
+    Fdx,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OneTrust => "OneTrust",
+            Self::Fdx => "FDX",
+        }
+    }
+}
+
+impl<'a> ProviderSpec<'a> {
+    pub fn kind(self) -> ProviderKind {
+        match self {
+            Self::OneTrust(_) => ProviderKind::OneTrust,
+            Self::Fdx(_) => ProviderKind::Fdx,
+        }
+    }
+
+    pub fn credentials_secret_ref(self) -> &'a CredentialsSecretRef {
+        match self {
+            Self::OneTrust(source) => &source.credentials_secret_ref,
+            Self::Fdx(source) => &source.credentials_secret_ref,
+        }
+    }
+}
+
+impl ConsentTokenSpec {
+    /// The one provider this spec names, or `None` when it names none or both (which the
+    /// CRD's validation refuses, see [`EXACTLY_ONE_PROVIDER`]).
+    pub fn provider(&self) -> Option<ProviderSpec<'_>> {
+        match (&self.one_trust, &self.fdx) {
+            (Some(source), None) => Some(ProviderSpec::OneTrust(source)),
+            (None, Some(source)) => Some(ProviderSpec::Fdx(source)),
+            _ => None,
+        }
+    }
+}
+
 impl ConsentToken {
     /// Name of the Secret the token is written to.
     pub fn target_secret_name(&self) -> String {
-        self.spec
-            .target
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+        self.spec.target.secret_name.clone().unwrap_or_else(|| kube::ResourceExt::name_any(self))
     }
 
     /// Key of the token in the target Secret.
     pub fn target_key(&self) -> &str {
         self.spec.target.key.as_deref().unwrap_or("token")
-    }
-
-    /// Name of the credentials Secret, whichever provider is set.
-    pub fn credentials_secret_ref(&self) -> Option<&CredentialsSecretRef> {
-        match (&self.spec.one_trust, &self.spec.fdx) {
-            (Some(ot), _) => Some(&ot.credentials_secret_ref),
-            (None, Some(fdx)) => Some(&fdx.credentials_secret_ref),
-            (None, None) => None,
-        }
     }
 }

@@ -1,14 +1,23 @@
-//! Reading client credentials from the Secret a ConsentToken names, in its own namespace only.
+//! Reading client credentials from the Secret a ConsentToken names, in its own namespace only,
+//! and only when that Secret says so.
+//!
+//! Whoever may create a ConsentToken in a namespace must not thereby be able to send any Secret
+//! of that namespace to a host of their choosing. So a Secret is used as credentials only when
+//! its owner marked it with the provider hosts its values may go to, in the annotation
+//! [`ALLOWED_HOSTS_ANNOTATION`] (host patterns: `app-eu.onetrust.com`, `*.mx.com`). The
+//! annotation is checked before the values are taken out, and again on every use from the cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use secrecy::SecretString;
 
-use crate::crd::CredentialsSecretRef;
+use crate::crd::{ConsentToken, CredentialsSecretRef};
 use crate::error::Error;
+use crate::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
 use crate::provider::Credentials;
 
 /// Credentials already read, by Secret, for as long as that Secret is unchanged.
@@ -35,19 +44,22 @@ struct Cached {
 }
 
 impl CredentialsCache {
-    /// The credentials `reference` names, from the cache when it holds them for `version` (or
-    /// for any version when `version` is `None`), else with one GET.
+    /// The credentials `reference` names, to be sent to `host`: from the cache when it holds
+    /// them for `version` (or for any version when `version` is `None`), else with one GET.
+    /// Refused unless the Secret allows `host`.
     pub async fn get(
         &self,
         client: &Client,
         namespace: &str,
         reference: &CredentialsSecretRef,
         version: Option<&str>,
+        host: &str,
     ) -> Result<Credentials, Error> {
         if let Some(credentials) = self.lookup(namespace, reference, version) {
+            allowed_for(&credentials.allowed_hosts, &reference.name, host)?;
             return Ok(credentials);
         }
-        let credentials = read(client, namespace, reference).await?;
+        let credentials = read(client, namespace, reference, host).await?;
         self.store(namespace, reference, &credentials);
         Ok(credentials)
     }
@@ -92,19 +104,53 @@ impl CredentialsCache {
     }
 }
 
-/// Reads the credentials with one GET.
-pub async fn read(client: &Client, namespace: &str, reference: &CredentialsSecretRef) -> Result<Credentials, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await?
-        .ok_or_else(|| Error::CredentialsNotFound(reference.name.clone()))?;
-    from_secret(&secret, reference)
+/// Credentials Secrets seen to change, per ConsentToken that uses them, until its next reconcile:
+/// the watch of credentials Secrets records, the reconcile takes (and then asks the cache for
+/// exactly that version).
+#[derive(Default)]
+pub struct CredentialChanges(Mutex<HashMap<ObjectRef<ConsentToken>, String>>);
+
+impl CredentialChanges {
+    pub fn record(&self, object: ObjectRef<ConsentToken>, version: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(object, version);
+    }
+
+    pub fn take(&self, object: &ObjectRef<ConsentToken>) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(object)
+    }
 }
 
-/// Takes the two keys out of a Secret. Surrounding whitespace is dropped: a trailing newline
-/// from `echo ... | base64` is the most common way to break a credential.
-pub fn from_secret(secret: &Secret, reference: &CredentialsSecretRef) -> Result<Credentials, Error> {
+/// Reads the credentials with one GET.
+async fn read(
+    client: &Client,
+    namespace: &str,
+    reference: &CredentialsSecretRef,
+    host: &str,
+) -> Result<Credentials, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret =
+        secrets.get_opt(&reference.name).await?.ok_or_else(|| Error::CredentialsNotFound(reference.name.clone()))?;
+    from_secret(&secret, reference, host)
+}
+
+/// Takes the two keys out of a Secret whose owner allowed `host`. Surrounding whitespace is
+/// dropped: a trailing newline from `echo ... | base64` is the most common way to break a
+/// credential.
+pub fn from_secret(secret: &Secret, reference: &CredentialsSecretRef, host: &str) -> Result<Credentials, Error> {
+    let marking = secret.metadata.annotations.as_ref().and_then(|a| a.get(ALLOWED_HOSTS_ANNOTATION));
+    let Some(marking) = marking else {
+        return Err(Error::CredentialsNotAllowed {
+            secret: reference.name.clone(),
+            host: host.to_owned(),
+            listed: None,
+        });
+    };
+    // A marking that does not parse allows nothing; the message quotes it so its owner sees why.
+    let allowed_hosts = HostPatterns::parse(marking).unwrap_or_default();
+    if !allowed_hosts.allows(host) {
+        let listed = Some(marking.chars().take(200).collect());
+        return Err(Error::CredentialsNotAllowed { secret: reference.name.clone(), host: host.to_owned(), listed });
+    }
     let value = |key: &str| -> Result<SecretString, Error> {
         let missing = || Error::CredentialsKeyMissing { secret: reference.name.clone(), key: key.to_owned() };
         let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(missing)?;
@@ -118,6 +164,18 @@ pub fn from_secret(secret: &Secret, reference: &CredentialsSecretRef) -> Result<
         client_id: value(&reference.client_id_key)?,
         client_secret: value(&reference.client_secret_key)?,
         version: secret.metadata.resource_version.clone().unwrap_or_default(),
+        allowed_hosts,
+    })
+}
+
+fn allowed_for(allowed: &HostPatterns, secret: &str, host: &str) -> Result<(), Error> {
+    if allowed.allows(host) {
+        return Ok(());
+    }
+    Err(Error::CredentialsNotAllowed {
+        secret: secret.to_owned(),
+        host: host.to_owned(),
+        listed: Some(allowed.to_string()),
     })
 }
 
@@ -129,14 +187,53 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn reference() -> CredentialsSecretRef {
-        CredentialsSecretRef { name: "creds".into(), client_id_key: "client_id".into(), client_secret_key: "client_secret".into() }
+        crate::fixtures::credentials_ref("creds")
     }
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
         Secret {
-            data: Some(pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            metadata: kube::api::ObjectMeta {
+                annotations: Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "*.bank.example".into())])),
+                ..Default::default()
+            },
             ..Default::default()
         }
+    }
+
+    const HOST: &str = "api.bank.example";
+
+    #[test]
+    fn only_a_secret_marked_for_the_host_gives_credentials() {
+        let mut unmarked = secret(&[("client_id", "id"), ("client_secret", "s")]);
+        unmarked.metadata.annotations = None;
+        let err = from_secret(&unmarked, &reference(), HOST).unwrap_err();
+        assert_eq!(err.reason(), "CredentialsNotAllowed");
+        let message = err.to_string();
+        assert!(
+            message.contains("kubectl annotate secret creds consent.dev/allowed-hosts=api.bank.example"),
+            "{message}"
+        );
+
+        let marked = secret(&[("client_id", "id"), ("client_secret", "s")]);
+        let err = from_secret(&marked, &reference(), "attacker.example").unwrap_err();
+        assert_eq!(err.reason(), "CredentialsNotAllowed");
+        assert!(
+            err.to_string().contains("\"*.bank.example\"") && err.to_string().contains("attacker.example"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("\"s\""), "no value in the message");
+
+        // A marking that does not parse allows nothing and is quoted.
+        let mut garbled = marked.clone();
+        garbled.metadata.annotations = Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "https://x/".into())]));
+        assert!(from_secret(&garbled, &reference(), HOST).unwrap_err().to_string().contains("https://x/"));
+        assert!(from_secret(&marked, &reference(), HOST).is_ok());
     }
 
     #[test]
@@ -144,7 +241,7 @@ mod tests {
         let cache = CredentialsCache::default();
         let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
         v1.metadata.resource_version = Some("1".into());
-        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
         let hit = cache.lookup("ns", &reference(), None).unwrap();
         assert_eq!(hit.client_secret.expose_secret(), "one");
         assert!(cache.lookup("other", &reference(), None).is_none(), "per namespace");
@@ -156,21 +253,23 @@ mod tests {
         assert!(cache.lookup("ns", &reference(), None).is_some());
         cache.observe("ns", "creds", Some("2"));
         assert!(cache.lookup("ns", &reference(), None).is_none());
-        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
         cache.observe("ns", "creds", None);
         assert!(cache.lookup("ns", &reference(), None).is_none());
         // A new list of the watch starts from nothing.
-        cache.store("ns", &reference(), &from_secret(&v1, &reference()).unwrap());
+        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
         cache.clear();
         assert!(cache.lookup("ns", &reference(), None).is_none());
     }
 
     #[test]
     fn trims_whitespace_and_requires_both_keys() {
-        let creds = from_secret(&secret(&[("client_id", "id\n"), ("client_secret", " s3cret ")]), &reference()).unwrap();
+        let creds =
+            from_secret(&secret(&[("client_id", "id\n"), ("client_secret", " s3cret ")]), &reference(), HOST).unwrap();
         assert_eq!(creds.client_id.expose_secret(), "id");
         assert_eq!(creds.client_secret.expose_secret(), "s3cret");
-        let err = from_secret(&secret(&[("client_id", "id"), ("client_secret", "  ")]), &reference()).unwrap_err();
+        let err =
+            from_secret(&secret(&[("client_id", "id"), ("client_secret", "  ")]), &reference(), HOST).unwrap_err();
         assert_eq!(err.reason(), "CredentialsNotFound");
         assert!(err.to_string().contains("client_secret") && !err.to_string().contains("id\""));
     }

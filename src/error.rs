@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::provider::RateLimit;
+use crate::hosts::AddressClass;
+use crate::rate_limit::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,6 +14,20 @@ pub enum Error {
 
     #[error("credentials Secret {secret:?} has no non-empty key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
+
+    #[error("{}", credentials_not_allowed(.secret, .host, .listed.as_deref()))]
+    CredentialsNotAllowed { secret: String, host: String, listed: Option<String> },
+
+    #[error(
+        "the operator may not call provider host {host:?}: the cluster admin allows only {allowed:?} (operator flag --allowed-provider-hosts, Helm value upstream.allowedProviderHosts)"
+    )]
+    ProviderNotAllowed { host: String, allowed: String },
+
+    #[error("{}", match .0 {
+        AddressClass::Private => "the provider host is at a loopback or private address, which the operator connects to only in networks the cluster admin allows (operator flag --allowed-private-networks, Helm value upstream.allowedPrivateNetworks)",
+        _ => "the provider host is at a link-local or cloud-metadata address, which the operator never connects to",
+    })]
+    AddressNotAllowed(AddressClass),
 
     #[error("the provider refused the credentials (HTTP {status}); check the credentials Secret")]
     Unauthorized { status: u16 },
@@ -32,11 +47,17 @@ pub enum Error {
     #[error("the provider's answer is not a usable token: {0}")]
     InvalidResponse(&'static str),
 
-    #[error("Secret {0:?} exists and is not managed by this ConsentToken; delete it or set spec.target.secretName to another name")]
+    #[error(
+        "Secret {0:?} exists and is not managed by this ConsentToken; delete it or set spec.target.secretName to another name"
+    )]
     TargetConflict(String),
 
     #[error("{0}")]
     InvalidSpec(String),
+
+    /// A request the operator could not build: a defect, not something a user can fix.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[source] Box<kube::Error>),
@@ -65,6 +86,9 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::CredentialsNotFound(_) | Self::CredentialsKeyMissing { .. } => "CredentialsNotFound",
+            Self::CredentialsNotAllowed { .. } => "CredentialsNotAllowed",
+            Self::ProviderNotAllowed { .. } => "ProviderNotAllowed",
+            Self::AddressNotAllowed(_) => "ProviderAddressNotAllowed",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Rejected { .. } => "UpstreamRejected",
             Self::RateLimited(_) => "RateLimited",
@@ -72,6 +96,7 @@ impl Error {
             Self::InvalidResponse(_) => "InvalidResponse",
             Self::TargetConflict(_) => "TargetConflict",
             Self::InvalidSpec(_) => "InvalidSpec",
+            Self::Internal(_) => "InternalError",
             Self::Kube(_) => "KubernetesError",
         }
     }
@@ -81,6 +106,9 @@ impl Error {
         match self {
             Self::CredentialsNotFound(_) => "credentials_not_found",
             Self::CredentialsKeyMissing { .. } => "credentials_key_missing",
+            Self::CredentialsNotAllowed { .. } => "credentials_not_allowed",
+            Self::ProviderNotAllowed { .. } => "provider_not_allowed",
+            Self::AddressNotAllowed(_) => "address_not_allowed",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Rejected { .. } => "upstream_rejected",
             Self::RateLimited(_) => "rate_limited",
@@ -89,6 +117,7 @@ impl Error {
             Self::InvalidResponse(_) => "invalid_response",
             Self::TargetConflict(_) => "target_conflict",
             Self::InvalidSpec(_) => "invalid_spec",
+            Self::Internal(_) => "internal",
             Self::Kube(_) => "kubernetes",
         }
     }
@@ -96,11 +125,16 @@ impl Error {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             Self::RateLimited(limit) => RetryClass::After(limit.retry_after),
-            Self::UpstreamStatus { .. } | Self::Transport(_) | Self::InvalidResponse(_) | Self::Kube(_) => {
-                RetryClass::Transient
-            }
+            Self::UpstreamStatus { .. }
+            | Self::Transport(_)
+            | Self::InvalidResponse(_)
+            | Self::Internal(_)
+            | Self::Kube(_) => RetryClass::Transient,
             Self::CredentialsNotFound(_)
             | Self::CredentialsKeyMissing { .. }
+            | Self::CredentialsNotAllowed { .. }
+            | Self::ProviderNotAllowed { .. }
+            | Self::AddressNotAllowed(_)
             | Self::Unauthorized { .. }
             | Self::Rejected { .. }
             | Self::TargetConflict(_)
@@ -109,4 +143,17 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// What a ConsentToken's author reads when the credentials Secret does not allow the host: the
+/// exact annotation its owner has to add.
+fn credentials_not_allowed(secret: &str, host: &str, listed: Option<&str>) -> String {
+    match listed {
+        None => format!(
+            "credentials Secret {secret:?} is not marked for use by ConsentTokens; its owner must annotate it with the provider hosts its values may be sent to: kubectl annotate secret {secret} {}={host}",
+            crate::hosts::ALLOWED_HOSTS_ANNOTATION
+        ),
+        Some(listed) => format!(
+            "credentials Secret {secret:?} may not be sent to {host}: its {} annotation allows {listed:?}; its owner must add {host} there if this use is intended",
+            crate::hosts::ALLOWED_HOSTS_ANNOTATION
+        ),
+    }
+}

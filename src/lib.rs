@@ -1,18 +1,35 @@
 //! Consent Token Operator: keeps consent-platform tokens fresh in Kubernetes Secrets.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//!
+//! Start at [`operator::run`] (start-up), [`controller`] (what is watched) and [`reconcile`]
+//! (one ConsentToken, as a pipeline of stages).
+
+// The API and its validation.
 pub mod crd;
-pub mod leader;
-pub mod error;
-pub mod metrics;
-pub mod provider;
-pub mod schedule;
+pub mod spec;
+// One reconcile and its pure parts.
 pub mod calendar;
-pub mod token;
-pub mod credentials;
+pub mod reconcile;
+pub mod schedule;
 pub mod status;
 pub mod target_secret;
-pub mod reconcile;
+// Talking to the providers and to Kubernetes.
+pub mod api_writes;
+pub mod credentials;
+pub mod hosts;
+pub mod provider;
+pub mod rate_limit;
+pub mod token;
+// Running it.
 pub mod config;
 pub mod controller;
+pub mod leader;
+pub mod metrics;
 pub mod operator;
 pub mod server;
+
+pub mod error;
+
+#[cfg(test)]
+mod architecture;
+#[cfg(test)]
+mod fixtures;

@@ -99,7 +99,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_upstream(&self, provider: &'static str, endpoint: &'static str, status: Option<u16>, took: Duration) {
+    pub fn observe_upstream(
+        &self,
+        provider: &'static str,
+        endpoint: &'static str,
+        status: Option<u16>,
+        took: Duration,
+    ) {
         let status_class = match status {
             None => "error",
             Some(429) => "429",

@@ -1,16 +1,19 @@
-//! Starting the operator from its configuration: clients, shared state, controllers, server.
+//! Starting the operator from its configuration: clients, shared state, the server, and the
+//! controllers (behind leader election when it is on).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use crate::config::Config;
-use crate::controller::{self, Shared, Synced};
+use crate::api_writes::{ApiWrites, InvalidWriteRate};
+use crate::config::{Config, LeaderElectionArgs};
+use crate::controller::{self, Shared};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::provider::{Providers, UpstreamConfig};
+use crate::provider::{Providers, UpstreamPolicy};
+use crate::server::{self, Readiness};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -20,8 +23,8 @@ pub enum StartError {
     Upstream(#[from] crate::provider::http::SetupError),
     #[error("cannot serve metrics and probes: {0}")]
     Server(#[from] std::io::Error),
-    #[error("--kube-api-qps and --kube-api-burst must be at least 1")]
-    WriteRate,
+    #[error(transparent)]
+    WriteRate(#[from] InvalidWriteRate),
     #[error("cannot take part in leader election: {0}")]
     LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
     #[error("leadership lost; exiting so a fresh start rejoins as a standby")]
@@ -33,98 +36,75 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let upstream = UpstreamConfig {
-        extra_ca_bundle: config.extra_ca_bundle.clone(),
-        allow_insecure_http: config.allow_insecure_http,
-        request_timeout: config.upstream_timeout,
-    };
-    if config.allow_insecure_http {
+    if config.upstream.allow_insecure_http {
         tracing::warn!("--allow-insecure-http is set: plain http provider URLs are allowed (local development only)");
     }
-    let providers = Arc::new(Providers::new(&upstream, metrics.clone())?);
-    let qps = NonZeroU32::new(config.kube_api_qps).ok_or(StartError::WriteRate)?;
-    let burst = NonZeroU32::new(config.kube_api_burst).ok_or(StartError::WriteRate)?;
-    let api_writes = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(qps).allow_burst(burst)));
-    let reporter = Reporter {
-        controller: "consent-token-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
+    let policy = Arc::new(UpstreamPolicy::from_args(&config.upstream));
+    tracing::info!(
+        allowed_provider_hosts = %config.upstream.allowed_provider_hosts,
+        allowed_private_networks = ?config.upstream.allowed_private_networks,
+        "provider policy"
+    );
+    let shared = Shared {
+        client: client.clone(),
+        providers: Arc::new(Providers::new(&config.upstream, policy.clone(), metrics.clone())?),
+        policy,
+        metrics: metrics.clone(),
+        api_writes: Arc::new(ApiWrites::new(&config.kube_api)?),
+        reporter: Reporter { controller: "consent-token-operator".into(), instance: std::env::var("POD_NAME").ok() },
+        calendar: Default::default(),
     };
-    let shared = Shared { client, providers, metrics: metrics.clone(), api_writes, reporter, calendar: Default::default() };
-    let settings = controller::Settings {
-        namespaces: config.watched_namespaces(),
-        concurrency: config.concurrency,
-        overdue_spread: config.overdue_spread,
-    };
-    let synced = Arc::new(Synced::default());
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = shutdown_signal().shared();
+    let server = tokio::spawn(server::serve(config.server.clone(), metrics, readiness.clone(), shutdown.clone()));
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing reconciles under way");
-        let _ = stop_tx.send(true);
-    });
-
-    let server = tokio::spawn(crate::server::serve(config.metrics_addr, metrics, synced.clone(), stopped()));
-
-    let mut leadership = None;
-    if config.leader_election {
-        let identity = config.identity.clone().unwrap_or_else(default_identity);
-        let mut election =
-            Leadership::start(shared.client.clone(), &config.lease_namespace, &config.lease_name, identity, config.lease_duration)
-                .await?;
-        tracing::info!(identity = election.identity(), lease = %config.lease_name, "waiting to become leader");
-        synced.set_standby(true);
+    // Controllers start once this replica leads (at once without leader election).
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(!config.leader_election.enabled);
+    let leadership = hold_leadership(client, &config.leader_election, &readiness, leading_tx);
+    let controllers = async {
         tokio::select! {
-            _ = election.acquired() => tracing::info!(identity = election.identity(), "became leader"),
-            _ = stopped() => return finish(server).await,
+            _ = leading.wait_for(|leading| *leading) => {}
+            () = shutdown.clone() => return,
         }
-        synced.set_standby(false);
-        leadership = Some(election);
+        controller::run(shared, &config.controller, readiness.clone(), shutdown.clone()).await;
+    };
+    let result = tokio::select! {
+        // Losing the Lease stops the controllers at once (this future wins and they are dropped):
+        // another replica is about to write.
+        result = leadership => result,
+        () = controllers => Ok(()),
+    };
+    if result.is_ok() {
+        match server.await {
+            Ok(served) => served?,
+            Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
+        }
     }
-
-    tracing::info!(namespaces = ?settings.namespaces, concurrency = settings.concurrency, "starting controllers");
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers_stop = {
-        let stop = stopped();
-        async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = lost_rx => {}
-            }
-        }
-    };
-    let watch_leadership = async move {
-        match leadership.as_mut() {
-            Some(election) => {
-                election.lost().await;
-                let _ = lost_tx.send(());
-                true
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let lost = tokio::select! {
-        _ = controller::run(shared, settings, synced, controllers_stop) => false,
-        lost = watch_leadership => lost,
-    };
-    if lost {
-        return Err(StartError::LostLeadership);
-    }
-    finish(server).await
+    result
 }
 
-async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
-    match server.await {
-        Ok(result) => result?,
-        Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
+/// Takes part in leader election: sends `true` on `leading` once this replica holds the Lease,
+/// and returns when it lost it. Never returns with leader election off.
+async fn hold_leadership(
+    client: Client,
+    args: &LeaderElectionArgs,
+    readiness: &Readiness,
+    leading: tokio::sync::watch::Sender<bool>,
+) -> Result<(), StartError> {
+    if !args.enabled {
+        return std::future::pending().await;
     }
-    Ok(())
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let mut election =
+        Leadership::start(client, &args.lease_namespace, &args.lease_name, identity, args.lease_duration).await?;
+    tracing::info!(identity = election.identity(), lease = %args.lease_name, "waiting to become leader");
+    readiness.set_standby(true);
+    election.acquired().await;
+    tracing::info!(identity = election.identity(), "became leader");
+    readiness.set_standby(false);
+    leading.send_replace(true);
+    election.lost().await;
+    Err(StartError::LostLeadership)
 }
 
 /// The pod name when set (the chart sets POD_NAME), else the host name and a random suffix.
@@ -133,6 +113,7 @@ fn default_identity() -> String {
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
+/// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -153,4 +134,5 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+    tracing::info!("shutting down: finishing reconciles under way");
 }

@@ -97,7 +97,12 @@ impl Schedule {
     /// otherwise renew together for many lifetimes, each later window moving a renewal by only
     /// a fifth of the lead. The calendar still picks the latest quiet second, so without a
     /// crowd the first renewal is as late as any other.
-    pub fn renewal_window(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>, first: bool) -> (Timestamp, Timestamp) {
+    pub fn renewal_window(
+        &self,
+        fetched_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        first: bool,
+    ) -> (Timestamp, Timestamp) {
         let (earliest, latest) = self.later_renewal_window(fetched_at, expires_at);
         if first {
             let opens = fetched_at + scale(duration_between(fetched_at, latest), FIRST_RENEWAL_OPENS).max(MIN_RETRY);
@@ -161,7 +166,11 @@ pub fn retry_at(
 /// returns that window, in which the calendar picks the quietest second, so the objects do
 /// not all hit the provider at the same moment. Objects that never had a token, or whose
 /// token is close to expiry, get no window: they go first.
-pub fn overdue_window(now: Timestamp, expires_at: Option<Timestamp>, spread: Duration) -> Option<(Timestamp, Timestamp)> {
+pub fn overdue_window(
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+    spread: Duration,
+) -> Option<(Timestamp, Timestamp)> {
     let spare = match expires_at {
         Some(expires_at) => duration_between(now, expires_at).saturating_sub(KUBELET_PROPAGATION),
         // A token without expiry stays usable: the whole spread is available.
@@ -209,9 +218,7 @@ pub fn duration_between(from: Timestamp, to: Timestamp) -> Duration {
 mod tests {
     use super::*;
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
+    use crate::fixtures::t;
 
     #[test]
     fn mx_token_renews_by_half_life_leaving_time_for_the_kubelet() {

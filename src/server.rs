@@ -1,7 +1,7 @@
 //! The HTTP server for Prometheus and the kubelet: `/metrics`, `/healthz`, `/readyz`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -9,42 +9,70 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::controller::Synced;
+use crate::config::ServerArgs;
 use crate::metrics::Metrics;
+
+/// What `/readyz` answers: a leader is ready once every watch has listed its objects (it then
+/// acts on complete knowledge); a standby is ready once it knows it is a standby, so a rollout
+/// can go on while it waits for the Lease.
+#[derive(Default)]
+pub struct Readiness {
+    watches_synced: AtomicBool,
+    standby: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.watches_synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
+    }
+
+    pub fn set_watches_synced(&self) {
+        self.watches_synced.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    synced: Arc<Synced>,
+    readiness: Arc<Readiness>,
 }
 
 pub async fn serve(
-    addr: SocketAddr,
+    args: ServerArgs,
     metrics: Arc<Metrics>,
-    synced: Arc<Synced>,
+    readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, synced });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+        .with_state(AppState { metrics, readiness });
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     match state.metrics.encode() {
-        Ok(body) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-                .into_response()
-        }
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
-/// Ready once every watch has listed its objects.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.synced.get() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
 }

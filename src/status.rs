@@ -7,9 +7,9 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{ConsentTokenStatus, RateLimitStatus};
+use crate::crd::{ConsentTokenStatus, ProviderKind, RateLimitStatus};
 use crate::error::Error;
-use crate::provider::RateLimit;
+use crate::rate_limit::RateLimit;
 use crate::target_secret::TokenRecord;
 
 pub const READY: &str = "Ready";
@@ -18,7 +18,7 @@ pub const READY: &str = "Ready";
 pub struct Observed<'a> {
     pub now: Timestamp,
     pub generation: Option<i64>,
-    pub provider: &'static str,
+    pub provider: Option<ProviderKind>,
     /// The token now in the target Secret, if there is an intact one.
     pub current: Option<&'a TokenRecord>,
     /// The failure of this reconcile's refresh attempt, if it failed.
@@ -33,11 +33,9 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     let valid = current.is_some_and(|c| c.expires_at.is_none_or(|exp| exp > observed.now));
     let (status, reason, message) = match (current, valid, observed.failure) {
         (Some(c), true, None) => ("True", "TokenValid", valid_message(c)),
-        (Some(c), true, Some(err)) => (
-            "True",
-            err.reason(),
-            format!("{}; the last refresh failed: {err}", valid_message(c)),
-        ),
+        (Some(c), true, Some(err)) => {
+            ("True", err.reason(), format!("{}; the last refresh failed: {err}", valid_message(c)))
+        }
         (Some(_), false, failure) => (
             "False",
             "Expired",
@@ -60,7 +58,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     };
     ConsentTokenStatus {
         observed_generation: observed.generation,
-        provider: Some(observed.provider.to_owned()),
+        provider: observed.provider.map(|p| p.as_str().to_owned()),
         conditions: vec![Condition {
             type_: READY.to_owned(),
             status: status.to_owned(),
@@ -105,25 +103,36 @@ fn rate_limit_status(limit: &RateLimit, now: Timestamp) -> RateLimitStatus {
     }
 }
 
-/// `(status, reason)` of the Ready condition, to tell transitions (which get an Event) from
-/// repeats (which do not).
-pub fn ready_state(status: Option<&ConsentTokenStatus>) -> Option<(String, String)> {
-    status?.conditions.iter().find(|c| c.type_ == READY).map(|c| (c.status.clone(), c.reason.clone()))
+/// The Ready condition as the operator reads it: whether it is True, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub is_true: bool,
+    pub reason: String,
+}
+
+/// The Ready condition of a status, wherever it is in the list.
+pub fn ready_condition(status: &ConsentTokenStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == READY)
+}
+
+/// Ready's state, to tell transitions (which get an Event) from repeats (which do not).
+pub fn ready(status: Option<&ConsentTokenStatus>) -> Option<Ready> {
+    ready_condition(status?).map(|c| Ready { is_true: c.status == "True", reason: c.reason.clone() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::fixtures;
+
     fn record(expires_at: Option<&str>) -> TokenRecord {
         TokenRecord {
-            fingerprint: "sha256:0011223344556677".into(),
             refreshed_at: "2026-11-23T10:00:00Z".parse().unwrap(),
             expires_at: expires_at.map(|e| e.parse().unwrap()),
             next_refresh_at: "2026-11-23T10:02:30Z".parse().unwrap(),
-            generation: 1,
-            credentials_version: "7".into(),
             collection_point_version: Some(3),
+            ..fixtures::record()
         }
     }
 
@@ -131,7 +140,7 @@ mod tests {
         Observed {
             now: now.parse().unwrap(),
             generation: Some(1),
-            provider: "FDX",
+            provider: Some(ProviderKind::Fdx),
             current,
             failure,
             consecutive_failures: i32::from(failure.is_some()),

@@ -169,12 +169,9 @@ mod tests {
     fn record(token: &Token) -> TokenRecord {
         TokenRecord {
             fingerprint: token.fingerprint(),
-            refreshed_at: "2026-11-23T10:00:00Z".parse().unwrap(),
-            expires_at: Some("2026-11-23T10:05:00Z".parse().unwrap()),
-            next_refresh_at: "2026-11-23T10:02:30Z".parse().unwrap(),
             generation: 2,
             credentials_version: "41".into(),
-            collection_point_version: None,
+            ..crate::fixtures::record()
         }
     }
 

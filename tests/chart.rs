@@ -1,9 +1,9 @@
 //! The Helm chart and the plain manifests: they lint, render, pass server-side dry-run in both
 //! modes, and their RBAC lets the operator work exactly where it is granted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -11,43 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 use support::operator::Operator;
 
-const CHART: &str = "charts/consent-token-operator";
-const RELEASE: &str = "cto";
-/// `cto.fullname` for release `cto`: release name plus chart name.
-const FULLNAME: &str = "cto-consent-token-operator";
-
-fn helm_output(args: &[&str]) -> std::process::Output {
-    let script = support::repo_root().join("scripts/control-plane");
-    let path = Command::new(script).args(["bin", "helm"]).output().expect("find helm");
-    let helm = String::from_utf8(path.stdout).unwrap();
-    Command::new(helm.trim()).args(args).current_dir(support::repo_root()).output().expect("run helm")
-}
-
-fn helm(args: &[&str]) -> String {
-    let output = helm_output(args);
-    assert!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn render(namespace: &str, sets: &[&str]) -> String {
-    let mut args = vec!["template", RELEASE, CHART, "--namespace", namespace, "--kube-version", "1.37.2"];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    helm(&args)
-}
-
-/// Applies a manifest with kubectl; `dry_run` asks the API server to validate without storing.
-fn apply(manifest: &str, dry_run: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.yaml");
-    std::fs::write(&path, manifest).unwrap();
-    let mut args = vec!["apply", "--server-side", "--field-manager=consent-tests", "-f", path.to_str().unwrap()];
-    if dry_run {
-        args.push("--dry-run=server");
-    }
-    support::kubectl(&args);
-}
+use support::chart::{CHART, FULLNAME, RELEASE, apply, helm, helm_output, render};
 
 #[tokio::test]
 async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
@@ -70,7 +34,8 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
     apply(&scoped, true);
 
     // Monitoring objects need the Prometheus Operator's CRDs to dry-run; they must render.
-    let monitoring = render(&release_ns, &["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]);
+    let monitoring =
+        render(&release_ns, &["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]);
     assert!(monitoring.contains("kind: ServiceMonitor") && monitoring.contains("alert: ConsentTokenExpired"));
 
     // Values that make no sense are refused by values.schema.json, saying which.
@@ -127,7 +92,7 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
     let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     fake.add_fdx_client("mx-client", "mx-secret-value");
     let operator = Operator::start_as(&kubeconfig, &granted, &release_ns, fake.ca_pem(), &[]).await;
-    let env = support::operator::TestEnv { client: admin.clone(), namespace: granted.clone(), fake, operator };
+    let env = support::operator::TestEnv::from_parts(admin.clone(), granted.clone(), fake, operator);
     env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
     env.create_token(
         "mx",
@@ -141,5 +106,9 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
     let refused = Operator::spawn(&kubeconfig, &other, &release_ns, env.fake.ca_pem(), &["--leader-election", "false"]);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_ne!(refused.readyz().await, Some(200));
-    assert!(refused.logs().contains("403") || refused.logs().to_lowercase().contains("forbidden"), "{}", refused.logs());
+    assert!(
+        refused.logs().contains("403") || refused.logs().to_lowercase().contains("forbidden"),
+        "{}",
+        refused.logs()
+    );
 }

@@ -1,4 +1,5 @@
 //! The local control plane is real: CRDs with validation, garbage collection, RBAC.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -105,7 +106,11 @@ async fn service_account_needs_a_role_to_read_secrets() {
     Api::<Role>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &role).await.unwrap();
     let binding = RoleBinding {
         metadata: meta("secret-reader"),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "secret-reader".into() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "secret-reader".into(),
+        },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: "reader".into(),

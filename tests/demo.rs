@@ -1,5 +1,6 @@
 //! `make demo`, as documented: both providers' sample Secrets get tokens, and Ctrl-C leaves
 //! nothing running. Needs the `target/debug` binaries built first (`make test` does).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 

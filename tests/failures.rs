@@ -1,5 +1,6 @@
 //! Upstream failures never overwrite or delete a good token, and each shows in status with
 //! its own reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -61,7 +62,8 @@ async fn server_errors_back_off_then_recover_with_a_new_token() {
 
     // Events mark transitions only: one for the failure (not one per failed attempt; the
     // recorder would fold repeats into `series`), and the way back to TokenValid.
-    let events = Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
+    let events =
+        Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
     let upstream: Vec<_> = events.items.iter().filter(|e| e.reason.as_deref() == Some("UpstreamError")).collect();
     assert_eq!(upstream.len(), 1, "one UpstreamError event");
     assert!(upstream[0].series.is_none(), "no repeated UpstreamError event");

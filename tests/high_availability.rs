@@ -1,5 +1,6 @@
 //! Two replicas: one leads and writes; the other waits. Killing the leader hard hands over
 //! within the Lease duration, and tokens keep being refreshed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -9,11 +10,7 @@ use support::operator::{Operator, TestEnv};
 
 /// Sum of a counter family in a Prometheus exposition (0 when absent).
 fn counter_total(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test]

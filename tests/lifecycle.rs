@@ -1,5 +1,6 @@
 //! The target Secret's life: credential rotation, drift repair, foreign Secrets, deletion,
 //! forced refresh, and a restart that resumes the schedule.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -8,8 +9,8 @@ use std::time::Duration;
 use fake_provider::Endpoint;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use support::operator::{Operator, TestEnv};
 
 #[tokio::test]
@@ -20,7 +21,8 @@ async fn rotated_credentials_are_used_within_seconds() {
 
     // The provider now only accepts the new secret; the scheduled refresh is minutes away.
     env.fake.add_fdx_client("mx-client", "rotated-secret");
-    let rotated = env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "rotated-secret")]).await;
+    let rotated =
+        env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "rotated-secret")]).await;
     let new_version = rotated.resource_version().unwrap();
 
     let after = support::eventually("a token fetched with the new credentials", Duration::from_secs(20), || async {
@@ -35,10 +37,10 @@ async fn rotated_credentials_are_used_within_seconds() {
 #[tokio::test]
 async fn onetrust_access_token_is_fetched_again_after_a_401() {
     let env = TestEnv::start("ot401").await;
-    env.onetrust_token("cp", "s1").await;
+    env.onetrust_token("cp", "ot-secret-before-401").await;
     env.wait_for_ready("cp", "True", "TokenValid").await;
     // The provider revokes every access token issued so far (same credentials still valid).
-    env.fake.rotate_onetrust_secret("ot-client", "s1");
+    env.fake.rotate_onetrust_secret("ot-client", "ot-secret-before-401");
     env.request_refresh("cp").await;
     support::eventually("a refresh after the revocation", Duration::from_secs(20), || async {
         (env.fake.requests(Endpoint::CollectionPointToken) == 3).then_some(())

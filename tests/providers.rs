@@ -1,4 +1,5 @@
 //! Both providers end to end: a ConsentToken becomes a Secret holding a valid token.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -29,7 +30,10 @@ async fn fdx_token_lands_in_an_owned_secret_and_is_scheduled_with_room_for_the_k
     let left_at_renewal = expires.duration_since(next).as_secs();
     // Half of 300 s, plus at most 15 s of jitter that only ever moves renewal earlier.
     assert!((150..=165).contains(&left_at_renewal), "renewal leaves {left_at_renewal}s of a 300s token");
-    assert_eq!(status.token_fingerprint.as_deref(), Some(consent_token_operator::token::fingerprint(token.as_bytes()).as_str()));
+    assert_eq!(
+        status.token_fingerprint.as_deref(),
+        Some(consent_token_operator::token::fingerprint(token.as_bytes()).as_str())
+    );
 
     let secret = env.secrets().get("mx-web").await.unwrap();
     assert_eq!(secret.owner_references()[0].uid, ct.uid().unwrap());

@@ -1,5 +1,6 @@
 //! Invalid ConsentTokens are refused by the API server with a message that says what to fix;
 //! no token, client secret or customer id ever appears in logs, events, status or metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
@@ -30,12 +31,8 @@ async fn invalid_consent_tokens_are_rejected_with_readable_messages() {
     let client = support::admin_client().await;
     let ns = support::namespace(&client, "invalid").await;
     let creds = serde_json::json!({"name": "creds"});
-    let onetrust = |hostname: &str, guid: &str| {
-        serde_json::json!({"oneTrust": {"hostname": hostname, "collectionPoint": {"guid": guid}, "credentialsSecretRef": creds}})
-    };
-    let fdx = |base_url: &str, customer: &str| {
-        serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": creds}})
-    };
+    let onetrust = |hostname: &str, guid: &str| serde_json::json!({"oneTrust": {"hostname": hostname, "collectionPoint": {"guid": guid}, "credentialsSecretRef": creds}});
+    let fdx = |base_url: &str, customer: &str| serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": creds}});
     let guid = "123e4567-e89b-12d3-a456-426614174000";
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (serde_json::json!({}), "set exactly one provider"),
@@ -74,7 +71,7 @@ async fn invalid_consent_tokens_are_rejected_with_readable_messages() {
 
 #[tokio::test]
 async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() {
-    let env = TestEnv::start_with("secrecy", &["--log-level", "trace"]).await;
+    let env = TestEnv::start("secrecy").await; // the operator logs at trace level in every test
     let customer = "fN7SsIMfJvJJcNjKBmB6Kg";
     let mx_secret = "mx-secret-value";
     let ot_secret = "ot-secret-value-XYZ";
@@ -106,7 +103,8 @@ async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() 
     let tokens = env.tokens().list(&ListParams::default()).await.unwrap().items;
     let statuses = serde_json::to_string(&tokens.iter().map(|ct| &ct.status).collect::<Vec<_>>()).unwrap();
     assert!(statuses.contains("Unauthorized") && statuses.contains("sha256:"));
-    let events = Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
+    let events =
+        Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
     assert!(!events.items.is_empty(), "events were published");
     let events = serde_json::to_string(&events.items).unwrap();
     let metrics = env.operator.metrics().await;
@@ -116,4 +114,35 @@ async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() 
         assert!(!metrics.contains(value.as_str()), "{what} in metrics");
         assert!(!statuses.contains(value.as_str()), "{what} in a status");
     }
+}
+
+#[test]
+fn the_secrecy_scan_catches_every_form_a_secret_can_take() {
+    use base64::Engine;
+    let secret = r#"scan/check+"secret" value"#;
+    let pair = format!("scan-client:{secret}");
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzY2FuIn0.c2lnbmF0dXJlLW9mLXRoZS1zY2FuLXRva2Vu";
+    for value in [secret, pair.as_str(), jwt] {
+        support::secrecy::remember(value);
+    }
+    let needles = support::secrecy::needles();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let leaks = [
+        ("raw", format!("error: {secret}")),
+        ("Basic header", format!("authorization: Basic {}", b64.encode(&pair))),
+        ("base64url", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)),
+        (
+            "form body",
+            format!(
+                "grant_type=client_credentials&client_secret={}",
+                url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+            ),
+        ),
+        ("JSON", serde_json::json!({"message": secret}).to_string()),
+        ("JWT signature only", "sig=c2lnbmF0dXJlLW9mLXRoZS1zY2FuLXRva2Vu".to_owned()),
+    ];
+    for (form, text) in leaks {
+        assert!(!support::secrecy::findings(form, &text, &needles).is_empty(), "{form} not caught in {text}");
+    }
+    assert!(support::secrecy::findings("clean", "client_id=scan-client", &needles).is_empty());
 }

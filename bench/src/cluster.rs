@@ -33,7 +33,9 @@ impl ControlPlane {
     }
 
     pub async fn client(&self) -> Result<Client, Error> {
-        let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &KubeConfigOptions::default()).await?;
+        let config =
+            Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &KubeConfigOptions::default())
+                .await?;
         Ok(Client::try_from(config)?)
     }
 }
@@ -53,7 +55,14 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `bin`, under the command `wrap` when that is not empty (a profiler).
-    pub fn start(wrap: &[String], bin: &Path, kubeconfig: &Path, namespace: &str, ca: &Path, log: &Path) -> Result<Self, Error> {
+    pub fn start(
+        wrap: &[String],
+        bin: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        ca: &Path,
+        log: &Path,
+    ) -> Result<Self, Error> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let mut command = match wrap.split_first() {
@@ -68,6 +77,8 @@ impl Operator {
             .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
             // The floor client has no write limiter either: compare the work, not the limit.
             .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
+            // The fake provider is on loopback, which the operator calls only when allowed.
+            .args(["--allowed-private-networks", "127.0.0.0/8,::1/128"])
             .args(["--log-level", "warn", "--extra-ca-bundle"])
             .arg(ca)
             .env("KUBECONFIG", kubeconfig)

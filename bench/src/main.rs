@@ -162,7 +162,8 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     workload::create_consent_tokens(&client, "bench", n, onetrust_credentials, &fake).await?;
     let ready = workload::ReadyCounter::start(client.clone(), "bench");
     let ready_before = cluster::api_requests(&client).await?;
-    let mut operator = Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
+    let mut operator =
+        Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
     let pid = operator.pid();
     let peak = Arc::new(Mutex::new(0u64));
     let sampler = rss_sampler(pid, peak.clone());
@@ -211,11 +212,17 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
         // Restart: SIGKILL at steady state, start again at once.
         operator.kill();
         let before_restart = upstream_total(&fake);
-        let restarted = Operator::start(&[], &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("restart.log"))?;
-        let restart_ready = cluster::wait_until("all Ready after restart", Duration::from_secs(900), Duration::from_millis(250), || {
-            let restarted = &restarted;
-            async move { restarted.metric_sum("consent_token_ready").await >= n as f64 }
-        })
+        let restarted =
+            Operator::start(&[], &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("restart.log"))?;
+        let restart_ready = cluster::wait_until(
+            "all Ready after restart",
+            Duration::from_secs(900),
+            Duration::from_millis(250),
+            || {
+                let restarted = &restarted;
+                async move { restarted.metric_sum("consent_token_ready").await >= n as f64 }
+            },
+        )
         .await?;
         let restart_started = Instant::now() - restart_ready;
         sleep_until(restart_started + Duration::from_secs(60)).await;

@@ -16,14 +16,17 @@ fn register_font() -> Result<(), Error> {
 }
 
 pub fn markdown(results: &[Result_], machine: &str) -> String {
-    let mut out = format!("Measured on {machine} with `make bench`.\n\n| | {} |\n|---|{}\n",
+    let mut out = format!(
+        "Measured on {machine} with `make bench`.\n\n| | {} |\n|---|{}\n",
         results.iter().map(|r| format!("N = {}", r.n)).collect::<Vec<_>>().join(" | "),
-        "---|".repeat(results.len()));
+        "---|".repeat(results.len())
+    );
     let row = |name: &str, f: &dyn Fn(&Result_) -> String| {
         format!("| {name} | {} |\n", results.iter().map(f).collect::<Vec<_>>().join(" | "))
     };
     out += &row("time to all Ready", &|r| format!("{:.1} s", r.time_to_all_ready_s));
-    out += &row("floor: the same writes (Secret, status, Event) by a minimal client", &|r| format!("{:.1} s", r.floor_s));
+    out +=
+        &row("floor: the same writes (Secret, status, Event) by a minimal client", &|r| format!("{:.1} s", r.floor_s));
     out += &row("ratio to the floor (target <= 1.5)", &|r| format!("{:.2}", r.ready_over_floor));
     out += &row("floor without the Event / ratio", &|r| {
         format!("{:.1} s / {:.2}", r.floor_without_events_s, r.ready_over_floor_without_events)
@@ -48,9 +51,15 @@ pub fn markdown(results: &[Result_], machine: &str) -> String {
             r.upstream_requests.get("onetrust_oauth").copied().unwrap_or(0)
         )
     });
-    out += &row("OAuth token requests in the whole run (credentials)", &|r| format!("{} ({})", r.oauth_requests, r.onetrust_credentials));
-    out += &row("RSS peak / steady (target steady < 64 MiB)", &|r| format!("{:.1} / {:.1} MiB", r.rss_peak_mib, r.rss_steady_mib));
-    out += &row("memory per 1,000 ConsentTokens", &|r| format!("{:.2} MiB (idle {:.1} MiB)", r.mib_per_1000, r.rss_idle_mib));
+    out += &row("OAuth token requests in the whole run (credentials)", &|r| {
+        format!("{} ({})", r.oauth_requests, r.onetrust_credentials)
+    });
+    out += &row("RSS peak / steady (target steady < 64 MiB)", &|r| {
+        format!("{:.1} / {:.1} MiB", r.rss_peak_mib, r.rss_steady_mib)
+    });
+    out += &row("memory per 1,000 ConsentTokens", &|r| {
+        format!("{:.2} MiB (idle {:.1} MiB)", r.mib_per_1000, r.rss_idle_mib)
+    });
     out += &row("CPU seconds per minute (steady)", &|r| format!("{:.2}", r.cpu_seconds_per_minute));
     out += &row("upstream requests per minute: steady average / steady busiest", &|r| {
         format!("{} / {}", r.normal_minute_requests, r.steady_peak_minute_requests)
@@ -84,7 +93,10 @@ pub fn lateness(results: &[Result_], path: &Path) -> Result<(), Error> {
         let total = sorted.len().max(1) as f64;
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(sorted.iter().enumerate().map(|(k, v)| (*v, (k + 1) as f64 / total)), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                sorted.iter().enumerate().map(|(k, v)| (*v, (k + 1) as f64 / total)),
+                color.stroke_width(2),
+            ))?
             .label(format!("N = {}", r.n))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }

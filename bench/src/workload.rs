@@ -28,7 +28,11 @@ pub fn install_crds(root: &Path, kubeconfig: &Path) -> Result<(), Error> {
         vec!["apply", "--server-side", "-f", "crds/"],
         vec!["wait", "--for=condition=Established", "--timeout=60s", "crd/consenttokens.consent.dev"],
     ] {
-        let status = std::process::Command::new("kubectl").args(&args).current_dir(root).env("KUBECONFIG", kubeconfig).status()?;
+        let status = std::process::Command::new("kubectl")
+            .args(&args)
+            .current_dir(root)
+            .env("KUBECONFIG", kubeconfig)
+            .status()?;
         if !status.success() {
             return Err(format!("kubectl {args:?} failed").into());
         }
@@ -43,9 +47,11 @@ pub async fn namespace(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A credentials Secret, marked for the fake provider on localhost.
 fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
+    let marking = [("consent.dev/allowed-hosts".to_owned(), "localhost".to_owned())];
     Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: ObjectMeta { name: Some(name.into()), annotations: Some(marking.into()), ..Default::default() },
         data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect()),
         ..Default::default()
     }
@@ -55,7 +61,12 @@ fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
 pub async fn create_credentials(client: &Client, ns: &str, onetrust: usize, fake: &FakeProvider) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     fake.add_fdx_client("bench-mx", "bench-mx-secret");
-    secrets.create(&PostParams::default(), &secret("mx", &[("client_id", b"bench-mx"), ("client_secret", b"bench-mx-secret")])).await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("mx", &[("client_id", b"bench-mx"), ("client_secret", b"bench-mx-secret")]),
+        )
+        .await?;
     for i in 0..onetrust {
         let id = format!("bench-ot-{i}");
         fake.add_onetrust_client(&id, "bench-ot-secret");
@@ -67,7 +78,13 @@ pub async fn create_credentials(client: &Client, ns: &str, onetrust: usize, fake
 
 /// `n` ConsentTokens: one in ten a OneTrust collection point (sharing `onetrust` credentials),
 /// the rest MX tokens of 300 seconds, one per customer.
-pub async fn create_consent_tokens(client: &Client, ns: &str, n: usize, onetrust: usize, fake: &FakeProvider) -> Result<(), Error> {
+pub async fn create_consent_tokens(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    onetrust: usize,
+    fake: &FakeProvider,
+) -> Result<(), Error> {
     let api: Api<ConsentToken> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
     futures::stream::iter(0..n)
@@ -160,7 +177,10 @@ impl ReadyCounter {
         tokio::spawn(async move {
             let mut events = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
             while let Some(Ok(ct)) = events.next().await {
-                let ready = ct.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let ready = ct
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                 seen.lock().unwrap_or_else(|p| p.into_inner()).insert(ct.name_any(), ready);
             }
         });

@@ -49,21 +49,25 @@ pub async fn token(
             StatusCode::NOT_FOUND.into_response()
         } else {
             match request {
-                Some(req) if req.kind == "consent_management" => match req.scopes.strip_prefix("customer.modify_consent:") {
-                    Some(customer) if !customer.is_empty() => {
-                        let now = jiff::Timestamp::now().as_second();
-                        let claims = serde_json::json!({
-                            "name": "consent_management",
-                            "scopes": {"customer.modify_consent": customer},
-                            "exp": now + st.fdx_lifetime as i64, "iat": now,
-                            "jti": uuid::Uuid::new_v4().to_string(), "_type": "Institution", "_id": "bku",
-                        });
-                        let token = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(HMAC_KEY))
-                            .expect("HS256 signing cannot fail");
-                        axum::Json(serde_json::json!({"access_token": token})).into_response()
+                Some(req) if req.kind == "consent_management" => {
+                    match req.scopes.strip_prefix("customer.modify_consent:") {
+                        Some(customer) if !customer.is_empty() => {
+                            let now = jiff::Timestamp::now().as_second();
+                            let claims = serde_json::json!({
+                                "name": "consent_management",
+                                "scopes": {"customer.modify_consent": customer},
+                                "exp": now + st.fdx_lifetime as i64, "iat": now,
+                                "jti": uuid::Uuid::new_v4().to_string(), "_type": "Institution", "_id": "bku",
+                            });
+                            let token =
+                                jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(HMAC_KEY))
+                                    .expect("HS256 signing cannot fail");
+                            crate::issued::remember(&token);
+                            axum::Json(serde_json::json!({"access_token": token})).into_response()
+                        }
+                        _ => StatusCode::BAD_REQUEST.into_response(),
                     }
-                    _ => StatusCode::BAD_REQUEST.into_response(),
-                },
+                }
                 _ => StatusCode::BAD_REQUEST.into_response(),
             }
         }

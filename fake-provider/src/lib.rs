@@ -9,6 +9,7 @@
 //! old one (and access tokens issued to it) answer 401. Every request is counted.
 
 mod fdx;
+pub mod issued;
 mod onetrust;
 mod state;
 pub mod tls;
@@ -82,18 +83,21 @@ impl FakeProvider {
     }
 
     pub fn add_onetrust_client(&self, client_id: &str, client_secret: &str) {
+        issued::remember_client(client_id, client_secret);
         self.state().onetrust_clients.insert(client_id.into(), client_secret.into());
     }
 
     /// Replaces a OneTrust client's secret: the old one and every access token issued so far
     /// are refused from now on.
     pub fn rotate_onetrust_secret(&self, client_id: &str, new_secret: &str) {
+        issued::remember_client(client_id, new_secret);
         let mut st = self.state();
         st.onetrust_clients.insert(client_id.into(), new_secret.into());
         st.access_tokens.retain(|_, issued| issued.client_id != client_id);
     }
 
     pub fn add_fdx_client(&self, client_id: &str, client_secret: &str) {
+        issued::remember_client(client_id, client_secret);
         self.state().fdx_clients.insert(client_id.into(), client_secret.into());
     }
 

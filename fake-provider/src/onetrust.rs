@@ -43,6 +43,7 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
                     "client_id": id,
                 });
                 let access_token = sign(Algorithm::RS256, &claims);
+                crate::issued::remember(&access_token);
                 st.access_tokens.insert(
                     access_token.clone(),
                     Issued { client_id: id, expires_at: now + jiff::SignedDuration::from_secs(expires_in as i64) },
@@ -60,7 +61,8 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
 }
 
 async fn read_form(request: Request) -> Result<HashMap<String, String>, Response> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &()).await.map_err(IntoResponse::into_response)?;
         let mut fields = HashMap::new();
@@ -140,7 +142,9 @@ fn collection_point_jwt(guid: &str, version: i64, state: Option<&str>) -> String
         "consentType": "CONDITIONALTRIGGER", "doubleOptIn": false, "purposes": [{"id": uuid::Uuid::new_v4().to_string()}],
         "dsDataElements": ["Email"], "state": state.unwrap_or("ACTIVE"), "jti": uuid::Uuid::new_v4().to_string(),
     });
-    sign(Algorithm::RS512, &claims)
+    let token = sign(Algorithm::RS512, &claims);
+    crate::issued::remember(&token);
+    token
 }
 
 fn sign(algorithm: Algorithm, claims: &serde_json::Value) -> String {

@@ -131,7 +131,8 @@ impl State {
                     statuses.insert(status.to_string(), (*n).into());
                 }
             }
-            let key = serde_json::to_value(endpoint).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let key =
+                serde_json::to_value(endpoint).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             by_endpoint.insert(key, serde_json::json!({"requests": self.count(endpoint), "statuses": statuses}));
         }
         serde_json::Value::Object(by_endpoint)

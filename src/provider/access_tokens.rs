@@ -105,23 +105,38 @@ mod tests {
     #[tokio::test]
     async fn invalidation_forces_one_new_fetch() {
         let cache = AccessTokenCache::default();
-        let first = cache.get_or_fetch("k", || async { Ok((SecretString::from("one"), Duration::from_secs(3600))) }).await.unwrap();
+        let first = cache
+            .get_or_fetch("k", || async { Ok((SecretString::from("one"), Duration::from_secs(3600))) })
+            .await
+            .unwrap();
         cache.invalidate("k", &first).await;
-        let second = cache.get_or_fetch("k", || async { Ok((SecretString::from("two"), Duration::from_secs(3600))) }).await.unwrap();
+        let second = cache
+            .get_or_fetch("k", || async { Ok((SecretString::from("two"), Duration::from_secs(3600))) })
+            .await
+            .unwrap();
         assert_eq!(second.expose_secret(), "two");
         // A stale invalidation (of "one") does not drop "two".
         cache.invalidate("k", &first).await;
-        let third = cache.get_or_fetch("k", || async { Ok((SecretString::from("three"), Duration::from_secs(3600))) }).await.unwrap();
+        let third = cache
+            .get_or_fetch("k", || async { Ok((SecretString::from("three"), Duration::from_secs(3600))) })
+            .await
+            .unwrap();
         assert_eq!(third.expose_secret(), "two");
     }
 
     #[tokio::test]
     async fn token_is_renewed_before_it_expires() {
         let cache = AccessTokenCache::default();
-        cache.get_or_fetch("k", || async { Ok((SecretString::from("short"), Duration::from_millis(100))) }).await.unwrap();
+        cache
+            .get_or_fetch("k", || async { Ok((SecretString::from("short"), Duration::from_millis(100))) })
+            .await
+            .unwrap();
         // 10 % of 100 ms = 10 ms margin: after 95 ms it is due.
         tokio::time::sleep(Duration::from_millis(95)).await;
-        let next = cache.get_or_fetch("k", || async { Ok((SecretString::from("new"), Duration::from_secs(1))) }).await.unwrap();
+        let next = cache
+            .get_or_fetch("k", || async { Ok((SecretString::from("new"), Duration::from_secs(1))) })
+            .await
+            .unwrap();
         assert_eq!(next.expose_secret(), "new");
     }
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::http::{Endpoint, UpstreamClient};
-use super::{Credentials, FetchedToken};
+use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::crd::FdxSource;
 use crate::error::Error;
 use crate::token::{self, Token};
@@ -15,6 +15,39 @@ use crate::token::{self, Token};
 const TOKEN: Endpoint = Endpoint { provider: "FDX", name: "token" };
 /// "Each token expires in five minutes": assumed when a token carries no `exp`.
 const DOCUMENTED_LIFETIME: SignedDuration = SignedDuration::from_secs(300);
+
+/// A validated MX / FDX token request. The customer id is personal data: it cannot be printed.
+#[derive(Debug, Clone)]
+pub struct FdxRequest {
+    token_url: url::Url,
+    customer_id: SecretString,
+}
+
+impl PartialEq for FdxRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.token_url == other.token_url && self.customer_id.expose_secret() == other.customer_id.expose_secret()
+    }
+}
+
+impl FdxRequest {
+    pub fn new(source: &FdxSource, policy: &UpstreamPolicy) -> Result<Self, Error> {
+        let base = url::Url::parse(&source.base_url)
+            .map_err(|_| Error::InvalidSpec("spec.fdx.baseUrl is not an absolute URL".into()))?;
+        policy.check_url(&base, "spec.fdx.baseUrl")?;
+        let version = &source.api_version;
+        if !version.starts_with('v') || version.len() < 2 || !version[1..].chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::InvalidSpec("spec.fdx.apiVersion must look like v4".into()));
+        }
+        let path = format!("{}/api/{version}/token", base.path().trim_end_matches('/'));
+        let mut token_url = base;
+        token_url.set_path(&path);
+        Ok(Self { token_url, customer_id: SecretString::from(source.customer_id.clone()) })
+    }
+
+    pub fn host(&self) -> &str {
+        self.token_url.host_str().unwrap_or_default()
+    }
+}
 
 pub struct FdxClient {
     upstream: Arc<UpstreamClient>,
@@ -25,34 +58,20 @@ impl FdxClient {
         Self { upstream }
     }
 
-    pub fn token_url(&self, source: &FdxSource) -> Result<url::Url, Error> {
-        let base = url::Url::parse(&source.base_url)
-            .map_err(|_| Error::InvalidSpec("spec.fdx.baseUrl is not an absolute URL".into()))?;
-        self.upstream.check_scheme(&base)?;
-        if !source.api_version.starts_with('v') || !source.api_version[1..].chars().all(|c| c.is_ascii_digit()) {
-            return Err(Error::InvalidSpec("spec.fdx.apiVersion must look like v4".into()));
-        }
-        let path = format!("{}/api/{}/token", base.path().trim_end_matches('/'), source.api_version);
-        let mut url = base;
-        url.set_path(&path);
-        Ok(url)
-    }
-
-    pub async fn fetch(&self, source: &FdxSource, credentials: &Credentials) -> Result<FetchedToken, Error> {
-        let url = self.token_url(source)?;
+    pub async fn fetch(&self, request: &FdxRequest, credentials: &Credentials) -> Result<FetchedToken, Error> {
         let body = serde_json::json!({
             "type": "consent_management",
-            "scopes": format!("customer.modify_consent:{}", source.customer_id),
+            "scopes": format!("customer.modify_consent:{}", request.customer_id.expose_secret()),
         });
         let request = self
             .upstream
             .client()
-            .post(url)
+            .post(request.token_url.clone())
             .header("accept", "application/json")
             .basic_auth(credentials.client_id.expose_secret(), Some(credentials.client_secret.expose_secret()))
             .json(&body)
             .build()
-            .map_err(|_| Error::InvalidSpec("cannot build the token request".into()))?;
+            .map_err(|_| Error::Internal("cannot build the token request"))?;
         let response = self.upstream.send(TOKEN, request).await?;
         let fetched_at = Timestamp::now();
 
@@ -69,5 +88,24 @@ impl FdxClient {
             expires_at: Some(claims.expires_at.unwrap_or(fetched_at + DOCUMENTED_LIFETIME)),
             collection_point_version: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn token_url_keeps_the_base_path_and_http_needs_the_policy() {
+        let source = fixtures::fdx_source("https://bank.example/consent/");
+        let request = FdxRequest::new(&source, &UpstreamPolicy::default()).unwrap();
+        assert_eq!(request.token_url.as_str(), "https://bank.example/consent/api/v4/token");
+        assert!(!format!("{request:?}").contains(&source.customer_id), "the customer id is not printed");
+
+        let plain = fixtures::fdx_source("http://localhost:8080");
+        assert!(matches!(FdxRequest::new(&plain, &UpstreamPolicy::default()), Err(Error::InvalidSpec(_))));
+        let development = UpstreamPolicy { allow_insecure_http: true, ..Default::default() };
+        assert!(FdxRequest::new(&plain, &development).is_ok());
     }
 }

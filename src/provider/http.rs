@@ -12,26 +12,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::header::HeaderMap;
 
+use crate::config::UpstreamArgs;
 use crate::error::Error;
 use crate::metrics::{Metrics, ProviderLabels};
-use crate::provider::RateLimit;
-
-/// Settings from the operator's command line.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// PEM bundle of extra CAs to trust besides the public web roots.
-    pub extra_ca_bundle: Option<std::path::PathBuf>,
-    /// Allow `http://` provider URLs (local development only).
-    pub allow_insecure_http: bool,
-    /// Deadline for one request, answer included.
-    pub request_timeout: Duration,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        Self { extra_ca_bundle: None, allow_insecure_http: false, request_timeout: Duration::from_secs(10) }
-    }
-}
+use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
+use crate::rate_limit::RateLimit;
 
 /// Larger answers are not tokens: read no further.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,7 +36,6 @@ pub struct Endpoint {
 
 pub struct UpstreamClient {
     http: reqwest::Client,
-    allow_insecure_http: bool,
     metrics: Arc<Metrics>,
     /// Per (endpoint, host): no request before this instant, and what the provider said.
     blocked: Mutex<HashMap<(Endpoint, String), (Instant, RateLimit)>>,
@@ -68,33 +52,25 @@ pub enum SetupError {
 }
 
 impl UpstreamClient {
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
+    pub fn new(args: &UpstreamArgs, policy: Arc<UpstreamPolicy>, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .https_only(!config.allow_insecure_http)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .https_only(!args.allow_insecure_http)
+            .timeout(args.upstream_timeout)
+            .connect_timeout(args.upstream_timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
+            // Every connection goes to an address the policy allows, checked after resolution.
+            // A proxy would resolve the name itself, out of reach of that check.
+            .no_proxy()
+            .dns_resolver(Arc::new(PolicyResolver::new(policy)))
             .user_agent(concat!("consent-token-operator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.extra_ca_bundle {
+        if let Some(path) = &args.extra_ca_bundle {
             for certificate in read_ca(path)? {
                 builder = builder.add_root_certificate(certificate);
             }
         }
         let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
-        Ok(Self { http, allow_insecure_http: config.allow_insecure_http, metrics, blocked: Mutex::new(HashMap::new()) })
-    }
-
-    /// Checks a provider URL's scheme before any credential is put on the wire.
-    pub fn check_scheme(&self, url: &url::Url) -> Result<(), Error> {
-        match url.scheme() {
-            "https" => Ok(()),
-            "http" if self.allow_insecure_http => Ok(()),
-            "http" => Err(Error::InvalidSpec(
-                "plain http provider URLs are refused; use https (the operator's --allow-insecure-http is for local development only)".into(),
-            )),
-            _ => Err(Error::InvalidSpec("the provider URL must be https".into())),
-        }
+        Ok(Self { http, metrics, blocked: Mutex::new(HashMap::new()) })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -117,6 +93,9 @@ impl UpstreamClient {
             Ok(response) => response,
             Err(err) => {
                 self.metrics.observe_upstream(endpoint.provider, endpoint.name, None, started.elapsed());
+                if let Some(refused) = find_source::<RefusedAddresses>(&err) {
+                    return Err(Error::AddressNotAllowed(refused.0));
+                }
                 // reqwest's message names the URL; ours names only what went wrong.
                 return Err(Error::Transport(if err.is_timeout() {
                     "the request timed out"
@@ -163,6 +142,18 @@ impl UpstreamClient {
             *entry = (until, limit.clone());
         }
     }
+}
+
+/// The first error of type `T` in `err`'s chain of sources.
+fn find_source<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
 }
 
 fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, SetupError> {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::access_tokens::AccessTokenCache;
 use super::http::{Endpoint, UpstreamClient};
-use super::{Credentials, FetchedToken};
+use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::crd::OneTrustSource;
 use crate::error::Error;
 use crate::token::{self, Token};
@@ -18,6 +18,33 @@ const OAUTH: Endpoint = Endpoint { provider: "OneTrust", name: "oauth_token" };
 const COLLECTION_POINT: Endpoint = Endpoint { provider: "OneTrust", name: "collection_point_token" };
 /// OneTrust's shortest credential lifetime, assumed when `expires_in` is missing.
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A validated OneTrust request: the tenant's OAuth endpoint and one collection point's token URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneTrustRequest {
+    /// `host[:port]`, part of the access-token cache key.
+    hostname: String,
+    oauth_url: url::Url,
+    collection_point_url: url::Url,
+}
+
+impl OneTrustRequest {
+    /// OneTrust is always https, whatever the policy says about http.
+    pub fn new(source: &OneTrustSource, policy: &UpstreamPolicy) -> Result<Self, Error> {
+        let base = base_url(&source.hostname)?;
+        policy.check_url(&base, "spec.oneTrust.hostname")?;
+        let oauth_url = base.join("/api/access/v1/oauth/token").map_err(|_| invalid_hostname())?;
+        Ok(Self {
+            hostname: source.hostname.clone(),
+            oauth_url,
+            collection_point_url: collection_point_url(base, source)?,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        self.oauth_url.host_str().unwrap_or_default()
+    }
+}
 
 pub struct OneTrustClient {
     upstream: Arc<UpstreamClient>,
@@ -29,27 +56,34 @@ impl OneTrustClient {
         Self { upstream, access_tokens: AccessTokenCache::default() }
     }
 
-    pub async fn fetch(&self, source: &OneTrustSource, credentials: &Credentials) -> Result<FetchedToken, Error> {
-        let url = collection_point_url(source)?;
-        let key = cache_key(&source.hostname, credentials);
-        let access = self.access_token(&key, &source.hostname, credentials).await?;
-        match self.collection_point_token(&url, &access).await {
+    pub async fn fetch(&self, request: &OneTrustRequest, credentials: &Credentials) -> Result<FetchedToken, Error> {
+        let key = cache_key(&request.hostname, credentials);
+        let access = self.access_token(&key, request, credentials).await?;
+        match self.collection_point_token(&request.collection_point_url, &access).await {
             // The access token was revoked or rotated: drop it and try once with a new one.
             Err(Error::Unauthorized { .. }) => {
                 self.access_tokens.invalidate(&key, &access).await;
-                let access = self.access_token(&key, &source.hostname, credentials).await?;
-                self.collection_point_token(&url, &access).await
+                let access = self.access_token(&key, request, credentials).await?;
+                self.collection_point_token(&request.collection_point_url, &access).await
             }
             other => other,
         }
     }
 
-    async fn access_token(&self, key: &str, hostname: &str, credentials: &Credentials) -> Result<SecretString, Error> {
-        self.access_tokens.get_or_fetch(key, || self.request_access_token(hostname, credentials)).await
+    async fn access_token(
+        &self,
+        key: &str,
+        request: &OneTrustRequest,
+        credentials: &Credentials,
+    ) -> Result<SecretString, Error> {
+        self.access_tokens.get_or_fetch(key, || self.request_access_token(&request.oauth_url, credentials)).await
     }
 
-    async fn request_access_token(&self, hostname: &str, credentials: &Credentials) -> Result<(SecretString, Duration), Error> {
-        let url = base_url(hostname)?.join("/api/access/v1/oauth/token").map_err(|_| invalid_hostname())?;
+    async fn request_access_token(
+        &self,
+        url: &url::Url,
+        credentials: &Credentials,
+    ) -> Result<(SecretString, Duration), Error> {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", credentials.client_id.expose_secret()),
@@ -58,11 +92,11 @@ impl OneTrustClient {
         let request = self
             .upstream
             .client()
-            .post(url)
+            .post(url.clone())
             .header("accept", "application/json")
             .form(&form)
             .build()
-            .map_err(|_| Error::InvalidSpec("cannot build the OAuth request".into()))?;
+            .map_err(|_| Error::Internal("cannot build the OAuth request"))?;
         let response = self.upstream.send(OAUTH, request).await?;
 
         #[derive(serde::Deserialize)]
@@ -81,8 +115,12 @@ impl OneTrustClient {
         }
         let lifetime = match answer.expires_in {
             None => DEFAULT_ACCESS_TOKEN_LIFETIME,
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME),
-            Some(serde_json::Value::String(s)) => s.parse().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME)
+            }
+            Some(serde_json::Value::String(s)) => {
+                s.parse().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME)
+            }
             Some(_) => DEFAULT_ACCESS_TOKEN_LIFETIME,
         };
         Ok((SecretString::from(answer.access_token), lifetime))
@@ -96,7 +134,8 @@ impl OneTrustClient {
             .header("accept", "application/json")
             .bearer_auth(access.expose_secret())
             .build()
-            .map_err(|_| Error::InvalidSpec("cannot build the collection point request".into()))?;
+            // The only part that can make it fail is the access token OneTrust sent.
+            .map_err(|_| Error::InvalidResponse("the OAuth access token cannot be sent in an HTTP header"))?;
         let response = self.upstream.send(COLLECTION_POINT, request).await?;
         let fetched_at = Timestamp::now();
         let value = token_from_body(&response.body)?;
@@ -129,8 +168,7 @@ fn token_from_body(body: &[u8]) -> Result<String, Error> {
     Ok(text.to_owned())
 }
 
-pub(super) fn collection_point_url(source: &OneTrustSource) -> Result<url::Url, Error> {
-    let mut url = base_url(&source.hostname)?;
+fn collection_point_url(mut url: url::Url, source: &OneTrustSource) -> Result<url::Url, Error> {
     let guid = &source.collection_point.guid;
     if guid.len() != 36 || !guid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(Error::InvalidSpec("spec.oneTrust.collectionPoint.guid must be a UUID".into()));
@@ -177,28 +215,26 @@ fn cache_key(hostname: &str, credentials: &Credentials) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CollectionPoint, CollectionPointState, CredentialsSecretRef};
+    use crate::crd::{CollectionPoint, CollectionPointState};
 
-    fn source(version: Option<i64>, state: Option<CollectionPointState>) -> OneTrustSource {
-        OneTrustSource {
-            hostname: "app-eu.onetrust.com".into(),
-            collection_point: CollectionPoint { guid: "123e4567-e89b-12d3-a456-426614174000".into(), version, state },
-            credentials_secret_ref: CredentialsSecretRef {
-                name: "c".into(),
-                client_id_key: "client_id".into(),
-                client_secret_key: "client_secret".into(),
-            },
-        }
+    use crate::fixtures;
+
+    fn request(version: Option<i64>, state: Option<CollectionPointState>) -> OneTrustRequest {
+        let mut source = fixtures::onetrust_source("app-eu.onetrust.com");
+        source.collection_point = CollectionPoint { guid: fixtures::GUID.into(), version, state };
+        OneTrustRequest::new(&source, &UpstreamPolicy::default()).unwrap()
     }
 
     #[test]
     fn collection_point_url_passes_version_and_state_through() {
+        let plain = request(None, None);
         assert_eq!(
-            collection_point_url(&source(None, None)).unwrap().as_str(),
+            plain.collection_point_url.as_str(),
             "https://app-eu.onetrust.com/api/consentmanager/v1/collectionpoints/123e4567-e89b-12d3-a456-426614174000/token"
         );
+        assert_eq!(plain.oauth_url.as_str(), "https://app-eu.onetrust.com/api/access/v1/oauth/token");
         assert_eq!(
-            collection_point_url(&source(Some(3), Some(CollectionPointState::Active))).unwrap().query(),
+            request(Some(3), Some(CollectionPointState::Active)).collection_point_url.query(),
             Some("version=3&state=ACTIVE")
         );
     }

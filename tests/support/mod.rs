@@ -6,9 +6,14 @@
 //! held by this process, so when the test binary exits for any reason (including a panic or
 //! SIGKILL) the pipe closes and the script stops every component and removes its directory.
 //! Set `CONSENT_TEST_KUBECONFIG` to run against an already running control plane instead.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)]
+// each test binary uses a different part of this module
+// Test support: a failed setup step is a failed test, so it may panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chart;
 pub mod operator;
+pub mod secrecy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -62,9 +67,7 @@ pub fn kubeconfig() -> &'static Path {
 
 async fn admin_config() -> Config {
     let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
-    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable")
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig is usable")
 }
 
 /// A client with cluster-admin rights. Each test builds its own: a client is bound to the
@@ -113,10 +116,8 @@ pub async fn service_account_token(namespace: &str, service_account: &str) -> St
         spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
         ..Default::default()
     };
-    let response = accounts
-        .create_token_request(service_account, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest");
+    let response =
+        accounts.create_token_request(service_account, &PostParams::default(), &request).await.expect("TokenRequest");
     response.status.and_then(|s| s.token).expect("TokenRequest returned a token")
 }
 
@@ -171,11 +172,7 @@ pub fn kubectl(args: &[&str]) -> String {
 
 /// Runs kubectl and returns its whole output, whether it succeeded or not.
 pub fn kubectl_output(args: &[&str]) -> std::process::Output {
-    Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .expect("run kubectl")
+    Command::new("kubectl").args(args).env("KUBECONFIG", kubeconfig()).output().expect("run kubectl")
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` saying what

@@ -1,8 +1,9 @@
-//! An operator under test: the real binary as a child process, watching one namespace, trusting
-//! one fake provider's CA, with its log captured to a file. Dropping it kills the process.
+//! An operator under test: the real binary as a child process, watching one namespace (or the
+//! whole cluster), trusting one fake provider's CA, with its log captured at trace level to a
+//! file. Dropping it kills the process and scans its log for secrets (see `secrecy`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,23 +24,64 @@ pub struct Operator {
     _dir: tempfile::TempDir,
 }
 
+/// How to start an operator under test.
+pub struct Launch<'a> {
+    pub kubeconfig: &'a Path,
+    /// The namespace to watch; `None`: the whole cluster.
+    pub namespace: Option<&'a str>,
+    pub lease_namespace: &'a str,
+    pub ca_pem: &'a str,
+    pub args: Vec<String>,
+    /// The fake provider listens on loopback, which the operator only calls when its admin
+    /// allows it: on, unless a test checks that it is refused.
+    pub allow_loopback: bool,
+    /// Extra `/etc/hosts` lines (address, name) that only this operator sees: it runs in a
+    /// mount namespace of its own with its own copy of the file.
+    pub hosts: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Launch<'a> {
+    /// As cluster admin, for `namespace`, with the Lease there too.
+    pub fn new(namespace: &'a str, ca_pem: &'a str) -> Self {
+        Self {
+            kubeconfig: super::kubeconfig(),
+            namespace: Some(namespace),
+            lease_namespace: namespace,
+            ca_pem,
+            args: Vec::new(),
+            allow_loopback: true,
+            hosts: Vec::new(),
+        }
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
 impl Operator {
     /// Starts the operator binary as cluster admin for `namespace` (its Lease there too) and
     /// waits until it reports ready.
     pub async fn start(namespace: &str, ca_pem: &str, extra_args: &[&str]) -> Operator {
-        Self::start_as(super::kubeconfig(), namespace, namespace, ca_pem, extra_args).await
+        Self::launch(Launch::new(namespace, ca_pem).args(extra_args)).await
     }
 
     /// Starts the operator binary with the identity of `kubeconfig`, watching `namespace`, with
     /// its Lease in `lease_namespace`, and waits until it reports ready.
     pub async fn start_as(
-        kubeconfig: &std::path::Path,
+        kubeconfig: &Path,
         namespace: &str,
         lease_namespace: &str,
         ca_pem: &str,
         extra_args: &[&str],
     ) -> Operator {
-        let operator = Self::spawn(kubeconfig, namespace, lease_namespace, ca_pem, extra_args);
+        Self::launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args)).await
+    }
+
+    /// Starts the operator as `launch` says and waits until it reports ready.
+    pub async fn launch(launch: Launch<'_>) -> Operator {
+        let operator = Self::spawn_launch(launch);
         super::eventually("the operator to be ready", Duration::from_secs(30), || async {
             (operator.readyz().await == Some(200)).then_some(())
         })
@@ -49,27 +91,55 @@ impl Operator {
 
     /// Starts the operator binary without waiting for it.
     pub fn spawn(
-        kubeconfig: &std::path::Path,
+        kubeconfig: &Path,
         namespace: &str,
         lease_namespace: &str,
         ca_pem: &str,
         extra_args: &[&str],
     ) -> Operator {
+        Self::spawn_launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args))
+    }
+
+    pub fn spawn_launch(launch: Launch<'_>) -> Operator {
+        super::secrecy::start_recording();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, ca_pem).expect("write CA");
+        std::fs::write(&ca, launch.ca_pem).expect("write CA");
         let log = dir.path().join("operator.log");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let identity = format!("operator-{port}");
+        let binary = env!("CARGO_BIN_EXE_consent-token-operator");
+        let mut command = if launch.hosts.is_empty() {
+            Command::new(binary)
+        } else {
+            // Its own mount namespace with its own /etc/hosts: the system resolver of this
+            // process alone sees the extra names.
+            let hosts = dir.path().join("hosts");
+            let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for (address, name) in &launch.hosts {
+                text.push_str(&format!("\n{address} {name}\n"));
+            }
+            std::fs::write(&hosts, text).expect("write hosts");
+            let mut command = Command::new("unshare");
+            command.args(["--mount", "--", "sh", "-c", r#"mount --bind "$0" /etc/hosts && exec "$@""#]);
+            command.arg(&hosts).arg(binary);
+            command
+        };
+        if let Some(namespace) = launch.namespace {
+            command.args(["--namespaces", namespace]);
+        }
+        if launch.allow_loopback {
+            command.args(["--allowed-private-networks", "127.0.0.0/8,::1/128"]);
+        }
         // Leader election stays on, with a Lease of the test's own and a short duration.
-        let child = Command::new(env!("CARGO_BIN_EXE_consent-token-operator"))
-            .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--identity", &identity])
-            .args(["--lease-namespace", lease_namespace, "--lease-name", "operator", "--lease-duration", "6s"])
+        let child = command
+            .args(["--metrics-addr", &metrics_addr, "--identity", &identity, "--log-level", "trace"])
+            .args(["--lease-namespace", launch.lease_namespace, "--lease-name", "operator", "--lease-duration", "6s"])
             .arg("--extra-ca-bundle")
             .arg(&ca)
-            .args(extra_args)
-            .env("KUBECONFIG", kubeconfig)
+            .args(&launch.args)
+            .env("KUBECONFIG", launch.kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
@@ -113,9 +183,17 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+        let logs = self.logs();
         if std::thread::panicking() {
-            eprintln!("--- operator log ---\n{}", self.logs());
+            eprintln!("--- operator log ---\n{logs}");
+            return;
         }
+        let needles = super::secrecy::needles();
+        super::secrecy::assert_none(&super::secrecy::findings(
+            &format!("the log of {}", self.identity),
+            &logs,
+            &needles,
+        ));
     }
 }
 
@@ -133,12 +211,20 @@ async fn http_get(url: &str) -> Option<(u16, String)> {
 /// Everything one operator test uses: a namespace, a fake provider, an operator.
 pub struct TestEnv {
     pub client: Client,
+    /// The namespace the helpers below work in (a test may point it elsewhere).
     pub namespace: String,
     pub fake: FakeProvider,
     pub operator: Operator,
+    /// More namespaces whose Events and statuses the secrecy scan reads.
+    pub other_namespaces: Vec<String>,
 }
 
 impl TestEnv {
+    /// An environment around an operator started otherwise.
+    pub fn from_parts(client: Client, namespace: String, fake: FakeProvider, operator: Operator) -> TestEnv {
+        TestEnv { client, namespace, fake, operator, other_namespaces: Vec::new() }
+    }
+
     pub async fn start(prefix: &str) -> TestEnv {
         Self::start_with(prefix, &[]).await
     }
@@ -150,7 +236,7 @@ impl TestEnv {
         let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
         let operator = Operator::start(&namespace, fake.ca_pem(), operator_args).await;
         operator.wait_until_leader(&namespace).await;
-        TestEnv { client, namespace, fake, operator }
+        TestEnv { client, namespace, fake, operator, other_namespaces: Vec::new() }
     }
 
     pub fn tokens(&self) -> Api<ConsentToken> {
@@ -161,11 +247,33 @@ impl TestEnv {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Creates or replaces a Secret with these string values.
+    /// Creates or replaces a credentials Secret with these string values, marked for use with
+    /// the fake provider (`consent.dev/allowed-hosts: localhost`).
     pub async fn put_secret(&self, name: &str, values: &[(&str, &str)]) -> Secret {
+        self.put_secret_annotated(name, values, &[("consent.dev/allowed-hosts", "localhost")]).await
+    }
+
+    /// Creates or replaces a Secret with these string values and annotations.
+    pub async fn put_secret_annotated(
+        &self,
+        name: &str,
+        values: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> Secret {
+        for (key, value) in values {
+            if key.contains("secret") {
+                super::secrecy::remember(value);
+            }
+        }
+        let annotations = annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let secret = Secret {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            data: Some(values.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>()),
+            metadata: ObjectMeta { name: Some(name.into()), annotations: Some(annotations), ..Default::default() },
+            data: Some(
+                values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             ..Default::default()
         };
         self.secrets()
@@ -176,6 +284,9 @@ impl TestEnv {
 
     /// Creates a ConsentToken from the JSON of its spec.
     pub async fn create_token(&self, name: &str, spec: serde_json::Value) -> ConsentToken {
+        if let Some(customer) = spec.pointer("/fdx/customerId").and_then(|c| c.as_str()) {
+            super::secrecy::remember(customer); // personal data
+        }
         let ct: ConsentToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
             "metadata": {"name": name}, "spec": spec,
@@ -239,4 +350,52 @@ impl TestEnv {
 /// Decodes a JWT's claims without verification, for assertions.
 pub fn claims(token: &str) -> serde_json::Value {
     jsonwebtoken::dangerous::insecure_decode_claims(token).expect("a JWT")
+}
+
+impl Drop for TestEnv {
+    /// The secrecy scan of what the namespaces show (Events, statuses) and of the operator's
+    /// metrics; its log is scanned when the operator is dropped, right after this.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let mut namespaces = vec![self.namespace.clone()];
+        namespaces.extend(self.other_namespaces.iter().cloned());
+        let metrics_addr = self.operator.metrics_addr.clone();
+        // A kube client belongs to the runtime it was made on, which is the test's; this runs
+        // outside it, on a runtime of its own.
+        let findings = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(scan_namespaces(namespaces, metrics_addr))
+        })
+        .join()
+        .unwrap_or_default();
+        super::secrecy::assert_none(&findings);
+    }
+}
+
+async fn scan_namespaces(namespaces: Vec<String>, metrics_addr: String) -> Vec<String> {
+    let client = super::admin_client().await;
+    let list = kube::api::ListParams::default();
+    let needles = super::secrecy::needles();
+    let mut found = Vec::new();
+    for namespace in namespaces {
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &namespace)
+            .list(&list)
+            .await
+            .map(|l| serde_json::to_string(&l.items).unwrap_or_default())
+            .unwrap_or_default();
+        let statuses = Api::<ConsentToken>::namespaced(client.clone(), &namespace)
+            .list(&list)
+            .await
+            .map(|l| {
+                serde_json::to_string(&l.items.iter().map(|ct| &ct.status).collect::<Vec<_>>()).unwrap_or_default()
+            })
+            .unwrap_or_default();
+        found.extend(super::secrecy::findings(&format!("the Events of {namespace}"), &events, &needles));
+        found.extend(super::secrecy::findings(&format!("the statuses in {namespace}"), &statuses, &needles));
+    }
+    let metrics = http_get(&format!("http://{metrics_addr}/metrics")).await.map(|(_, body)| body).unwrap_or_default();
+    found.extend(super::secrecy::findings("the metrics", &metrics, &needles));
+    found
 }

@@ -1,0 +1,115 @@
+//! Checks on the shape of the code itself: no import cycle between the crate's modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Top-level module -> the top-level modules its (non-test) code names as `crate::...`.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pending = vec![src.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(&src).unwrap();
+            let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+            let module = first.trim_end_matches(".rs").to_owned();
+            if ["lib", "main", "bin", "fixtures", "architecture"].contains(&module.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests sit at the end of each file; what they use is not a dependency, and
+            // neither is a link in a comment.
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let edges = graph.entry(module.clone()).or_default();
+            for target in named_modules(&code) {
+                if target != module {
+                    edges.insert(target);
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// `x` of every `crate::x` and of every `crate::{x, y::z}`.
+fn named_modules(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            found.extend(inner.split(',').map(|part| head(part.trim())).filter(|m| !m.is_empty()));
+        } else {
+            found.push(head(rest));
+        }
+    }
+    found
+}
+
+fn head(path: &str) -> String {
+    path.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+}
+
+/// A cycle in `graph`, if any, as the list of modules on it.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            return Some(path[start..].to_vec());
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_cycle_between_modules() {
+    let graph = module_graph();
+    assert!(graph.len() > 15, "the scan found the modules: {:?}", graph.keys());
+    assert!(graph["reconcile"].contains("spec"), "the scan sees dependencies: {graph:?}");
+    assert_eq!(find_cycle(&graph), None, "modules that import each other (in a circle)");
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("error", vec!["rate_limit"]),
+        ("provider", vec!["error", "token"]),
+        ("token", vec!["error"]),
+        ("rate_limit", vec!["provider"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    let cycle = find_cycle(&graph).unwrap();
+    assert_eq!(cycle.len(), 3, "{cycle:?}");
+    assert_eq!(named_modules("use crate::{a, b::c};\nlet x = crate::d::e();"), ["a", "b", "d"]);
+}

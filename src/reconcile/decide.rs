@@ -1,0 +1,165 @@
+//! Whether to fetch a token now or keep the current one until a later time. Pure: every input
+//! is an argument, so each rule is a unit test.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::ConsentTokenStatus;
+use crate::schedule;
+use crate::target_secret::TokenRecord;
+
+/// A wake-up later than this after its scheduled time was not our own timer (a restart).
+const OVERDUE_SLACK: Duration = Duration::from_secs(2);
+
+/// Why a token is fetched now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    NoToken,
+    SpecChanged,
+    CredentialsChanged,
+    Requested,
+    Due,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Fetch(Why),
+    /// Keep the current token until then.
+    Wait(Timestamp),
+}
+
+/// The inputs of [`decide`].
+pub struct Situation<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub current: Option<&'a TokenRecord>,
+    pub previous: &'a ConsentTokenStatus,
+    pub refresh_requested_at: Option<&'a str>,
+    pub credentials_changed_to: Option<&'a str>,
+    pub first_reconcile: bool,
+}
+
+/// Whether to fetch now or wait. `defer` picks a deferral for an overdue object on the first
+/// reconcile after a start (see [`schedule::overdue_window`]).
+pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
+    // What a person did comes first, even during a backoff.
+    if s.previous.observed_generation.is_some() && s.previous.observed_generation != s.generation {
+        return Decision::Fetch(Why::SpecChanged);
+    }
+    if let Some(requested) = s.refresh_requested_at
+        && s.previous.refresh_requested_at.as_deref() != Some(requested)
+    {
+        return Decision::Fetch(Why::Requested);
+    }
+    if let Some(version) = s.credentials_changed_to
+        && s.current.is_none_or(|c| c.credentials_version != version)
+    {
+        return Decision::Fetch(Why::CredentialsChanged);
+    }
+    // After a failure, the retry time in status holds.
+    let retry_at = s.previous.next_refresh_time.as_ref().map(|t| t.0);
+    if s.previous.consecutive_failures > 0
+        && let Some(retry_at) = retry_at
+        && retry_at > s.now
+    {
+        return Decision::Wait(retry_at);
+    }
+    let Some(current) = s.current else { return Decision::Fetch(Why::NoToken) };
+    if current.generation != s.generation.unwrap_or_default() && s.previous.consecutive_failures == 0 {
+        return Decision::Fetch(Why::SpecChanged);
+    }
+    let due = if s.previous.consecutive_failures > 0 { retry_at.unwrap_or(s.now) } else { current.next_refresh_at };
+    if due > s.now {
+        return Decision::Wait(due);
+    }
+    if s.first_reconcile
+        && schedule::duration_between(due, s.now) > OVERDUE_SLACK
+        && let Some(later) = defer(current.expires_at)
+    {
+        return Decision::Wait(later);
+    }
+    Decision::Fetch(Why::Due)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, t};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn record(next: i64, expires: i64) -> TokenRecord {
+        TokenRecord { next_refresh_at: t(next), expires_at: Some(t(expires)), ..fixtures::record() }
+    }
+
+    fn situation<'a>(now: i64, current: Option<&'a TokenRecord>, previous: &'a ConsentTokenStatus) -> Situation<'a> {
+        Situation {
+            now: t(now),
+            generation: Some(1),
+            current,
+            previous,
+            refresh_requested_at: None,
+            credentials_changed_to: None,
+            first_reconcile: false,
+        }
+    }
+
+    fn ok_status() -> ConsentTokenStatus {
+        ConsentTokenStatus { observed_generation: Some(1), ..Default::default() }
+    }
+
+    #[test]
+    fn waits_for_the_schedule_then_fetches() {
+        let rec = record(150, 300);
+        let prev = ok_status();
+        assert_eq!(decide(&situation(10, Some(&rec), &prev), |_| None), Decision::Wait(t(150)));
+        assert_eq!(decide(&situation(150, Some(&rec), &prev), |_| None), Decision::Fetch(Why::Due));
+        assert_eq!(decide(&situation(10, None, &prev), |_| None), Decision::Fetch(Why::NoToken));
+    }
+
+    #[test]
+    fn people_come_before_the_schedule_and_the_backoff() {
+        let rec = record(150, 300);
+        let backing_off =
+            ConsentTokenStatus { consecutive_failures: 3, next_refresh_time: Some(Time(t(100))), ..ok_status() };
+        assert_eq!(decide(&situation(10, Some(&rec), &backing_off), |_| None), Decision::Wait(t(100)));
+
+        let mut s = situation(10, Some(&rec), &backing_off);
+        s.refresh_requested_at = Some("2026-11-23T10:00:00Z");
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::Requested));
+
+        let mut s = situation(10, Some(&rec), &backing_off);
+        s.credentials_changed_to = Some("6");
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::CredentialsChanged));
+        s.credentials_changed_to = Some("5"); // the token already came from that version
+        assert_eq!(decide(&s, |_| None), Decision::Wait(t(100)));
+
+        let mut s = situation(10, Some(&rec), &backing_off);
+        s.generation = Some(2);
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::SpecChanged));
+    }
+
+    #[test]
+    fn a_handled_refresh_request_is_not_repeated() {
+        let rec = record(150, 300);
+        let prev = ConsentTokenStatus { refresh_requested_at: Some("x".into()), ..ok_status() };
+        let mut s = situation(10, Some(&rec), &prev);
+        s.refresh_requested_at = Some("x");
+        assert_eq!(decide(&s, |_| None), Decision::Wait(t(150)));
+    }
+
+    #[test]
+    fn only_the_first_overdue_reconcile_after_a_start_is_deferred() {
+        let rec = record(150, 300);
+        let prev = ok_status();
+        let mut s = situation(160, Some(&rec), &prev);
+        s.first_reconcile = true;
+        assert_eq!(decide(&s, |_| Some(t(170))), Decision::Wait(t(170)));
+        s.first_reconcile = false;
+        assert_eq!(decide(&s, |_| Some(t(170))), Decision::Fetch(Why::Due));
+        // On time (our own timer): not deferred even on a first reconcile.
+        let mut s = situation(151, Some(&rec), &prev);
+        s.first_reconcile = true;
+        assert_eq!(decide(&s, |_| Some(t(170))), Decision::Fetch(Why::Due));
+    }
+}

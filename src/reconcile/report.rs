@@ -1,0 +1,194 @@
+//! The last stage of a reconcile: make what happened visible and say when to look again.
+//! Fed by one [`Outcome`], it writes the status (only when it changed), publishes an Event on a
+//! Ready transition, updates the metrics, and returns the requeue.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+
+use super::memory::{Written, needs_status_write};
+use super::{Context, FIELD_MANAGER};
+use crate::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
+use crate::error::Error;
+use crate::metrics::{FailureLabels, ObjectLabels, ProviderLabels};
+use crate::schedule;
+use crate::status::{self, Ready};
+use crate::target_secret::TokenRecord;
+
+/// What the fetch stage did, if anything.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Nothing was due: the current token stays.
+    Waited,
+    /// A new token was fetched and written.
+    Refreshed,
+    /// Fetching or writing failed; the Secret was left as it was.
+    Failed(Error),
+}
+
+/// How one reconcile ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub now: Timestamp,
+    pub provider: Option<ProviderKind>,
+    /// The token now in the target Secret, if an intact one is there.
+    pub token: Option<TokenRecord>,
+    pub attempt: Attempt,
+    pub consecutive_failures: i32,
+    /// The next fetch (or retry after a failure).
+    pub next_refresh: Timestamp,
+    /// The refresh request (annotation value) this reconcile has handled.
+    pub refresh_requested_at: Option<String>,
+}
+
+impl Outcome {
+    fn failure(&self) -> Option<&Error> {
+        match &self.attempt {
+            Attempt::Failed(err) => Some(err),
+            Attempt::Waited | Attempt::Refreshed => None,
+        }
+    }
+}
+
+pub async fn report(
+    ct: &ConsentToken,
+    ctx: &Context,
+    last: Option<&Written>,
+    outcome: Outcome,
+) -> Result<Action, Error> {
+    count_attempt(ct, ctx, &outcome);
+    let desired = status::desired(
+        ct.status.as_ref(),
+        &status::Observed {
+            now: outcome.now,
+            generation: ct.meta().generation,
+            provider: outcome.provider,
+            current: outcome.token.as_ref(),
+            failure: outcome.failure(),
+            consecutive_failures: outcome.consecutive_failures,
+            next_refresh: outcome.next_refresh,
+            refresh_requested_at: outcome.refresh_requested_at.clone(),
+        },
+    );
+    let wrote = write_status(ct, ctx, &desired, last).await?;
+    remember(ct, ctx, last, wrote, &desired, outcome.next_refresh);
+    announce_transition(ct, ctx, last, &desired).await;
+    export_metrics(ct, ctx, &outcome, &desired);
+    Ok(requeue(&outcome))
+}
+
+/// Writes the status if it says something new; returns whether it wrote.
+async fn write_status(
+    ct: &ConsentToken,
+    ctx: &Context,
+    desired: &ConsentTokenStatus,
+    last: Option<&Written>,
+) -> Result<bool, Error> {
+    if !needs_status_write(ct.status.as_ref(), desired, last) {
+        return Ok(false);
+    }
+    ctx.api_writes.permit().await;
+    let patch = serde_json::json!({
+        "apiVersion": ConsentToken::api_version(&()),
+        "kind": ConsentToken::kind(&()),
+        "status": desired,
+    });
+    Api::<ConsentToken>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default())
+        .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(true)
+}
+
+fn remember(
+    ct: &ConsentToken,
+    ctx: &Context,
+    last: Option<&Written>,
+    wrote: bool,
+    desired: &ConsentTokenStatus,
+    next_refresh: Timestamp,
+) {
+    let record = match (last, wrote) {
+        (Some(last), false) => last.with_ready_of(desired),
+        _ => Written::of(desired, ct.status.as_ref()),
+    };
+    let uid = ct.uid().unwrap_or_default();
+    ctx.calendar.keep(&uid, next_refresh);
+    ctx.status_memory.remember(uid, record);
+}
+
+/// One Event per Ready transition (not per refresh).
+async fn announce_transition(ct: &ConsentToken, ctx: &Context, last: Option<&Written>, desired: &ConsentTokenStatus) {
+    let before = match last {
+        Some(written) => written.ready.clone(),
+        None => status::ready(ct.status.as_ref()),
+    };
+    let after = status::ready(Some(desired));
+    let (Some(Ready { is_true, reason }), Some(condition)) = (after.clone(), status::ready_condition(desired)) else {
+        return;
+    };
+    if before == after {
+        return;
+    }
+    let event = Event {
+        type_: if is_true { EventType::Normal } else { EventType::Warning },
+        reason,
+        note: Some(condition.message.clone()),
+        action: "Refresh".into(),
+        secondary: None,
+    };
+    // A Recorder per Event: a shared one keeps every Event it published for six minutes and
+    // scans them all on each publish (to fold repeats into a series), which with 10,000
+    // objects turning Ready is megabytes held and quadratic work. Ours are one per
+    // transition, so there are no repeats to fold.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(err) = recorder.publish(&event, &ct.object_ref(&())).await {
+        tracing::warn!(error = %err, "could not publish an event");
+    }
+}
+
+/// Counted before the status is written: the attempt happened even if that write fails.
+fn count_attempt(ct: &ConsentToken, ctx: &Context, outcome: &Outcome) {
+    let provider = outcome.provider.map_or("none", ProviderKind::as_str);
+    match &outcome.attempt {
+        Attempt::Refreshed => {
+            ctx.metrics.refreshes.get_or_create(&ProviderLabels { provider }).inc();
+        }
+        Attempt::Failed(err) => {
+            tracing::info!(namespace = ct.namespace(), name = ct.name_any(), reason = err.reason(), error = %err, "refresh failed");
+            ctx.metrics.failures.get_or_create(&FailureLabels { provider, reason: err.metric_label() }).inc();
+        }
+        Attempt::Waited => {}
+    }
+}
+
+fn export_metrics(ct: &ConsentToken, ctx: &Context, outcome: &Outcome, desired: &ConsentTokenStatus) {
+    let labels = ObjectLabels { namespace: ct.namespace().unwrap_or_default(), name: ct.name_any() };
+    match outcome.token.as_ref().and_then(|c| c.expires_at) {
+        Some(exp) => {
+            ctx.metrics.token_expiry.get_or_create(&labels).set(exp.as_second());
+        }
+        None => {
+            ctx.metrics.token_expiry.remove(&labels);
+        }
+    }
+    ctx.metrics.next_refresh.get_or_create(&labels).set(outcome.next_refresh.as_second());
+    let ready = status::ready(Some(desired)).is_some_and(|r| r.is_true);
+    ctx.metrics.ready.get_or_create(&labels).set(i64::from(ready));
+}
+
+/// Wake at the next refresh, or at expiry if that comes first, so Ready turns False on time.
+fn requeue(outcome: &Outcome) -> Action {
+    let mut wake = outcome.next_refresh;
+    if let Some(exp) = outcome.token.as_ref().and_then(|c| c.expires_at)
+        && exp > outcome.now
+        && exp < wake
+    {
+        wake = exp;
+    }
+    let wait = schedule::duration_between(Timestamp::now(), wake).max(Duration::from_millis(200));
+    Action::requeue(wait)
+}

@@ -1,0 +1,129 @@
+//! The target Secret's I/O: reading it (from the cache of owned Secrets, or the API server),
+//! creating it, applying it, and putting it back after someone edited it. What it should look
+//! like is decided by [`target_secret`], a pure module.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{GetParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use super::{Context, FIELD_MANAGER};
+use crate::crd::{ConsentToken, ConsentTokenStatus};
+use crate::error::Error;
+use crate::target_secret::{self, TokenRecord};
+
+/// The target Secret as the reconcile finds it.
+pub enum Target {
+    Missing,
+    /// A Secret of that name this ConsentToken does not control: never overwritten.
+    Foreign,
+    /// Summarized (see [`target_secret::summarize`]): no token in it. Shared with the cache
+    /// when it came from there.
+    Ours(Arc<Secret>),
+}
+
+impl Target {
+    /// The facts of the intact token in it under `key`, if there is one.
+    pub fn record(&self, key: &str) -> Option<TokenRecord> {
+        match self {
+            Self::Ours(secret) => target_secret::read(secret, key),
+            Self::Missing | Self::Foreign => None,
+        }
+    }
+}
+
+/// Finds the target Secret: in the complete cache of labelled Secrets, else (absent, foreign,
+/// or ours with the label removed) with one read.
+pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenStatus) -> Result<Target, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let name = ct.target_secret_name();
+    let secret = match ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+        Some(cached) => Some(cached),
+        // For a new object (no token yet) a metadata read from the API server's watch cache
+        // tells: cheap, and a foreign Secret is found before a token is fetched for it. Where a
+        // Secret of ours was expected, it is read in full (its token may still be good).
+        None => {
+            let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+            let expected = previous.token_fingerprint.is_some();
+            let read = if expected {
+                api.get_opt(&name).await?
+            } else {
+                match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
+                    Some(meta) if target_secret::is_controlled_by(&meta, ct) => api.get_opt(&name).await?,
+                    Some(_) => return Ok(Target::Foreign),
+                    None => None,
+                }
+            };
+            read.map(|mut secret| {
+                target_secret::summarize(&mut secret);
+                Arc::new(secret)
+            })
+        }
+    };
+    Ok(match secret {
+        None => Target::Missing,
+        Some(secret) if target_secret::is_controlled_by(&*secret, ct) => Target::Ours(secret),
+        Some(_) => Target::Foreign,
+    })
+}
+
+/// Writes `desired` (holding a new token) where `target` says: applied over our own Secret,
+/// created where there is none.
+pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: &Secret) -> Result<(), Error> {
+    match target {
+        Target::Ours(_) => apply(ctx, desired).await,
+        Target::Missing | Target::Foreign => create(ct, ctx, desired).await,
+    }
+}
+
+/// Puts back labels, annotations or owner if someone changed them (an edited token is not
+/// intact, so a new one is fetched instead). `target` is the Secret as cached (see
+/// [`target_secret::summarize`]): the token itself is read from the API server only when
+/// something has to be put back.
+pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &TokenRecord) -> Result<(), Error> {
+    let Target::Ours(summary) = target else { return Ok(()) };
+    if target_secret::matches(summary, &target_secret::desired_without_token(ct, record)) {
+        return Ok(());
+    }
+    tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret was changed; putting it back");
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let secret = api.get_opt(&ct.target_secret_name()).await?;
+    // Gone or its token edited meanwhile: the watch event that follows triggers a new token.
+    if let Some(token) = secret.and_then(|s| target_secret::intact_token(&s, ct.target_key(), record)) {
+        apply(ctx, &target_secret::desired(ct, &token, record)).await?;
+    }
+    Ok(())
+}
+
+/// Creates the target Secret; never writes into someone else's.
+async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<(), Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    // Create, not apply: an apply would take over a Secret someone created meanwhile.
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.api_writes.permit().await;
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            // Ours after all (the label was removed, or our own create is not in the cache
+            // yet), or someone else's.
+            match api.get_opt(&name).await? {
+                Some(existing) if target_secret::is_controlled_by(&existing, ct) => apply(ctx, desired).await,
+                _ => Err(Error::TargetConflict(name)),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Server-side apply of a Secret this ConsentToken controls.
+async fn apply(ctx: &Context, desired: &Secret) -> Result<(), Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    ctx.api_writes.permit().await;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    Ok(())
+}

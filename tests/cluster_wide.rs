@@ -1,0 +1,73 @@
+//! The cluster-wide mode for real: the operator with no namespace list, authenticated as the
+//! chart's ServiceAccount under the chart's rendered ClusterRole, serving several namespaces
+//! (credentials watch included). A test binary of its own: a cluster-wide operator must not
+//! meet other tests' objects on a shared control plane.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
+
+mod support;
+
+use std::time::Duration;
+
+use fake_provider::{Endpoint, FakeProvider};
+use support::chart::{FULLNAME, apply, only_kinds, render};
+use support::operator::{Launch, Operator, TestEnv};
+
+#[tokio::test]
+async fn cluster_wide_under_the_charts_cluster_role_across_namespaces() {
+    support::install_crds();
+    let admin = support::admin_client().await;
+    let release_ns = support::namespace(&admin, "cto-cluster").await;
+    let team_a = support::namespace(&admin, "team-a").await;
+    let team_b = support::namespace(&admin, "team-b").await;
+
+    // The chart's defaults: cluster-wide. Its RBAC applied for real (no node runs the Deployment).
+    let rendered = render(&release_ns, &[]);
+    assert_eq!(rendered.matches("\nkind: ClusterRole\n").count(), 1);
+    apply(
+        &only_kinds(&rendered, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]),
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = support::kubeconfig_as(&release_ns, FULLNAME, dir.path()).await;
+
+    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let launch = Launch {
+        kubeconfig: &kubeconfig,
+        namespace: None,
+        lease_namespace: &release_ns,
+        ..Launch::new(&release_ns, fake.ca_pem())
+    };
+    let operator = Operator::launch(launch).await;
+    operator.wait_until_leader(&release_ns).await;
+    let mut env = TestEnv::from_parts(admin, team_a.clone(), fake, operator);
+    env.other_namespaces.push(team_b.clone());
+
+    for (namespace, customer) in [(&team_a, "cluster-wide-customer-a"), (&team_b, "cluster-wide-customer-b")] {
+        env.namespace = namespace.clone();
+        env.fdx_token("mx", customer).await;
+    }
+    for namespace in [&team_a, &team_b] {
+        env.namespace = namespace.clone();
+        env.wait_for_ready("mx", "True", "TokenValid").await;
+    }
+    assert_eq!(env.fake.requests(Endpoint::FdxToken), 2);
+
+    // Credentials rotated in one namespace are noticed by the cluster-wide metadata watch.
+    env.namespace = team_b.clone();
+    let before = env.token_in_secret("mx", "token").await.unwrap();
+    env.fake.add_fdx_client("mx-client", "mx-secret-rotated");
+    let rotated =
+        env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-rotated")]).await;
+    let version = rotated.metadata.resource_version.unwrap();
+    support::eventually("team-b's token fetched with the rotated credentials", Duration::from_secs(30), || async {
+        let ct = env.tokens().get("mx").await.ok()?;
+        (ct.status?.credentials_version.as_deref() == Some(version.as_str())).then_some(())
+    })
+    .await;
+    assert_ne!(env.token_in_secret("mx", "token").await.unwrap(), before);
+    // team-a's credentials did not change: its token was not fetched again.
+    env.namespace = team_a.clone();
+    let team_a_status = env.tokens().get("mx").await.unwrap().status.unwrap();
+    assert_eq!(team_a_status.consecutive_failures, 0);
+    assert_eq!(env.fake.requests(Endpoint::FdxToken), 3);
+}

@@ -1,0 +1,52 @@
+//! Helm, as the project builds it, for tests of the chart.
+
+use std::process::Command;
+
+pub const CHART: &str = "charts/consent-token-operator";
+pub const RELEASE: &str = "cto";
+/// `cto.fullname` for release `cto`: release name plus chart name.
+pub const FULLNAME: &str = "cto-consent-token-operator";
+
+pub fn helm_output(args: &[&str]) -> std::process::Output {
+    let script = super::repo_root().join("scripts/control-plane");
+    let path = Command::new(script).args(["bin", "helm"]).output().expect("find helm");
+    let helm = String::from_utf8(path.stdout).unwrap();
+    Command::new(helm.trim()).args(args).current_dir(super::repo_root()).output().expect("run helm")
+}
+
+pub fn helm(args: &[&str]) -> String {
+    let output = helm_output(args);
+    assert!(output.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The chart rendered for release `cto` in `namespace` with `--set` values.
+pub fn render(namespace: &str, sets: &[&str]) -> String {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", namespace, "--kube-version", "1.37.2"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(&args)
+}
+
+/// Applies a manifest with kubectl; `dry_run` asks the API server to validate without storing.
+pub fn apply(manifest: &str, dry_run: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let mut args = vec!["apply", "--server-side", "--field-manager=consent-tests", "-f", path.to_str().unwrap()];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    super::kubectl(&args);
+}
+
+/// Only the documents of `manifest` of these kinds (for example the RBAC of a release, without
+/// its Deployment, where no node runs pods).
+pub fn only_kinds(manifest: &str, kinds: &[&str]) -> String {
+    manifest
+        .split("\n---")
+        .filter(|doc| kinds.iter().any(|kind| doc.contains(&format!("\nkind: {kind}\n"))))
+        .collect::<Vec<_>>()
+        .join("\n---")
+}
