@@ -8,6 +8,8 @@
 //! so tokens are not renewed earlier than they need to be.
 //!
 //! One calendar per process; it only ever holds one plan per object.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -34,7 +36,7 @@ impl Calendar {
         plans.unplan(object);
         // Whole seconds inside the window (a window of under a second still has its end).
         let to = latest.as_second();
-        let from = (earliest.as_second() + i64::from(earliest.subsec_nanosecond() > 0)).min(to);
+        let from = earliest.as_second().saturating_add(i64::from(earliest.subsec_nanosecond() > 0)).min(to);
         let mut best = (u32::MAX, to);
         // Latest first, so the first second with the lowest count is the latest such second.
         for second in (from..=to).rev() {
@@ -82,14 +84,15 @@ impl Calendar {
 
 impl Plans {
     fn plan(&mut self, object: &str, second: i64) {
-        *self.per_second.entry(second).or_default() += 1;
+        let count = self.per_second.entry(second).or_default();
+        *count = count.saturating_add(1);
         self.by_object.insert(object.to_owned(), second);
     }
 
     fn unplan(&mut self, object: &str) {
         let Some(second) = self.by_object.remove(object) else { return };
         if let Some(count) = self.per_second.get_mut(&second) {
-            *count -= 1;
+            *count = count.saturating_sub(1);
             if *count == 0 {
                 self.per_second.remove(&second);
             }

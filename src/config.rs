@@ -44,6 +44,11 @@ pub struct ControllerArgs {
     /// (e.g. 60s), so a restart does not send every request at once.
     #[arg(long, env = "OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]
     pub overdue_spread: Duration,
+
+    /// A token that lives less than this is never written: a Secret mounted as a volume reaches
+    /// pods 60 to 90 seconds after it changes, so it would expire on the way (e.g. 90s).
+    #[arg(long, env = "MIN_TOKEN_LIFETIME", default_value = "90s", value_parser = parse_duration)]
+    pub min_token_lifetime: Duration,
 }
 
 impl ControllerArgs {
@@ -88,6 +93,11 @@ pub struct UpstreamArgs {
     /// addresses are called. Link-local and cloud-metadata addresses are refused whatever this says.
     #[arg(long, env = "ALLOWED_PRIVATE_NETWORKS", default_value = "")]
     pub allowed_private_networks: PrivateNetworks,
+
+    /// Requests under way to one provider host at most. Keep it below --concurrency, so a host
+    /// that answers slowly (or not at all) cannot hold every reconcile.
+    #[arg(long, env = "UPSTREAM_CONCURRENCY_PER_HOST", default_value_t = 8)]
+    pub upstream_concurrency_per_host: u16,
 
     /// Deadline for one provider request, answer included (e.g. 10s).
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -129,6 +129,7 @@ where
         api_writes: shared.api_writes.clone(),
         status_memory: Default::default(),
         overdue_spread: args.overdue_spread,
+        min_token_lifetime: args.min_token_lifetime,
     });
 
     let (token_store, token_writer) = reflector::store::<ConsentToken>();

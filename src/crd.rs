@@ -248,7 +248,7 @@ pub struct ConsentTokenStatus {
     /// `CredentialsNotAllowed` (the credentials Secret is not marked for the provider host),
     /// `ProviderNotAllowed` (the operator's admin does not allow the host),
     /// `ProviderAddressNotAllowed` (the host is at a link-local, metadata or private address),
-    /// `Unauthorized`, `UpstreamRejected`, `RateLimited`, `UpstreamError`, `InvalidResponse`,
+    /// `Unauthorized`, `Forbidden`, `UpstreamRejected`, `RateLimited`, `UpstreamError`, `InvalidResponse`,
     /// `TargetConflict`, `InvalidSpec`, `KubernetesError`, `InternalError` or `Expired`. A
     /// refresh failure while the current token is still valid keeps Ready True and shows the
     /// failure as the reason.
@@ -297,6 +297,23 @@ pub struct ConsentTokenStatus {
     /// Set while the provider is rate limiting requests: what it said in its 429 answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitStatus>,
+
+    /// The last failed refresh, kept while `consecutiveFailures` is above zero: also while the
+    /// operator waits for the next attempt, after a restart, and once the token has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureStatus>,
+}
+
+/// A failed refresh attempt.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStatus {
+    /// The reason, as in the Ready condition (for example `UpstreamError`, `Unauthorized`).
+    pub reason: String,
+    /// What failed and what to do about it. Never holds a secret or a response body.
+    pub message: String,
+    /// When it failed.
+    pub time: Time,
 }
 
 /// The rate-limit facts from the provider's last 429 answer (none of them is secret).

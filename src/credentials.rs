@@ -29,7 +29,13 @@ use crate::provider::Credentials;
 /// was triggered by a change asks for that version, so a stale entry is never used after a
 /// rotation is seen.
 #[derive(Default)]
-pub struct CredentialsCache(Mutex<HashMap<SecretKey, Cached>>);
+pub struct CredentialsCache {
+    entries: Mutex<HashMap<SecretKey, Cached>>,
+    /// Secrets being read now, with the newest version the watch reported meanwhile: a read
+    /// that returns an older one is used once but not cached (no newer version is ever replaced
+    /// by an older one).
+    reading: Mutex<HashMap<SecretKey, Option<String>>>,
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct SecretKey {
@@ -59,8 +65,14 @@ impl CredentialsCache {
             allowed_for(&credentials.allowed_hosts, &reference.name, host)?;
             return Ok(credentials);
         }
-        let credentials = read(client, namespace, reference, host).await?;
-        self.store(namespace, reference, &credentials);
+        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
+        self.reading().insert(key.clone(), None);
+        let read = read(client, namespace, reference, host).await;
+        let newer = self.reading().remove(&key).flatten();
+        let credentials = read?;
+        if newer.is_none_or(|seen| seen == credentials.version) {
+            self.store(namespace, reference, &credentials);
+        }
         Ok(credentials)
     }
 
@@ -87,10 +99,20 @@ impl CredentialsCache {
     /// The Secret is now at `version` (`None`: deleted); drops what was read from another version.
     pub fn observe(&self, namespace: &str, name: &str, version: Option<&str>) {
         let key = SecretKey { namespace: namespace.to_owned(), name: name.to_owned() };
+        if let Some(seen) = self.reading().get_mut(&key) {
+            // Deleted: no version a read could return matches.
+            *seen = Some(version.unwrap_or_default().to_owned());
+        }
         let mut entries = self.lock();
         if entries.get(&key).is_some_and(|cached| version != Some(cached.version.as_str())) {
             entries.remove(&key);
         }
+    }
+
+    /// Forgets one Secret's values: the provider refused them (401), so the next attempt reads
+    /// the Secret again instead of trusting what was read before.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&SecretKey { namespace: namespace.to_owned(), name: name.to_owned() });
     }
 
     /// Forgets everything: the watch is listing again, and a Secret deleted while it was
@@ -100,7 +122,11 @@ impl CredentialsCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Cached>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Option<String>>> {
+        self.reading.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -259,6 +285,25 @@ mod tests {
         // A new list of the watch starts from nothing.
         cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
         cache.clear();
+        assert!(cache.lookup("ns", &reference(), None).is_none());
+    }
+
+    #[test]
+    fn a_read_older_than_what_the_watch_saw_is_not_cached_and_a_401_forgets() {
+        let cache = CredentialsCache::default();
+        let key = SecretKey { namespace: "ns".into(), name: "creds".into() };
+        let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
+        v1.metadata.resource_version = Some("1".into());
+        let old = from_secret(&v1, &reference(), HOST).unwrap();
+        // A read is under way when the watch reports version 2; the read returns version 1.
+        cache.reading().insert(key.clone(), None);
+        cache.observe("ns", "creds", Some("2"));
+        let newer = cache.reading().remove(&key).flatten();
+        assert_eq!(newer.as_deref(), Some("2"));
+        assert!(newer.is_some_and(|seen| seen != old.version), "version 1 is not stored over what the watch saw");
+        // A 401 forgets what was cached.
+        cache.store("ns", &reference(), &old);
+        cache.forget("ns", "creds");
         assert!(cache.lookup("ns", &reference(), None).is_none());
     }
 

@@ -32,14 +32,36 @@ pub enum Error {
     #[error("the provider refused the credentials (HTTP {status}); check the credentials Secret")]
     Unauthorized { status: u16 },
 
+    #[error(
+        "the provider refused access (HTTP {status}): the credentials lack the scope or organisation for this request (OneTrust: a credential with the CONSENT scope in the collection point's organisation)"
+    )]
+    Forbidden { status: u16 },
+
     #[error("the provider rejected the request (HTTP {status}); check the ConsentToken's spec")]
     Rejected { status: u16 },
 
-    #[error("the provider is rate limiting requests; next attempt after {}s", .0.retry_after.as_secs())]
+    #[error(
+        "OneTrust's OAuth token endpoint rejected the request for an access token (HTTP {status}); check the credentials Secret (client id and secret) and that the OneTrust credential is active"
+    )]
+    OAuthRejected { status: u16 },
+
+    #[error("the provider is rate limiting requests; next attempt after {}s{}", .0.retry_after.as_secs(),
+        if .0.capped { " (it asked to wait longer than a day; the operator waits at most a day)" } else { "" })]
     RateLimited(Box<RateLimit>),
 
-    #[error("the provider answered HTTP {status}")]
-    UpstreamStatus { status: u16 },
+    #[error("the provider answered HTTP {status}{}", match .retry_after {
+        Some(wait) => format!(" and asked to wait {}s", wait.as_secs()),
+        None => String::new(),
+    })]
+    UpstreamStatus { status: u16, retry_after: Option<Duration> },
+
+    #[error(
+        "as many requests as allowed are under way to this provider host (--upstream-concurrency-per-host); queued"
+    )]
+    HostBusy,
+
+    #[error("the provider host is failing; requests to it are paused and it is probed again in {}s", .retry_in.as_secs())]
+    HostFailing { retry_in: Duration },
 
     #[error("the provider could not be reached: {0}")]
     Transport(&'static str),
@@ -74,6 +96,8 @@ impl From<kube::Error> for Error {
 pub enum RetryClass {
     /// The provider said when: wait exactly that long.
     After(Duration),
+    /// Nothing was sent: the host is busy or paused; look again after this long (plus a little).
+    Soon(Duration),
     /// Likely to pass on its own (5xx, timeouts, garbage): exponential backoff.
     Transient,
     /// Needs a person to fix the spec, the credentials or the target (a change triggers a
@@ -90,9 +114,12 @@ impl Error {
             Self::ProviderNotAllowed { .. } => "ProviderNotAllowed",
             Self::AddressNotAllowed(_) => "ProviderAddressNotAllowed",
             Self::Unauthorized { .. } => "Unauthorized",
-            Self::Rejected { .. } => "UpstreamRejected",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::Rejected { .. } | Self::OAuthRejected { .. } => "UpstreamRejected",
             Self::RateLimited(_) => "RateLimited",
-            Self::UpstreamStatus { .. } | Self::Transport(_) => "UpstreamError",
+            Self::UpstreamStatus { .. } | Self::Transport(_) | Self::HostBusy | Self::HostFailing { .. } => {
+                "UpstreamError"
+            }
             Self::InvalidResponse(_) => "InvalidResponse",
             Self::TargetConflict(_) => "TargetConflict",
             Self::InvalidSpec(_) => "InvalidSpec",
@@ -110,9 +137,13 @@ impl Error {
             Self::ProviderNotAllowed { .. } => "provider_not_allowed",
             Self::AddressNotAllowed(_) => "address_not_allowed",
             Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
             Self::Rejected { .. } => "upstream_rejected",
+            Self::OAuthRejected { .. } => "oauth_rejected",
             Self::RateLimited(_) => "rate_limited",
             Self::UpstreamStatus { .. } => "upstream_status",
+            Self::HostBusy => "host_busy",
+            Self::HostFailing { .. } => "host_failing",
             Self::Transport(_) => "transport",
             Self::InvalidResponse(_) => "invalid_response",
             Self::TargetConflict(_) => "target_conflict",
@@ -125,6 +156,9 @@ impl Error {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             Self::RateLimited(limit) => RetryClass::After(limit.retry_after),
+            Self::UpstreamStatus { retry_after: Some(wait), .. } => RetryClass::After(*wait),
+            Self::HostBusy => RetryClass::Soon(Duration::from_secs(1)),
+            Self::HostFailing { retry_in } => RetryClass::Soon(*retry_in),
             Self::UpstreamStatus { .. }
             | Self::Transport(_)
             | Self::InvalidResponse(_)
@@ -136,7 +170,9 @@ impl Error {
             | Self::ProviderNotAllowed { .. }
             | Self::AddressNotAllowed(_)
             | Self::Unauthorized { .. }
+            | Self::Forbidden { .. }
             | Self::Rejected { .. }
+            | Self::OAuthRejected { .. }
             | Self::TargetConflict(_)
             | Self::InvalidSpec(_) => RetryClass::Configuration,
         }
@@ -155,5 +191,46 @@ fn credentials_not_allowed(secret: &str, host: &str, listed: Option<&str>) -> St
             "credentials Secret {secret:?} may not be sent to {host}: its {} annotation allows {listed:?}; its owner must add {host} there if this use is intended",
             crate::hosts::ALLOWED_HOSTS_ANNOTATION
         ),
+    }
+}
+
+impl Error {
+    /// Whether nothing was sent because the host is busy or paused (see `provider::host_guard`).
+    pub fn was_held(&self) -> bool {
+        matches!(self, Self::HostBusy | Self::HostFailing { .. })
+    }
+
+    /// The same failure again, for every caller that shares one attempt's result (a failed
+    /// OAuth request is answered to all who waited for it). Kubernetes errors are not shared.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::CredentialsNotFound(s) => Self::CredentialsNotFound(s.clone()),
+            Self::CredentialsKeyMissing { secret, key } => {
+                Self::CredentialsKeyMissing { secret: secret.clone(), key: key.clone() }
+            }
+            Self::CredentialsNotAllowed { secret, host, listed } => {
+                Self::CredentialsNotAllowed { secret: secret.clone(), host: host.clone(), listed: listed.clone() }
+            }
+            Self::ProviderNotAllowed { host, allowed } => {
+                Self::ProviderNotAllowed { host: host.clone(), allowed: allowed.clone() }
+            }
+            Self::AddressNotAllowed(class) => Self::AddressNotAllowed(*class),
+            Self::Unauthorized { status } => Self::Unauthorized { status: *status },
+            Self::Forbidden { status } => Self::Forbidden { status: *status },
+            Self::Rejected { status } => Self::Rejected { status: *status },
+            Self::OAuthRejected { status } => Self::OAuthRejected { status: *status },
+            Self::RateLimited(limit) => Self::RateLimited(limit.clone()),
+            Self::UpstreamStatus { status, retry_after } => {
+                Self::UpstreamStatus { status: *status, retry_after: *retry_after }
+            }
+            Self::HostBusy => Self::HostBusy,
+            Self::HostFailing { retry_in } => Self::HostFailing { retry_in: *retry_in },
+            Self::Transport(what) => Self::Transport(what),
+            Self::InvalidResponse(what) => Self::InvalidResponse(what),
+            Self::TargetConflict(name) => Self::TargetConflict(name.clone()),
+            Self::InvalidSpec(message) => Self::InvalidSpec(message.clone()),
+            Self::Internal(what) => Self::Internal(what),
+            Self::Kube(_) => Self::Internal("a Kubernetes API failure seen by another reconcile"),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod hosts;
 pub mod provider;
 pub mod rate_limit;
+pub mod time_math;
 pub mod token;
 // Running it.
 pub mod config;

@@ -9,6 +9,8 @@
 //!    ([`report::report`]).
 //!
 //! A failed fetch never touches the Secret: the last good token stays where pods read it.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 mod decide;
 mod fetch;
@@ -35,8 +37,9 @@ use crate::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::schedule;
 use crate::spec::{self, ValidSpec};
+use crate::status::Failure;
 use crate::target_secret::TokenRecord;
-use decide::{Decision, Situation, decide};
+use decide::{Decision, Situation, Why, decide};
 use memory::StatusMemory;
 use report::{Attempt, Outcome};
 use secret::Target;
@@ -66,6 +69,8 @@ pub struct Context {
     pub status_memory: StatusMemory,
     /// Longest deferral of an overdue token after a start (see [`schedule::overdue_window`]).
     pub overdue_spread: Duration,
+    /// Shorter-lived tokens are not written (see [`fetch::worth_writing`]).
+    pub min_token_lifetime: Duration,
 }
 
 pub async fn reconcile(ct: Arc<ConsentToken>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -78,7 +83,7 @@ pub async fn reconcile(ct: Arc<ConsentToken>, ctx: Arc<Context>) -> Result<Actio
 /// Requeue after an error the reconcile could not report in status (the API server refused a write).
 pub fn error_policy(_ct: Arc<ConsentToken>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(reason = err.metric_label(), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5) + Duration::from_millis(rand::random_range(0..5000)))
+    Action::requeue(Duration::from_secs(5).saturating_add(Duration::from_millis(rand::random_range(0..5000))))
 }
 
 async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error> {
@@ -103,6 +108,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
         consecutive_failures: previous.consecutive_failures,
         next_refresh: now,
         refresh_requested_at,
+        carried_failure: Failure::carried(&previous),
     };
 
     // 1. observe
@@ -131,9 +137,27 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     let outcome = match plan {
         Ok((spec, Decision::Fetch(why))) => {
             tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), ?why, "fetching a token");
-            match fetch::refresh(ct, ctx, &spec, &target, credentials_changed_to.as_deref()).await {
+            let replace_anyway = matches!(why, Why::SpecChanged | Why::CredentialsChanged);
+            let refresh = fetch::refresh(
+                ct,
+                ctx,
+                &spec,
+                &target,
+                current.as_ref(),
+                replace_anyway,
+                credentials_changed_to.as_deref(),
+            );
+            match refresh.await {
                 Ok(record) => refreshed(base, record),
-                Err(err) => failed(base, err, current, &previous),
+                // Nothing was sent (the host is busy or paused) and the workload still has a
+                // usable token: no failure to report, just a place back in the queue.
+                Err(err) if err.was_held() && !schedule::urgent(now, current.as_ref().map(|r| r.expires_at)) => {
+                    if let Some(version) = credentials_changed_to {
+                        ctx.credential_changes.record(ObjectRef::from_obj(ct), version);
+                    }
+                    return Ok(held_back(&err));
+                }
+                Err(err) => failed(ctx, &uid, base, err, current, &previous),
             }
         }
         Ok((_, Decision::Wait(until))) => {
@@ -143,7 +167,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
             }
             Outcome { token: current, next_refresh: until, ..base }
         }
-        Err(err) => failed(base, err, current, &previous),
+        Err(err) => failed(ctx, &uid, base, err, current, &previous),
     };
 
     // 4. report and requeue. Every failure, Kubernetes API ones included (say, no RBAC
@@ -159,6 +183,13 @@ fn validate<'a>(ct: &'a ConsentToken, ctx: &Context, target: &Target) -> Result<
     spec::validate(ct, &ctx.policy)
 }
 
+/// When to look again after a request was held back without being sent.
+fn held_back(err: &Error) -> Action {
+    let (at, _) = schedule::retry_window(Timestamp::now(), err.retry_class(), 1, None, false, rand::random());
+    tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
+    Action::requeue(schedule::duration_between(Timestamp::now(), at))
+}
+
 fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {
     Outcome {
         now: Timestamp::now(),
@@ -170,16 +201,26 @@ fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {
     }
 }
 
-/// A failure keeps the current token and retries after a backoff that depends on the failure.
-fn failed(base: Outcome, err: Error, current: Option<TokenRecord>, previous: &ConsentTokenStatus) -> Outcome {
+/// A failure keeps the current token and retries after a backoff that depends on the failure
+/// (a window the calendar spreads, where the provider held many objects back at once).
+fn failed(
+    ctx: &Context,
+    uid: &str,
+    base: Outcome,
+    err: Error,
+    current: Option<TokenRecord>,
+    previous: &ConsentTokenStatus,
+) -> Outcome {
     let failures = previous.consecutive_failures.saturating_add(1);
-    let retry = schedule::retry_at(
+    let (from, to) = schedule::retry_window(
         base.now,
         err.retry_class(),
         u32::try_from(failures).unwrap_or(u32::MAX),
         current.as_ref().and_then(|r| r.expires_at),
+        schedule::urgent(base.now, current.as_ref().map(|r| r.expires_at)),
         rand::random(),
     );
+    let retry = if from < to { ctx.calendar.place(uid, from, to) } else { from };
     Outcome {
         token: current,
         attempt: Attempt::Failed(err),

@@ -8,13 +8,16 @@
 //! somewhat earlier (a window, never later), and the refresh calendar picks the quietest
 //! second in it. A provider's `Retry-After` is honoured in full. Retries after transient
 //! failures back off exponentially, but never past the point where the current token expires.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use crate::crd::RefreshPolicy;
 use crate::error::RetryClass;
+use crate::time_math::{between, earlier, later, scale};
 
 /// How long before expiry to renew a token that has an `exp`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,6 +49,14 @@ const FIRST_RENEWAL_OPENS: f64 = 0.1;
 /// Transient failures: first retry after about this long, doubling up to `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// ...or up to this, once the workload has no usable token.
+pub const URGENT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Retries held back by a provider (`Retry-After`) are spread over a tenth of the wait, at least
+/// a minute and at most ten.
+const MIN_BLOCK_SPREAD: Duration = Duration::from_secs(60);
+const MAX_BLOCK_SPREAD: Duration = Duration::from_secs(600);
+/// Objects held back by a busy or paused host come back spread over this long.
+const SOON_SPREAD: Duration = Duration::from_secs(5);
 /// Configuration failures: first retry after about this long, doubling up to `MAX_CONFIG_BACKOFF`.
 const BASE_CONFIG_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_CONFIG_BACKOFF: Duration = Duration::from_secs(1800);
@@ -105,7 +116,7 @@ impl Schedule {
     ) -> (Timestamp, Timestamp) {
         let (earliest, latest) = self.later_renewal_window(fetched_at, expires_at);
         if first {
-            let opens = fetched_at + scale(duration_between(fetched_at, latest), FIRST_RENEWAL_OPENS).max(MIN_RETRY);
+            let opens = later(fetched_at, scale(between(fetched_at, latest), FIRST_RENEWAL_OPENS).max(MIN_RETRY));
             return (opens.min(earliest), latest);
         }
         (earliest, latest)
@@ -113,52 +124,75 @@ impl Schedule {
 
     fn later_renewal_window(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>) -> (Timestamp, Timestamp) {
         let Some(expires_at) = expires_at else {
-            let latest = fetched_at + self.interval;
-            return (latest - scale(self.interval, SPREAD_SHARE).min(MAX_SPREAD), latest);
+            let latest = later(fetched_at, self.interval);
+            return (earlier(latest, scale(self.interval, SPREAD_SHARE).min(MAX_SPREAD)), latest);
         };
-        let lifetime = duration_between(fetched_at, expires_at);
+        let lifetime = between(fetched_at, expires_at);
         let lead = match self.renew_before {
             RenewBefore::Percent(p) => scale(lifetime, f64::from(p) / 100.0),
             RenewBefore::Duration(d) => d.min(scale(lifetime, 0.9)),
         };
-        let latest = expires_at - lead;
+        let latest = earlier(expires_at, lead);
         // Never open before the token was fetched.
-        let spread = scale(lead, SPREAD_SHARE).min(MAX_SPREAD).min(duration_between(fetched_at, latest));
-        (latest - spread, latest)
+        let spread = scale(lead, SPREAD_SHARE).min(MAX_SPREAD).min(between(fetched_at, latest));
+        (earlier(latest, spread), latest)
     }
 }
 
-/// When to try again after the `failures`-th consecutive failure of class `class` at `now`,
-/// while the current token (if any) expires at `expires_at`.
-pub fn retry_at(
+/// When to try again after the `failures`-th consecutive failure of class `class` at `now`:
+/// a window, in which the refresh calendar picks the quietest second (for most failures the
+/// window is a single instant, already jittered). `expires_at`: when the current token expires;
+/// `urgent`: the workload has no usable token (none, expired, or inside the kubelet's margin).
+pub fn retry_window(
     now: Timestamp,
     class: RetryClass,
     failures: u32,
     expires_at: Option<Timestamp>,
+    urgent: bool,
     jitter: f64,
-) -> Timestamp {
+) -> (Timestamp, Timestamp) {
     let (base, max) = match class {
-        // Honoured in full, never earlier. A little later spreads the objects that all
-        // received the same answer.
-        RetryClass::After(wait) => {
-            let spread = scale(wait, 0.1).min(Duration::from_secs(10));
-            return now + wait + scale(spread, jitter);
+        // Honoured in full, never earlier; everything the provider held back together comes
+        // back spread over at least a minute.
+        // Nothing was sent; look again when the host may take it, spread over a few seconds.
+        RetryClass::Soon(wait) => {
+            let at = later(now, wait.saturating_add(scale(SOON_SPREAD, jitter.clamp(0.0, 1.0))).max(MIN_RETRY));
+            return (at, at);
         }
+        RetryClass::After(wait) => {
+            let from = later(now, wait);
+            let spread = scale(wait, 0.1).clamp(MIN_BLOCK_SPREAD, MAX_BLOCK_SPREAD);
+            return (from, later(from, spread));
+        }
+        // A workload without a usable token is broken already: look again soon, so a recovered
+        // provider is noticed within half a minute.
+        RetryClass::Transient if urgent => (BASE_BACKOFF, URGENT_MAX_BACKOFF),
         RetryClass::Transient => (BASE_BACKOFF, MAX_BACKOFF),
         RetryClass::Configuration => (BASE_CONFIG_BACKOFF, MAX_CONFIG_BACKOFF),
     };
     let exponent = failures.saturating_sub(1).min(20);
     let full = base.saturating_mul(1u32 << exponent).min(max);
     // Between half and all of the backoff, so objects that failed together drift apart.
-    let mut wait = scale(full, 0.5 + 0.5 * jitter);
+    let mut wait = scale(full, 0.5 + 0.5 * jitter.clamp(0.0, 1.0));
     if let Some(expires_at) = expires_at {
-        let left = duration_between(now, expires_at);
+        let left = between(now, expires_at);
         if left > Duration::ZERO {
             // Still leave room for another try before the current token runs out.
-            wait = wait.min(left / 2);
+            wait = wait.min(left.checked_div(2).unwrap_or_default());
         }
     }
-    now + wait.max(MIN_RETRY)
+    let at = later(now, wait.max(MIN_RETRY));
+    (at, at)
+}
+
+/// Whether a workload with this token (or none) is without a usable one at `now`: no token,
+/// an expired one, or one expiring before the kubelet could bring a new one into pods.
+pub fn urgent(now: Timestamp, token: Option<Option<Timestamp>>) -> bool {
+    match token {
+        None => true,
+        Some(None) => false,
+        Some(Some(expires_at)) => between(now, expires_at) <= KUBELET_PROPAGATION,
+    }
 }
 
 /// After a restart, many objects can be overdue at once. An overdue object whose token is still
@@ -172,12 +206,12 @@ pub fn overdue_window(
     spread: Duration,
 ) -> Option<(Timestamp, Timestamp)> {
     let spare = match expires_at {
-        Some(expires_at) => duration_between(now, expires_at).saturating_sub(KUBELET_PROPAGATION),
+        Some(expires_at) => between(now, expires_at).saturating_sub(KUBELET_PROPAGATION),
         // A token without expiry stays usable: the whole spread is available.
         None => spread,
     };
     let spare = spare.min(spread);
-    (spare >= MIN_RETRY).then(|| (now + MIN_RETRY, now + spare))
+    (spare >= MIN_RETRY).then(|| (later(now, MIN_RETRY), later(now, spare)))
 }
 
 /// Parses Go-style durations as used in the CRD: `90s`, `2m`, `1h30m`.
@@ -204,14 +238,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (number.is_empty() && saw_unit).then_some(Duration::from_secs(total))
 }
 
-fn scale(d: Duration, factor: f64) -> Duration {
-    Duration::from_secs_f64((d.as_secs_f64() * factor.clamp(0.0, 1.0e6)).max(0.0))
-}
-
 /// `to - from`, or zero when `to` is not after `from`.
 pub fn duration_between(from: Timestamp, to: Timestamp) -> Duration {
-    let d: SignedDuration = to.duration_since(from);
-    d.try_into().unwrap_or(Duration::ZERO)
+    between(from, to)
 }
 
 #[cfg(test)]
@@ -219,6 +248,17 @@ mod tests {
     use super::*;
 
     use crate::fixtures::t;
+
+    /// The start of the retry window for a workload that still has a usable token.
+    fn retry_at(
+        now: Timestamp,
+        class: RetryClass,
+        failures: u32,
+        expires_at: Option<Timestamp>,
+        jitter: f64,
+    ) -> Timestamp {
+        retry_window(now, class, failures, expires_at, false, jitter).0
+    }
 
     #[test]
     fn mx_token_renews_by_half_life_leaving_time_for_the_kubelet() {
@@ -281,11 +321,63 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_honoured_in_full_even_when_long() {
+    fn retry_after_is_honoured_in_full_and_what_it_held_back_is_spread() {
         let wait = Duration::from_secs(2135); // OneTrust's own example
         for jitter in [0.0, 0.5, 0.99] {
-            let at = retry_at(t(0), RetryClass::After(wait), 1, Some(t(100)), jitter);
-            assert!(at >= t(2135) && at <= t(2145), "{at}");
+            let (from, to) = retry_window(t(0), RetryClass::After(wait), 1, Some(t(100)), true, jitter);
+            assert_eq!(from, t(2135), "never earlier, whatever the token's state");
+            assert_eq!(between(from, to), Duration::from_millis(213_500), "spread over a tenth of the wait");
+        }
+        // A short wait is still spread over a minute; a long one over at most ten.
+        let (from, to) = retry_window(t(0), RetryClass::After(Duration::from_secs(5)), 1, None, false, 0.5);
+        assert_eq!((from, to), (t(5), t(65)));
+        let (from, to) = retry_window(t(0), RetryClass::After(Duration::from_secs(86_400)), 1, None, false, 0.5);
+        assert_eq!(between(from, to), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn without_a_usable_token_transient_retries_come_within_half_a_minute() {
+        for failures in [1, 5, 10, 30] {
+            let (at, _) = retry_window(t(0), RetryClass::Transient, failures, Some(t(-10)), true, 0.999_999);
+            assert!(at <= t(30), "failure {failures}: {at}");
+        }
+        let (calm, _) = retry_window(t(0), RetryClass::Transient, 10, None, false, 0.999_999);
+        assert!(calm > t(200), "with a good token the backoff grows as before: {calm}");
+        // Configuration errors keep their slow backoff: retrying faster fixes nothing, and a fix
+        // (a rotated Secret, a new spec) triggers a reconcile at once.
+        let (slow, _) = retry_window(t(0), RetryClass::Configuration, 10, None, true, 0.5);
+        assert!(slow > t(600));
+        assert!(urgent(t(0), None) && urgent(t(0), Some(Some(t(90)))) && urgent(t(0), Some(Some(t(-1)))));
+        assert!(!urgent(t(0), Some(Some(t(91)))) && !urgent(t(0), Some(None)));
+    }
+
+    proptest::proptest! {
+        /// Whatever times and waits upstreams send, the schedule maths neither panics nor goes
+        /// back in time.
+        #[test]
+        fn schedule_maths_never_panics(
+            fetched in proptest::prelude::any::<i64>(),
+            expires in proptest::prelude::any::<i64>(),
+            now in -1_000_000_000i64..5_000_000_000,
+            wait in proptest::prelude::any::<u64>(),
+            failures in proptest::prelude::any::<u32>(),
+            jitter in proptest::prelude::any::<f64>(),
+            urgent_now in proptest::prelude::any::<bool>(),
+            percent in 1u8..100,
+        ) {
+            let clamp = |s: i64| Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap();
+            let (fetched, expires, now) = (clamp(fetched), clamp(expires), t(now));
+            let schedule = Schedule { renew_before: RenewBefore::Percent(percent), interval: DEFAULT_INTERVAL };
+            for first in [true, false] {
+                let (earliest, latest) = schedule.renewal_window(fetched, Some(expires), first);
+                proptest::prop_assert!(earliest <= latest);
+                let _ = schedule.renewal_window(fetched, None, first);
+            }
+            for class in [RetryClass::After(Duration::from_secs(wait)), RetryClass::Soon(Duration::from_secs(wait)), RetryClass::Transient, RetryClass::Configuration] {
+                let (from, to) = retry_window(now, class, failures, Some(expires), urgent_now, jitter);
+                proptest::prop_assert!(now <= from && from <= to);
+            }
+            let _ = overdue_window(now, Some(expires), Duration::from_secs(wait));
         }
     }
 

@@ -3,11 +3,13 @@
 //! `Ready` follows the clock: it is True only while the token in the Secret has not expired,
 //! so a token that expires while nothing else happens turns Ready False with reason `Expired`
 //! (the reconcile is woken at the expiry time for this).
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{ConsentTokenStatus, ProviderKind, RateLimitStatus};
+use crate::crd::{ConsentTokenStatus, FailureStatus, ProviderKind, RateLimitStatus};
 use crate::error::Error;
 use crate::rate_limit::RateLimit;
 use crate::target_secret::TokenRecord;
@@ -21,11 +23,45 @@ pub struct Observed<'a> {
     pub provider: Option<ProviderKind>,
     /// The token now in the target Secret, if there is an intact one.
     pub current: Option<&'a TokenRecord>,
-    /// The failure of this reconcile's refresh attempt, if it failed.
-    pub failure: Option<&'a Error>,
+    /// The failure to show: this reconcile's, or the one carried over while failures go on.
+    pub failure: Option<&'a Failure>,
     pub consecutive_failures: i32,
     pub next_refresh: Timestamp,
     pub refresh_requested_at: Option<String>,
+}
+
+/// A refresh failure as the status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+    pub time: Time,
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+impl Failure {
+    pub fn new(err: &Error, now: Timestamp) -> Self {
+        let rate_limit = match err {
+            Error::RateLimited(limit) => Some(rate_limit_status(limit, now)),
+            _ => None,
+        };
+        Self { reason: err.reason().to_owned(), message: err.to_string(), time: whole_seconds(now), rate_limit }
+    }
+
+    /// The failure a status already shows, while failures go on (so a reconcile that only
+    /// waits, a restart or a relist does not make it disappear).
+    pub fn carried(status: &ConsentTokenStatus) -> Option<Self> {
+        if status.consecutive_failures == 0 {
+            return None;
+        }
+        let last = status.last_failure.as_ref()?;
+        Some(Self {
+            reason: last.reason.clone(),
+            message: last.message.clone(),
+            time: last.time.clone(),
+            rate_limit: status.rate_limit.clone(),
+        })
+    }
 }
 
 pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -> ConsentTokenStatus {
@@ -33,18 +69,20 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     let valid = current.is_some_and(|c| c.expires_at.is_none_or(|exp| exp > observed.now));
     let (status, reason, message) = match (current, valid, observed.failure) {
         (Some(c), true, None) => ("True", "TokenValid", valid_message(c)),
-        (Some(c), true, Some(err)) => {
-            ("True", err.reason(), format!("{}; the last refresh failed: {err}", valid_message(c)))
-        }
+        (Some(c), true, Some(failure)) => (
+            "True",
+            failure.reason.as_str(),
+            format!("{}; the last refresh failed: {}", valid_message(c), failure.message),
+        ),
         (Some(_), false, failure) => (
             "False",
             "Expired",
             match failure {
-                Some(err) => format!("the token in the Secret has expired; refreshing failed: {err}"),
+                Some(failure) => format!("the token in the Secret has expired; refreshing failed: {}", failure.message),
                 None => "the token in the Secret has expired".to_owned(),
             },
         ),
-        (None, _, Some(err)) => ("False", err.reason(), err.to_string()),
+        (None, _, Some(failure)) => ("False", failure.reason.as_str(), failure.message.clone()),
         (None, _, None) => ("False", "Pending", "no token fetched yet".to_owned()),
     };
     let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
@@ -52,10 +90,10 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => whole_seconds(observed.now),
     };
-    let rate_limit = match observed.failure {
-        Some(Error::RateLimited(limit)) => Some(rate_limit_status(limit, observed.now)),
-        _ => None,
-    };
+    let failing = observed.failure.filter(|_| observed.consecutive_failures > 0);
+    let rate_limit = failing.and_then(|f| f.rate_limit.clone());
+    let last_failure =
+        failing.map(|f| FailureStatus { reason: f.reason.clone(), message: f.message.clone(), time: f.time.clone() });
     ConsentTokenStatus {
         observed_generation: observed.generation,
         provider: observed.provider.map(|p| p.as_str().to_owned()),
@@ -76,6 +114,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         credentials_version: current.map(|c| c.credentials_version.clone()),
         refresh_requested_at: observed.refresh_requested_at.clone(),
         rate_limit,
+        last_failure,
     }
 }
 
@@ -93,9 +132,8 @@ fn valid_message(current: &TokenRecord) -> String {
 }
 
 fn rate_limit_status(limit: &RateLimit, now: Timestamp) -> RateLimitStatus {
-    let wait = jiff::SignedDuration::try_from(limit.retry_after).unwrap_or(jiff::SignedDuration::MAX);
     RateLimitStatus {
-        retry_after: now.checked_add(wait).ok().map(whole_seconds),
+        retry_after: Some(whole_seconds(crate::time_math::later(now, limit.retry_after))),
         period: limit.period.clone(),
         requests_allowed: limit.requests_allowed,
         requests_made: limit.requests_made,
@@ -136,7 +174,11 @@ mod tests {
         }
     }
 
-    fn observed<'a>(now: &str, current: Option<&'a TokenRecord>, failure: Option<&'a Error>) -> Observed<'a> {
+    fn failure_at(err: Error, now: &str) -> Failure {
+        Failure::new(&err, now.parse().unwrap())
+    }
+
+    fn observed<'a>(now: &str, current: Option<&'a TokenRecord>, failure: Option<&'a Failure>) -> Observed<'a> {
         Observed {
             now: now.parse().unwrap(),
             generation: Some(1),
@@ -167,12 +209,13 @@ mod tests {
     #[test]
     fn a_failed_refresh_keeps_ready_while_the_old_token_is_valid_and_says_why() {
         let token = record(Some("2026-11-23T10:05:00Z"));
-        let failure = Error::UpstreamStatus { status: 503 };
+        let failure = failure_at(Error::UpstreamStatus { status: 503, retry_after: None }, "2026-11-23T10:03:00Z");
         let status = desired(None, &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
         assert_eq!(ready(&status), ("True", "UpstreamError"));
         assert!(status.conditions[0].message.contains("503"));
         assert_eq!(status.token_fingerprint.as_deref(), Some("sha256:0011223344556677"));
-        let never = desired(None, &observed("2026-11-23T10:03:00Z", None, Some(&Error::Unauthorized { status: 401 })));
+        let unauthorized = failure_at(Error::Unauthorized { status: 401 }, "2026-11-23T10:03:00Z");
+        let never = desired(None, &observed("2026-11-23T10:03:00Z", None, Some(&unauthorized)));
         assert_eq!(ready(&never), ("False", "Unauthorized"));
     }
 
@@ -181,18 +224,50 @@ mod tests {
         let token = record(None);
         let limit = RateLimit {
             retry_after: std::time::Duration::from_secs(2135),
+            capped: false,
             period: Some("HOUR".into()),
             requests_allowed: Some(10),
             requests_made: Some(11),
             event_id: Some("e".into()),
         };
-        let failure = Error::RateLimited(Box::new(limit));
+        let failure = failure_at(Error::RateLimited(Box::new(limit)), "2030-01-01T00:00:00Z");
         let status = desired(None, &observed("2030-01-01T00:00:00Z", Some(&token), Some(&failure)));
         assert_eq!(ready(&status), ("True", "RateLimited"));
         let rl = status.rate_limit.unwrap();
         assert_eq!(rl.retry_after.unwrap().0, "2030-01-01T00:35:35Z".parse().unwrap());
         assert_eq!(rl.period.as_deref(), Some("HOUR"));
         assert_eq!(status.collection_point_version, Some(3));
+    }
+
+    #[test]
+    fn the_last_failure_stays_while_failures_go_on_and_goes_with_a_success() {
+        let token = record(Some("2026-11-23T10:05:00Z"));
+        let limit = RateLimit {
+            retry_after: std::time::Duration::from_secs(60),
+            capped: false,
+            period: Some("MINUTE".into()),
+            requests_allowed: None,
+            requests_made: None,
+            event_id: None,
+        };
+        let failure = failure_at(Error::RateLimited(Box::new(limit)), "2026-11-23T10:03:00Z");
+        let failed = desired(None, &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
+        // A later reconcile that only waits (or a restarted operator) carries it.
+        let carried = Failure::carried(&failed).unwrap();
+        let waiting = desired(Some(&failed), &observed("2026-11-23T10:03:30Z", Some(&token), Some(&carried)));
+        assert_eq!(waiting, failed, "nothing changes, so nothing is written");
+        assert_eq!(waiting.last_failure.as_ref().unwrap().reason, "RateLimited");
+        assert!(waiting.rate_limit.is_some());
+        // At expiry it is still said why.
+        let expired = desired(Some(&failed), &observed("2026-11-23T10:05:01Z", Some(&token), Some(&carried)));
+        assert_eq!(ready(&expired), ("False", "Expired"));
+        assert!(expired.conditions[0].message.contains("rate limiting"), "{}", expired.conditions[0].message);
+        // A success clears it.
+        let mut ok = observed("2026-11-23T10:04:00Z", Some(&token), None);
+        ok.consecutive_failures = 0;
+        let recovered = desired(Some(&failed), &ok);
+        assert_eq!((&recovered.last_failure, &recovered.rate_limit), (&None, &None));
+        assert!(Failure::carried(&recovered).is_none());
     }
 
     #[test]

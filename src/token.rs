@@ -5,6 +5,8 @@
 //! report the collection point version (`processVersion`). Decoding is tolerant of odd claims
 //! such as OneTrust's ISO-8601 string `iat`, but a value that is not a JWT at all, or that has
 //! already expired, is refused: it is never written to a Secret.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
@@ -129,6 +131,32 @@ mod tests {
         }
         let bad_exp = hs256(serde_json::json!({"exp": "soon"}));
         assert!(matches!(read_claims(&bad_exp, now), Err(Error::InvalidResponse(_))));
+    }
+
+    proptest::proptest! {
+        /// No string, JWT-shaped or not, panics the claims reader.
+        #[test]
+        fn no_token_text_panics(text in ".{0,300}") {
+            let _ = read_claims(&text, Timestamp::now());
+        }
+
+        /// No claim value (numbers of any size, floats, strings, objects) panics it, and an
+        /// accepted `exp` is always in the future.
+        #[test]
+        fn no_claims_panic(exp in proptest::prelude::any::<f64>(), exp_int in proptest::prelude::any::<i64>(), text in ".{0,20}", pick in 0u8..5) {
+            let value = match pick {
+                0 => serde_json::json!(exp),
+                1 => serde_json::json!(exp_int),
+                2 => serde_json::json!(text),
+                3 => serde_json::json!({"nested": exp_int}),
+                _ => serde_json::json!(exp_int.to_string()),
+            };
+            let token = hs256(serde_json::json!({"exp": value, "processVersion": value, "iat": value}));
+            let now = Timestamp::now();
+            if let Ok(claims) = read_claims(&token, now) {
+                proptest::prop_assert!(claims.expires_at.is_none_or(|exp| exp > now));
+            }
+        }
     }
 
     #[test]

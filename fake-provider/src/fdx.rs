@@ -42,8 +42,20 @@ pub async fn token(
             .as_deref()
             .and_then(|c| c.split_once(':'))
             .is_some_and(|(id, secret)| st.fdx_clients.get(id).is_some_and(|s| s == secret));
-        let request: Option<TokenRequest> = serde_json::from_slice(&body).ok();
-        if !authorized {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        // Exactly the documented body: {"type": ..., "scopes": ...} and nothing else.
+        let request: Option<TokenRequest> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .filter(|v| {
+                v.as_object().is_some_and(|o| o.len() == 2 && o.contains_key("type") && o.contains_key("scopes"))
+            })
+            .and_then(|v| serde_json::from_value(v).ok());
+        if !json {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response()
+        } else if !authorized {
             StatusCode::UNAUTHORIZED.into_response()
         } else if !version.starts_with('v') {
             StatusCode::NOT_FOUND.into_response()
@@ -56,7 +68,7 @@ pub async fn token(
                             let claims = serde_json::json!({
                                 "name": "consent_management",
                                 "scopes": {"customer.modify_consent": customer},
-                                "exp": now + st.fdx_lifetime as i64, "iat": now,
+                                "exp": now.saturating_add(i64::try_from(st.fdx_lifetime).unwrap_or(i64::MAX)), "iat": now,
                                 "jti": uuid::Uuid::new_v4().to_string(), "_type": "Institution", "_id": "bku",
                             });
                             let token =

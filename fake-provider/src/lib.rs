@@ -1,10 +1,13 @@
 //! A fake of both upstream token APIs, over HTTPS with a generated test CA, for the
 //! operator's tests, the local demo and the benchmark.
 //!
-//! It follows the documented APIs (see `shared/seeds` and `providers.md`): OneTrust OAuth 2.0
-//! client credentials (multipart or form-urlencoded) and collection point tokens shaped like
-//! real ones (RS512, no `exp`, `iat` as a string, `processVersion`), and MX / FDX tokens as
-//! HS256 JWTs with a configurable lifetime. Knobs inject 429s with `Retry-After` and the
+//! It follows the documented APIs (see `shared/seeds` and `providers.md`) and is never more
+//! lenient than they are: OneTrust OAuth 2.0 client credentials as `multipart/form-data` only,
+//! as OneTrust's OpenAPI document declares (form-urlencoded only in "sample-code" mode, which
+//! then refuses multipart), collection point tokens shaped like real ones (RS512, no `exp`,
+//! `iat` as a string, `processVersion`), and MX / FDX tokens (only with `Content-Type:
+//! application/json` and exactly the documented body) as HS256 JWTs with a configurable
+//! lifetime. Knobs inject 429s with `Retry-After` and the
 //! `ot-*` headers, 5xx, slow answers and garbage bodies; rotating a client's secret makes the
 //! old one (and access tokens issued to it) answer 401. Every request is counted.
 
@@ -102,7 +105,8 @@ impl FakeProvider {
     }
 
     /// `expires_in` of OneTrust OAuth access tokens, in seconds (default 3600).
-    pub fn set_oauth_expires_in(&self, seconds: u64) {
+    /// Any number, to test what a lying upstream does to the operator.
+    pub fn set_oauth_expires_in(&self, seconds: i64) {
         self.state().oauth_expires_in = seconds;
     }
 
@@ -114,6 +118,12 @@ impl FakeProvider {
     /// Publishes a new version of a collection point (the latest one is served by default).
     pub fn set_collection_point_version(&self, guid: &str, version: i64) {
         self.state().collection_point_versions.insert(guid.into(), version);
+    }
+
+    /// Makes the OAuth endpoint behave like OneTrust's sample code: form-urlencoded only,
+    /// multipart refused with 415 (by default it follows the OpenAPI document: multipart only).
+    pub fn set_oauth_sample_code_mode(&self, on: bool) {
+        self.state().oauth_sample_code = on;
     }
 
     pub fn set_collection_point_body(&self, body: CollectionPointBody) {
@@ -163,21 +173,29 @@ pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Re
             tokio::time::sleep(delay).await;
             return None;
         }
-        Fault::RateLimited { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [
-                ("retry-after", retry_after),
-                ("ot-period", "MINUTE".to_owned()),
-                ("ot-requests-allowed", "1000".to_owned()),
-                ("ot-request-made", "1001".to_owned()),
-                ("ot-ratelimit-event-id", uuid::Uuid::new_v4().to_string()),
-            ],
-        )
-            .into_response(),
+        Fault::RateLimited { retry_after } => rate_limited(retry_after, "MINUTE".to_owned()),
+        Fault::RateLimitedFor { retry_after, period } => rate_limited(retry_after, period),
+        Fault::Unavailable { retry_after } => {
+            (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", retry_after)]).into_response()
+        }
         Fault::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
         Fault::Garbage(body) => ([("content-type", "application/json")], body).into_response(),
     };
     Some(finish(state, endpoint, response))
+}
+
+fn rate_limited(retry_after: String, period: String) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            ("retry-after", retry_after),
+            ("ot-period", period),
+            ("ot-requests-allowed", "1000".to_owned()),
+            ("ot-request-made", "1001".to_owned()),
+            ("ot-ratelimit-event-id", uuid::Uuid::new_v4().to_string()),
+        ],
+    )
+        .into_response()
 }
 
 /// Records the answer's status for the counters.

@@ -15,13 +15,16 @@ use crate::{apply_fault, finish};
 /// The fake's own RSA key for RS512 collection point tokens (test material, signs nothing real).
 const SIGNING_KEY: &[u8] = include_bytes!("collection-point-signing-key.pem");
 
-/// `POST /api/access/v1/oauth/token`, multipart or form-urlencoded, like the real one.
+/// `POST /api/access/v1/oauth/token`: multipart/form-data only, as OneTrust's OpenAPI document
+/// declares (a server that follows it answers 400 to anything else); form-urlencoded only, and
+/// multipart refused with 415, in "sample-code" mode (a host that follows OneTrust's sample code).
 pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Response {
     let endpoint = Endpoint::OneTrustOAuth;
     if let Some(response) = apply_fault(&state, endpoint).await {
         return response;
     }
-    let fields = match read_form(request).await {
+    let sample_code = state.lock().unwrap().oauth_sample_code;
+    let fields = match read_form(request, sample_code).await {
         Ok(fields) => fields,
         Err(response) => return finish(&state, endpoint, response),
     };
@@ -39,14 +42,25 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
                 let now = jiff::Timestamp::now();
                 let claims = serde_json::json!({
                     "user_name": "integration@example.com", "scope": ["CONSENT"],
-                    "exp": now.as_second() + expires_in as i64, "jti": uuid::Uuid::new_v4().to_string(),
+                    "exp": now.as_second().saturating_add(expires_in), "jti": uuid::Uuid::new_v4().to_string(),
                     "client_id": id,
                 });
                 let access_token = sign(Algorithm::RS256, &claims);
                 crate::issued::remember(&access_token);
                 st.access_tokens.insert(
                     access_token.clone(),
-                    Issued { client_id: id, expires_at: now + jiff::SignedDuration::from_secs(expires_in as i64) },
+                    // A lying `expires_in` (zero, negative) is only reported: the token works
+                    // for an hour. Absurdly large ones saturate.
+                    Issued {
+                        client_id: id,
+                        expires_at: now
+                            .checked_add(jiff::SignedDuration::from_secs(if expires_in > 0 {
+                                expires_in
+                            } else {
+                                3600
+                            }))
+                            .unwrap_or(jiff::Timestamp::MAX),
+                    },
                 );
                 axum::Json(serde_json::json!({
                     "access_token": access_token, "token_type": "bearer", "expires_in": expires_in,
@@ -60,10 +74,19 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
     finish(&state, endpoint, response)
 }
 
-async fn read_form(request: Request) -> Result<HashMap<String, String>, Response> {
+async fn read_form(request: Request, sample_code: bool) -> Result<HashMap<String, String>, Response> {
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    if content_type.starts_with("multipart/form-data") {
+    let multipart = content_type.starts_with("multipart/form-data");
+    let urlencoded = content_type.starts_with("application/x-www-form-urlencoded");
+    if sample_code && !urlencoded {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response());
+    }
+    if !sample_code && !multipart {
+        let body = serde_json::json!({"error": "invalid_request", "error_description": "multipart/form-data expected"});
+        return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+    }
+    if multipart {
         let mut multipart = Multipart::from_request(request, &()).await.map_err(IntoResponse::into_response)?;
         let mut fields = HashMap::new();
         while let Ok(Some(field)) = multipart.next_field().await {

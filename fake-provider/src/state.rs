@@ -31,6 +31,10 @@ pub enum Fault {
     Slow(Duration),
     /// Answer 200 with this body and `content-type: application/json`.
     Garbage(String),
+    /// 429 with `Retry-After` and `ot-period` set to these exact texts.
+    RateLimitedFor { retry_after: String, period: String },
+    /// 503 with `Retry-After` set to this exact text.
+    Unavailable { retry_after: String },
 }
 
 #[derive(Clone, Debug)]
@@ -60,10 +64,12 @@ pub(crate) struct State {
     pub onetrust_clients: HashMap<String, String>,
     pub fdx_clients: HashMap<String, String>,
     pub access_tokens: HashMap<String, Issued>,
-    pub oauth_expires_in: u64,
+    pub oauth_expires_in: i64,
     pub fdx_lifetime: u64,
     pub collection_point_versions: HashMap<String, i64>,
     pub collection_point_body: CollectionPointBody,
+    /// The OAuth endpoint takes form-urlencoded (OneTrust's sample code) instead of multipart.
+    pub oauth_sample_code: bool,
     faults: HashMap<Endpoint, FaultRule>,
     counts: HashMap<Endpoint, u64>,
     status_counts: HashMap<(Endpoint, u16), u64>,
@@ -79,6 +85,7 @@ impl State {
             fdx_lifetime: 300,
             collection_point_versions: HashMap::new(),
             collection_point_body: CollectionPointBody::Object,
+            oauth_sample_code: false,
             faults: HashMap::new(),
             counts: HashMap::new(),
             status_counts: HashMap::new(),

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{Endpoint, UpstreamClient};
+use super::http::{ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::crd::FdxSource;
 use crate::error::Error;
@@ -14,7 +14,7 @@ use crate::token::{self, Token};
 
 const TOKEN: Endpoint = Endpoint { provider: "FDX", name: "token" };
 /// "Each token expires in five minutes": assumed when a token carries no `exp`.
-const DOCUMENTED_LIFETIME: SignedDuration = SignedDuration::from_secs(300);
+const DOCUMENTED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A validated MX / FDX token request. The customer id is personal data: it cannot be printed.
 #[derive(Debug, Clone)]
@@ -72,29 +72,41 @@ impl FdxClient {
             .json(&body)
             .build()
             .map_err(|_| Error::Internal("cannot build the token request"))?;
-        let response = self.upstream.send(TOKEN, request).await?;
-        let fetched_at = Timestamp::now();
-
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            access_token: String,
-        }
-        let answer: Answer = serde_json::from_slice(&response.body)
-            .map_err(|_| Error::InvalidResponse("the answer is not {\"access_token\": ...}"))?;
-        let claims = token::read_claims(&answer.access_token, fetched_at)?;
-        Ok(FetchedToken {
-            token: Token::new(answer.access_token),
-            fetched_at,
-            expires_at: Some(claims.expires_at.unwrap_or(fetched_at + DOCUMENTED_LIFETIME)),
-            collection_point_version: None,
-        })
+        let response = self.upstream.send(TOKEN, &ClientKey::of(credentials), request).await?;
+        read_answer(&response.body, Timestamp::now())
     }
+}
+
+/// Reads `{"access_token": "<JWT>"}`: the token and its expiry (`exp`, else the documented five
+/// minutes).
+fn read_answer(body: &[u8], fetched_at: Timestamp) -> Result<FetchedToken, Error> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| Error::InvalidResponse("the answer is not {\"access_token\": ...}"))?;
+    let claims = token::read_claims(&answer.access_token, fetched_at)?;
+    Ok(FetchedToken {
+        token: Token::new(answer.access_token),
+        fetched_at,
+        expires_at: Some(claims.expires_at.unwrap_or_else(|| crate::time_math::later(fetched_at, DOCUMENTED_LIFETIME))),
+        collection_point_version: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    proptest::proptest! {
+        #[test]
+        fn no_token_answer_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512), text in ".{0,200}") {
+            let _ = read_answer(&body, Timestamp::now());
+            let _ = read_answer(serde_json::json!({"access_token": text}).to_string().as_bytes(), Timestamp::now());
+        }
+    }
 
     #[test]
     fn token_url_keeps_the_base_path_and_http_needs_the_policy() {

@@ -3,6 +3,8 @@
 //! typed errors without ever keeping a response body, and holds back requests to an endpoint
 //! that answered 429 until its `Retry-After` has passed: one object's 429 protects the
 //! provider's quota from every other object.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +17,7 @@ use reqwest::header::HeaderMap;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
 use crate::metrics::{Metrics, ProviderLabels};
+use crate::provider::host_guard::{Answer, Held, HostGuard};
 use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
 use crate::rate_limit::RateLimit;
 
@@ -34,11 +37,39 @@ pub struct Endpoint {
     pub name: &'static str,
 }
 
+/// Whose quota a request counts against, with the host: a provider limits each API client
+/// (OneTrust: per account and endpoint), so one tenant's 429 must not hold back another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey(String);
+
+impl ClientKey {
+    /// A hash of the client id (not secret, but not shown either).
+    pub fn of(credentials: &super::Credentials) -> Self {
+        use secrecy::ExposeSecret;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(credentials.client_id.expose_secret().as_bytes());
+        Self(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Account {
+    host: String,
+    client: ClientKey,
+}
+
+/// An account, and the endpoint it may not call (`None`: any of its endpoints).
+type BlockKey = (Account, Option<Endpoint>);
+
 pub struct UpstreamClient {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     /// Per (endpoint, host): no request before this instant, and what the provider said.
-    blocked: Mutex<HashMap<(Endpoint, String), (Instant, RateLimit)>>,
+    /// Per account and endpoint (`None`: every endpoint of the account, after an hourly limit):
+    /// no request before this instant, and what the provider said.
+    blocked: Mutex<HashMap<BlockKey, (Instant, RateLimit)>>,
+    /// Requests under way per host, and each host's circuit breaker.
+    guard: HostGuard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +101,8 @@ impl UpstreamClient {
             }
         }
         let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
-        Ok(Self { http, metrics, blocked: Mutex::new(HashMap::new()) })
+        let guard = HostGuard::new(usize::from(args.upstream_concurrency_per_host));
+        Ok(Self { http, metrics, blocked: Mutex::new(HashMap::new()), guard })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -78,14 +110,27 @@ impl UpstreamClient {
     }
 
     /// Sends a request and returns a 2xx answer, or the typed error for anything else.
-    pub async fn send(&self, endpoint: Endpoint, request: reqwest::Request) -> Result<UpstreamResponse, Error> {
+    pub async fn send(
+        &self,
+        endpoint: Endpoint,
+        client: &ClientKey,
+        request: reqwest::Request,
+    ) -> Result<UpstreamResponse, Error> {
         let host = request.url().host_str().unwrap_or_default().to_owned();
         let port = request.url().port_or_known_default().unwrap_or_default();
-        let gate_key = (endpoint, format!("{host}:{port}"));
-        if let Some(limit) = self.still_blocked(&gate_key) {
+        let account = Account { host: format!("{host}:{port}"), client: client.clone() };
+        let blocked = self
+            .still_blocked(&(account.clone(), Some(endpoint)))
+            .or_else(|| self.still_blocked(&(account.clone(), None)));
+        if let Some(limit) = blocked {
             self.metrics.rate_limit_waits.get_or_create(&ProviderLabels { provider: endpoint.provider }).inc();
             return Err(Error::RateLimited(Box::new(limit)));
         }
+
+        let pass = self.guard.admit(&account.host).await.map_err(|held| match held {
+            Held::Busy => Error::HostBusy,
+            Held::Failing(retry_in) => Error::HostFailing { retry_in },
+        })?;
 
         let started = Instant::now();
         let result = self.http.execute(request).await;
@@ -96,6 +141,7 @@ impl UpstreamClient {
                 if let Some(refused) = find_source::<RefusedAddresses>(&err) {
                     return Err(Error::AddressNotAllowed(refused.0));
                 }
+                self.guard.record(pass, Answer::Failing);
                 // reqwest's message names the URL; ours names only what went wrong.
                 return Err(Error::Transport(if err.is_timeout() {
                     "the request timed out"
@@ -110,20 +156,30 @@ impl UpstreamClient {
         let headers = response.headers().clone();
         let body = if (200..300).contains(&status) { read_limited(response).await } else { Ok(Vec::new()) };
         self.metrics.observe_upstream(endpoint.provider, endpoint.name, Some(status), started.elapsed());
+        let cut_off = matches!(body, Err(Error::Transport(_)));
+        self.guard.record(pass, if status >= 500 || cut_off { Answer::Failing } else { Answer::Working });
         match status {
             200..=299 => Ok(UpstreamResponse { headers, body: body? }),
             429 => {
                 let limit = RateLimit::from_headers(&headers, jiff::Timestamp::now());
-                self.block(gate_key, &limit);
+                // OneTrust's per-minute limit is per endpoint; its hourly one is the account's.
+                let scope = if limit.is_hourly() { None } else { Some(endpoint) };
+                self.block((account, scope), &limit);
                 Err(Error::RateLimited(Box::new(limit)))
             }
-            401 | 403 => Err(Error::Unauthorized { status }),
-            400 | 404 | 405 | 409 | 422 => Err(Error::Rejected { status }),
-            _ => Err(Error::UpstreamStatus { status }),
+            401 => Err(Error::Unauthorized { status }),
+            403 => Err(Error::Forbidden { status }),
+            400 | 404 | 405 | 409 | 415 | 422 => Err(Error::Rejected { status }),
+            // Honoured like a 429's, up to the same ceiling.
+            503 => Err(Error::UpstreamStatus {
+                status,
+                retry_after: crate::rate_limit::retry_after(&headers, jiff::Timestamp::now()).map(|(wait, _)| wait),
+            }),
+            _ => Err(Error::UpstreamStatus { status, retry_after: None }),
         }
     }
 
-    fn still_blocked(&self, key: &(Endpoint, String)) -> Option<RateLimit> {
+    fn still_blocked(&self, key: &BlockKey) -> Option<RateLimit> {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         let (until, limit) = blocked.get(key)?;
         let now = Instant::now();
@@ -131,11 +187,11 @@ impl UpstreamClient {
             blocked.remove(key);
             return None;
         }
-        Some(RateLimit { retry_after: *until - now, ..limit.clone() })
+        Some(RateLimit { retry_after: until.saturating_duration_since(now), ..limit.clone() })
     }
 
-    fn block(&self, key: (Endpoint, String), limit: &RateLimit) {
-        let until = Instant::now() + limit.retry_after;
+    fn block(&self, key: BlockKey, limit: &RateLimit) {
+        let until = crate::time_math::instant_after(Instant::now(), limit.retry_after);
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         let entry = blocked.entry(key).or_insert((until, limit.clone()));
         if entry.0 < until {
@@ -175,7 +231,7 @@ async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, Error> {
         let chunk = chunk.map_err(|e| {
             Error::Transport(if e.is_timeout() { "the answer timed out" } else { "the answer was cut off" })
         })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        if body.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
             return Err(Error::InvalidResponse("the answer is larger than 64 KiB"));
         }
         body.extend_from_slice(&chunk);

@@ -6,6 +6,7 @@
 
 mod access_tokens;
 mod fdx;
+pub mod host_guard;
 pub mod http;
 mod onetrust;
 pub mod policy;

@@ -1,6 +1,7 @@
 //! OneTrust: OAuth 2.0 client credentials, then the collection point token.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -8,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use super::access_tokens::AccessTokenCache;
-use super::http::{Endpoint, UpstreamClient};
+use super::http::{ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::crd::OneTrustSource;
 use crate::error::Error;
@@ -18,6 +19,11 @@ const OAUTH: Endpoint = Endpoint { provider: "OneTrust", name: "oauth_token" };
 const COLLECTION_POINT: Endpoint = Endpoint { provider: "OneTrust", name: "collection_point_token" };
 /// OneTrust's shortest credential lifetime, assumed when `expires_in` is missing.
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// `expires_in` is clamped to this: zero, negative or garbled values would mean an OAuth request
+/// per reconcile...
+pub const MIN_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// ...and absurd ones an overflow. OneTrust's longest credential lifetime is a year.
+pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A validated OneTrust request: the tenant's OAuth endpoint and one collection point's token URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,25 +52,38 @@ impl OneTrustRequest {
     }
 }
 
+/// How a host takes the OAuth token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OAuthEncoding {
+    /// What OneTrust's OpenAPI document declares.
+    Multipart,
+    /// What OneTrust's sample code sends; used only for hosts that refused multipart.
+    FormUrlEncoded,
+}
+
 pub struct OneTrustClient {
     upstream: Arc<UpstreamClient>,
     access_tokens: AccessTokenCache,
+    /// `host:port` of OAuth endpoints that refused multipart and took form-urlencoded.
+    form_hosts: Mutex<HashSet<String>>,
 }
 
 impl OneTrustClient {
     pub fn new(upstream: Arc<UpstreamClient>) -> Self {
-        Self { upstream, access_tokens: AccessTokenCache::default() }
+        Self { upstream, access_tokens: AccessTokenCache::default(), form_hosts: Mutex::default() }
     }
 
     pub async fn fetch(&self, request: &OneTrustRequest, credentials: &Credentials) -> Result<FetchedToken, Error> {
         let key = cache_key(&request.hostname, credentials);
+        let client = ClientKey::of(credentials);
         let access = self.access_token(&key, request, credentials).await?;
-        match self.collection_point_token(&request.collection_point_url, &access).await {
-            // The access token was revoked or rotated: drop it and try once with a new one.
+        match self.collection_point_token(&request.collection_point_url, &client, &access).await {
+            // The access token was revoked or rotated: drop it and try once with a new one. (A
+            // 403 is about scope or organisation: a new access token would not change it.)
             Err(Error::Unauthorized { .. }) => {
                 self.access_tokens.invalidate(&key, &access).await;
                 let access = self.access_token(&key, request, credentials).await?;
-                self.collection_point_token(&request.collection_point_url, &access).await
+                self.collection_point_token(&request.collection_point_url, &client, &access).await
             }
             other => other,
         }
@@ -79,54 +98,60 @@ impl OneTrustClient {
         self.access_tokens.get_or_fetch(key, || self.request_access_token(&request.oauth_url, credentials)).await
     }
 
+    /// Asks for an access token as OneTrust's OpenAPI document says (multipart/form-data). A
+    /// host that refuses that with 400 or 415 is asked once more form-urlencoded (as OneTrust's
+    /// sample code sends it), and if that works, it is asked that way from then on.
     async fn request_access_token(
         &self,
         url: &url::Url,
         credentials: &Credentials,
     ) -> Result<(SecretString, Duration), Error> {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", credentials.client_id.expose_secret()),
-            ("client_secret", credentials.client_secret.expose_secret()),
-        ];
-        let request = self
-            .upstream
-            .client()
-            .post(url.clone())
-            .header("accept", "application/json")
-            .form(&form)
-            .build()
-            .map_err(|_| Error::Internal("cannot build the OAuth request"))?;
-        let response = self.upstream.send(OAUTH, request).await?;
-
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            access_token: String,
-            token_type: Option<String>,
-            expires_in: Option<serde_json::Value>,
-        }
-        let answer: Answer = serde_json::from_slice(&response.body)
-            .map_err(|_| Error::InvalidResponse("the OAuth answer is not the documented JSON"))?;
-        if answer.access_token.is_empty() {
-            return Err(Error::InvalidResponse("the OAuth answer has an empty access_token"));
-        }
-        if answer.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-            return Err(Error::InvalidResponse("the OAuth answer is not a bearer token"));
-        }
-        let lifetime = match answer.expires_in {
-            None => DEFAULT_ACCESS_TOKEN_LIFETIME,
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME)
+        let authority =
+            format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(443));
+        let remembered = self.form_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(&authority);
+        let first = if remembered { OAuthEncoding::FormUrlEncoded } else { OAuthEncoding::Multipart };
+        let response = match self.post_oauth(url, credentials, first).await {
+            Err(Error::Rejected { status: 400 | 415 }) if first == OAuthEncoding::Multipart => {
+                let response =
+                    self.post_oauth(url, credentials, OAuthEncoding::FormUrlEncoded).await.map_err(oauth_error)?;
+                tracing::info!(host = %authority, "the OAuth endpoint refused multipart/form-data and took form-urlencoded; using that for this host");
+                self.form_hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(authority);
+                response
             }
-            Some(serde_json::Value::String(s)) => {
-                s.parse().map(Duration::from_secs).unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME)
-            }
-            Some(_) => DEFAULT_ACCESS_TOKEN_LIFETIME,
+            other => other.map_err(oauth_error)?,
         };
-        Ok((SecretString::from(answer.access_token), lifetime))
+        parse_oauth_answer(&response.body)
     }
 
-    async fn collection_point_token(&self, url: &url::Url, access: &SecretString) -> Result<FetchedToken, Error> {
+    async fn post_oauth(
+        &self,
+        url: &url::Url,
+        credentials: &Credentials,
+        encoding: OAuthEncoding,
+    ) -> Result<super::http::UpstreamResponse, Error> {
+        let (id, secret) = (credentials.client_id.expose_secret(), credentials.client_secret.expose_secret());
+        let builder = self.upstream.client().post(url.clone()).header("accept", "application/json");
+        let builder = match encoding {
+            OAuthEncoding::Multipart => builder.multipart(
+                reqwest::multipart::Form::new()
+                    .text("grant_type", "client_credentials")
+                    .text("client_id", id.to_owned())
+                    .text("client_secret", secret.to_owned()),
+            ),
+            OAuthEncoding::FormUrlEncoded => {
+                builder.form(&[("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)])
+            }
+        };
+        let request = builder.build().map_err(|_| Error::Internal("cannot build the OAuth request"))?;
+        self.upstream.send(OAUTH, &ClientKey::of(credentials), request).await
+    }
+
+    async fn collection_point_token(
+        &self,
+        url: &url::Url,
+        client: &ClientKey,
+        access: &SecretString,
+    ) -> Result<FetchedToken, Error> {
         let request = self
             .upstream
             .client()
@@ -136,7 +161,7 @@ impl OneTrustClient {
             .build()
             // The only part that can make it fail is the access token OneTrust sent.
             .map_err(|_| Error::InvalidResponse("the OAuth access token cannot be sent in an HTTP header"))?;
-        let response = self.upstream.send(COLLECTION_POINT, request).await?;
+        let response = self.upstream.send(COLLECTION_POINT, client, request).await?;
         let fetched_at = Timestamp::now();
         let value = token_from_body(&response.body)?;
         let claims = token::read_claims(&value, fetched_at)?;
@@ -147,6 +172,47 @@ impl OneTrustClient {
             collection_point_version: claims.process_version,
         })
     }
+}
+
+/// A refusal by the OAuth endpoint is about the credentials, never about the ConsentToken's spec.
+fn oauth_error(err: Error) -> Error {
+    match err {
+        Error::Rejected { status } => Error::OAuthRejected { status },
+        other => other,
+    }
+}
+
+/// Reads OneTrust's OAuth answer: the access token and how long to keep it (`expires_in`,
+/// clamped to [`MIN_ACCESS_TOKEN_LIFETIME`] and [`MAX_ACCESS_TOKEN_LIFETIME`]).
+fn parse_oauth_answer(body: &[u8]) -> Result<(SecretString, Duration), Error> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+        token_type: Option<String>,
+        expires_in: Option<serde_json::Value>,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| Error::InvalidResponse("the OAuth answer is not the documented JSON"))?;
+    if answer.access_token.is_empty() {
+        return Err(Error::InvalidResponse("the OAuth answer has an empty access_token"));
+    }
+    if answer.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
+        return Err(Error::InvalidResponse("the OAuth answer is not a bearer token"));
+    }
+    let seconds = match answer.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(n.as_f64().unwrap_or(0.0)),
+        Some(serde_json::Value::String(s)) => Some(s.trim().parse::<f64>().unwrap_or(0.0)),
+        Some(_) => Some(0.0),
+    };
+    let lifetime = match seconds {
+        None => DEFAULT_ACCESS_TOKEN_LIFETIME,
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::from_secs_f64(s.min(MAX_ACCESS_TOKEN_LIFETIME.as_secs_f64())).max(MIN_ACCESS_TOKEN_LIFETIME)
+        }
+        Some(_) => MIN_ACCESS_TOKEN_LIFETIME,
+    };
+    Ok((SecretString::from(answer.access_token), lifetime))
 }
 
 /// The documentation contradicts itself on the body (schema: a string; example: an object),
@@ -237,6 +303,43 @@ mod tests {
             request(Some(3), Some(CollectionPointState::Active)).collection_point_url.query(),
             Some("version=3&state=ACTIVE")
         );
+    }
+
+    #[test]
+    fn expires_in_is_clamped_and_read_in_every_shape() {
+        let lifetime = |body: &str| parse_oauth_answer(body.as_bytes()).map(|(_, d)| d);
+        let with = |v: &str| format!(r#"{{"access_token":"a.b.c","token_type":"Bearer","expires_in":{v}}}"#);
+        assert_eq!(lifetime(&with("31535999")).unwrap(), Duration::from_secs(31_535_999), "the documented example");
+        assert_eq!(lifetime(&with("\"3600\"")).unwrap(), Duration::from_secs(3600));
+        assert_eq!(lifetime(r#"{"access_token":"a.b.c"}"#).unwrap(), DEFAULT_ACCESS_TOKEN_LIFETIME);
+        for floor in ["0", "-5", "\"soon\"", "[]", "1e-9"] {
+            assert_eq!(lifetime(&with(floor)).unwrap(), MIN_ACCESS_TOKEN_LIFETIME, "{floor}");
+        }
+        for ceiling in ["300000000000", "1e300", "18446744073709551615"] {
+            assert_eq!(lifetime(&with(ceiling)).unwrap(), MAX_ACCESS_TOKEN_LIFETIME, "{ceiling}");
+        }
+        assert!(lifetime(r#"{"access_token":""}"#).is_err());
+        assert!(lifetime(r#"{"access_token":"x","token_type":"mac"}"#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_oauth_answer_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_oauth_answer(&body);
+        }
+
+        #[test]
+        fn no_expires_in_escapes_the_clamp(value in proptest::prelude::any::<f64>(), as_text in proptest::prelude::any::<bool>()) {
+            let expires_in = if as_text { serde_json::Value::String(value.to_string()) } else { serde_json::json!(value) };
+            let body = serde_json::json!({"access_token": "a.b.c", "expires_in": expires_in}).to_string();
+            let (_, lifetime) = parse_oauth_answer(body.as_bytes()).unwrap();
+            proptest::prop_assert!(lifetime >= MIN_ACCESS_TOKEN_LIFETIME && lifetime <= MAX_ACCESS_TOKEN_LIFETIME);
+        }
+
+        #[test]
+        fn no_collection_point_body_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = token_from_body(&body);
+        }
     }
 
     #[test]

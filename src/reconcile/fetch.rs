@@ -1,6 +1,9 @@
 //! Fetching a new token and writing it: credentials, provider, target Secret. A failure at any
 //! step leaves the Secret as it was, so the last good token stays where pods read it.
 
+use std::time::Duration;
+
+use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
@@ -10,19 +13,33 @@ use crate::error::Error;
 use crate::spec::ValidSpec;
 use crate::target_secret::{self, TokenRecord};
 
-/// Fetches a token for `ct` and writes it into its Secret. `credentials_version`: the version of
-/// the credentials Secret a change was seen to, if that is why this reconcile runs.
+/// Fetches a token for `ct` and writes it into its Secret, unless it is not worth writing (see
+/// [`worth_writing`]). `current`: the token in the Secret; `replace_anyway`: the spec or the
+/// credentials changed, so the current token is not what was asked for any more;
+/// `credentials_version`: the version of the credentials Secret a change was seen to, if that is
+/// why this reconcile runs.
 pub async fn refresh(
     ct: &ConsentToken,
     ctx: &Context,
     spec: &ValidSpec<'_>,
     target: &Target,
+    current: Option<&TokenRecord>,
+    replace_anyway: bool,
     credentials_version: Option<&str>,
 ) -> Result<TokenRecord, Error> {
     let namespace = ct.namespace().unwrap_or_default();
     let host = spec.source.host();
     let credentials = ctx.credentials.get(&ctx.client, &namespace, spec.credentials, credentials_version, host).await?;
-    let fetched = ctx.providers.fetch(&spec.source, &credentials).await?;
+    let fetched = match ctx.providers.fetch(&spec.source, &credentials).await {
+        Ok(fetched) => fetched,
+        Err(err) => {
+            if matches!(err, Error::Unauthorized { .. }) {
+                ctx.credentials.forget(&namespace, &spec.credentials.name);
+            }
+            return Err(err);
+        }
+    };
+    worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime)?;
     let first = !matches!(target, Target::Ours(_));
     let (earliest, latest) = spec.schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
     let record = TokenRecord {
@@ -36,4 +53,55 @@ pub async fn refresh(
     };
     secret::write(ct, ctx, target, &target_secret::desired(ct, &fetched.token, &record)).await?;
     Ok(record)
+}
+
+/// Whether a new token may replace what the Secret holds: never one that lives less than
+/// `min_lifetime` (it could not reach a mounted volume before it expires), and, unless the spec
+/// or the credentials changed, never one that expires before the current token while that one
+/// is not due yet (an upstream handing out a nearly expired token must not push out a good one).
+pub fn worth_writing(
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+    current: Option<&TokenRecord>,
+    replace_anyway: bool,
+    min_lifetime: Duration,
+) -> Result<(), Error> {
+    let Some(expires_at) = expires_at else { return Ok(()) };
+    if crate::time_math::between(now, expires_at) < min_lifetime {
+        return Err(Error::InvalidResponse(
+            "the new token lives less than the operator's --min-token-lifetime; nothing was written",
+        ));
+    }
+    let shorter_than_current = current.and_then(|c| c.expires_at).is_some_and(|current| expires_at < current);
+    let current_due = current.is_some_and(|c| c.next_refresh_at <= now);
+    if !replace_anyway && shorter_than_current && !current_due {
+        return Err(Error::InvalidResponse(
+            "the new token expires before the one in the Secret, which is not due yet; the current one was kept",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, t};
+
+    const MIN: Duration = Duration::from_secs(90);
+
+    #[test]
+    fn a_token_too_short_lived_for_the_kubelet_is_never_written() {
+        assert!(worth_writing(t(0), Some(t(60)), None, true, MIN).is_err());
+        assert!(worth_writing(t(0), Some(t(90)), None, false, MIN).is_ok());
+        assert!(worth_writing(t(0), None, None, false, MIN).is_ok(), "OneTrust tokens carry no expiry");
+    }
+
+    #[test]
+    fn a_shorter_lived_token_replaces_the_current_one_only_when_that_is_due_or_outdated() {
+        let current = fixtures::record(); // expires t(300), due t(150)
+        assert!(worth_writing(t(10), Some(t(200)), Some(&current), false, MIN).is_err(), "not due, shorter");
+        assert!(worth_writing(t(10), Some(t(400)), Some(&current), false, MIN).is_ok(), "outlives it");
+        assert!(worth_writing(t(150), Some(t(280)), Some(&current), false, MIN).is_ok(), "due");
+        assert!(worth_writing(t(10), Some(t(200)), Some(&current), true, MIN).is_ok(), "spec changed");
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::ConsentTokenStatus;
+use crate::crd::{ConsentTokenStatus, FailureStatus, RateLimitStatus};
 use crate::status::{self, Ready};
 
 /// The decision-relevant part of the last status written for one object.
@@ -21,6 +21,8 @@ pub struct Written {
     refresh_requested_at: Option<String>,
     consecutive_failures: i32,
     next_refresh_time: Option<Time>,
+    last_failure: Option<FailureStatus>,
+    rate_limit: Option<RateLimitStatus>,
     /// Ready as last written, so a transition gets exactly one Event.
     pub ready: Option<Ready>,
     /// Hash of the status written, and of the cached status it replaced: a cache still showing
@@ -38,6 +40,8 @@ impl Written {
             refresh_requested_at: status.refresh_requested_at.clone(),
             consecutive_failures: status.consecutive_failures,
             next_refresh_time: status.next_refresh_time.clone(),
+            last_failure: status.last_failure.clone(),
+            rate_limit: status.rate_limit.clone(),
             ready: status::ready(Some(status)),
         }
     }
@@ -56,6 +60,8 @@ impl Written {
         status.refresh_requested_at = self.refresh_requested_at.clone();
         status.consecutive_failures = self.consecutive_failures;
         status.next_refresh_time = self.next_refresh_time.clone();
+        status.last_failure = self.last_failure.clone();
+        status.rate_limit = self.rate_limit.clone();
         status
     }
 }

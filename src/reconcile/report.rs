@@ -1,6 +1,8 @@
 //! The last stage of a reconcile: make what happened visible and say when to look again.
 //! Fed by one [`Outcome`], it writes the status (only when it changed), publishes an Event on a
 //! Ready transition, updates the metrics, and returns the requeue.
+// Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
 use crate::error::Error;
 use crate::metrics::{FailureLabels, ObjectLabels, ProviderLabels};
 use crate::schedule;
-use crate::status::{self, Ready};
+use crate::status::{self, Failure, Ready};
 use crate::target_secret::TokenRecord;
 
 /// What the fetch stage did, if anything.
@@ -43,13 +45,17 @@ pub struct Outcome {
     pub next_refresh: Timestamp,
     /// The refresh request (annotation value) this reconcile has handled.
     pub refresh_requested_at: Option<String>,
+    /// The failure the status shows from an earlier attempt, while failures go on.
+    pub carried_failure: Option<Failure>,
 }
 
 impl Outcome {
-    fn failure(&self) -> Option<&Error> {
+    /// The failure the status should show.
+    fn failure(&self) -> Option<Failure> {
         match &self.attempt {
-            Attempt::Failed(err) => Some(err),
-            Attempt::Waited | Attempt::Refreshed => None,
+            Attempt::Failed(err) => Some(Failure::new(err, self.now)),
+            Attempt::Waited => self.carried_failure.clone(),
+            Attempt::Refreshed => None,
         }
     }
 }
@@ -61,6 +67,7 @@ pub async fn report(
     outcome: Outcome,
 ) -> Result<Action, Error> {
     count_attempt(ct, ctx, &outcome);
+    let failure = outcome.failure();
     let desired = status::desired(
         ct.status.as_ref(),
         &status::Observed {
@@ -68,7 +75,7 @@ pub async fn report(
             generation: ct.meta().generation,
             provider: outcome.provider,
             current: outcome.token.as_ref(),
-            failure: outcome.failure(),
+            failure: failure.as_ref(),
             consecutive_failures: outcome.consecutive_failures,
             next_refresh: outcome.next_refresh,
             refresh_requested_at: outcome.refresh_requested_at.clone(),

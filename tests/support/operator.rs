@@ -35,6 +35,8 @@ pub struct Launch<'a> {
     /// The fake provider listens on loopback, which the operator only calls when its admin
     /// allows it: on, unless a test checks that it is refused.
     pub allow_loopback: bool,
+    /// The fakes hand out tokens of seconds, far below the default minimum (90 s).
+    pub min_token_lifetime: &'a str,
     /// Extra `/etc/hosts` lines (address, name) that only this operator sees: it runs in a
     /// mount namespace of its own with its own copy of the file.
     pub hosts: Vec<(&'a str, &'a str)>,
@@ -50,6 +52,7 @@ impl<'a> Launch<'a> {
             ca_pem,
             args: Vec::new(),
             allow_loopback: true,
+            min_token_lifetime: "2s",
             hosts: Vec::new(),
         }
     }
@@ -129,6 +132,7 @@ impl Operator {
         if let Some(namespace) = launch.namespace {
             command.args(["--namespaces", namespace]);
         }
+        command.args(["--min-token-lifetime", launch.min_token_lifetime]);
         if launch.allow_loopback {
             command.args(["--allowed-private-networks", "127.0.0.0/8,::1/128"]);
         }

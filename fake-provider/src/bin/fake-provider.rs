@@ -20,7 +20,7 @@ struct Args {
     fdx_clients: Vec<(String, String)>,
     /// `expires_in` of OneTrust access tokens, seconds.
     #[arg(long, default_value_t = 3600)]
-    oauth_expires_in: u64,
+    oauth_expires_in: i64,
     /// Lifetime of MX / FDX tokens, seconds.
     #[arg(long, default_value_t = 300)]
     fdx_lifetime: u64,

@@ -1,0 +1,193 @@
+//! What protects a provider host, and the operator from it, whatever the number of objects:
+//!
+//! - a limit on requests under way per host, so a host that takes the whole timeout for every
+//!   request (a tarpit) holds only that many reconciles, not all of them: a reconcile that
+//!   finds the host full waits up to [`QUEUE_WAIT`] for a slot (a healthy host frees one within
+//!   milliseconds), then is put back in the queue, nothing sent;
+//! - a circuit breaker: after [`OPEN_AFTER`] transient failures in a row (5xx, timeouts,
+//!   connection failures), no request goes to the host for a cooldown; then one probe goes,
+//!   and the host opens up again when it succeeds (the cooldown doubles while it fails, up to
+//!   [`MAX_COOLDOWN`], so a recovered host is noticed within that). During an outage the host
+//!   gets a handful of requests, not every object's retries.
+// Time arithmetic here is fed by upstream behaviour: only saturating sums (see time_math).
+#![deny(clippy::arithmetic_side_effects)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::time_math::instant_after;
+
+/// How long a request waits for one of its host's slots before it is held back.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// Transient failures in a row that open the breaker.
+pub const OPEN_AFTER: u32 = 5;
+const FIRST_COOLDOWN: Duration = Duration::from_secs(5);
+/// The longest pause between probes of a failing host.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(20);
+
+/// Why a request was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// As many requests as allowed are under way to the host.
+    Busy,
+    /// The host is failing; the next probe may go in this long.
+    Failing(Duration),
+}
+
+/// The outcome of a request, as the breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Any HTTP answer but a 5xx: the host works (a 4xx is about the request).
+    Working,
+    /// A 5xx, a timeout or a failed connection.
+    Failing,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures_in_a_row: u32,
+    /// Set while open: no request before this.
+    open_until: Option<Instant>,
+    cooldown: Duration,
+    /// A probe is under way.
+    probing: bool,
+}
+
+/// Per host: its request slots and its breaker.
+pub struct HostGuard {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, (Arc<Semaphore>, Breaker)>>,
+}
+
+/// Permission to send one request to a host; report how it went with [`HostGuard::record`].
+pub struct Pass {
+    host: String,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl HostGuard {
+    pub fn new(per_host: usize) -> Self {
+        Self { per_host: per_host.max(1), hosts: Mutex::new(HashMap::new()) }
+    }
+
+    /// A pass for one request to `host`, or why not now.
+    pub async fn admit(&self, host: &str) -> Result<Pass, Held> {
+        let slots = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let (slots, breaker) = hosts
+                .entry(host.to_owned())
+                .or_insert_with(|| (Arc::new(Semaphore::new(self.per_host)), Breaker::default()));
+            Self::closed(breaker)?;
+            slots.clone()
+        };
+        let slot = match tokio::time::timeout(QUEUE_WAIT, slots.acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(Held::Busy),
+        };
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, breaker)) = hosts.get_mut(host) {
+            // The breaker may have opened while this request waited for its slot.
+            Self::closed(breaker)?;
+            if breaker.open_until.is_some() {
+                breaker.probing = true;
+            }
+        }
+        Ok(Pass { host: host.to_owned(), _slot: slot })
+    }
+
+    /// Whether a request may go: the breaker is closed, or its cooldown is over and no probe is
+    /// under way (this request will be the probe).
+    fn closed(breaker: &Breaker) -> Result<(), Held> {
+        let Some(until) = breaker.open_until else { return Ok(()) };
+        let now = Instant::now();
+        if until > now {
+            return Err(Held::Failing(until.saturating_duration_since(now)));
+        }
+        if breaker.probing {
+            return Err(Held::Failing(breaker.cooldown));
+        }
+        Ok(())
+    }
+
+    /// How the request sent with `pass` went.
+    pub fn record(&self, pass: Pass, answer: Answer) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, breaker)) = hosts.get_mut(&pass.host) else { return };
+        match answer {
+            Answer::Working => *breaker = Breaker::default(),
+            Answer::Failing => {
+                breaker.failures_in_a_row = breaker.failures_in_a_row.saturating_add(1);
+                if breaker.probing || (breaker.open_until.is_none() && breaker.failures_in_a_row >= OPEN_AFTER) {
+                    breaker.cooldown = if breaker.cooldown.is_zero() {
+                        FIRST_COOLDOWN
+                    } else {
+                        breaker.cooldown.saturating_mul(2).min(MAX_COOLDOWN)
+                    };
+                    breaker.open_until = Some(instant_after(Instant::now(), breaker.cooldown));
+                    breaker.probing = false;
+                    tracing::warn!(host = %pass.host, cooldown = ?breaker.cooldown, "provider host failing; pausing requests to it");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_host_gets_one_probe_per_cooldown_and_opens_on_success() {
+        let guard = HostGuard::new(4);
+        for _ in 0..OPEN_AFTER {
+            let pass = guard.admit("h:443").await.unwrap();
+            guard.record(pass, Answer::Failing);
+        }
+        assert!(matches!(guard.admit("h:443").await, Err(Held::Failing(wait)) if wait <= FIRST_COOLDOWN));
+        assert!(guard.admit("other:443").await.is_ok(), "per host");
+        // Cooldown over (simulated): exactly one probe goes.
+        guard.hosts.lock().unwrap().get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
+        let probe = guard.admit("h:443").await.unwrap();
+        assert!(matches!(guard.admit("h:443").await, Err(Held::Failing(_))), "one probe at a time");
+        guard.record(probe, Answer::Failing);
+        let cooldown = guard.hosts.lock().unwrap()["h:443"].1.cooldown;
+        assert_eq!(cooldown, FIRST_COOLDOWN * 2, "the pause doubles while it fails");
+        guard.hosts.lock().unwrap().get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
+        let probe = guard.admit("h:443").await.unwrap();
+        guard.record(probe, Answer::Working);
+        assert!(guard.admit("h:443").await.is_ok(), "open again after a successful probe");
+    }
+
+    #[tokio::test]
+    async fn requests_under_way_are_limited_per_host() {
+        let guard = HostGuard::new(2);
+        let (a, b) = (guard.admit("tarpit:443").await.unwrap(), guard.admit("tarpit:443").await.unwrap());
+        assert_eq!(guard.admit("tarpit:443").await.err(), Some(Held::Busy));
+        assert!(guard.admit("healthy:443").await.is_ok());
+        guard.record(a, Answer::Working);
+        assert!(guard.admit("tarpit:443").await.is_ok(), "a slot is free again");
+        drop(b);
+    }
+
+    #[tokio::test]
+    async fn the_cooldown_never_exceeds_its_ceiling() {
+        let guard = HostGuard::new(1);
+        for _ in 0..100 {
+            guard
+                .hosts
+                .lock()
+                .unwrap()
+                .entry("h".into())
+                .or_insert_with(|| (Arc::new(Semaphore::new(1)), Breaker::default()))
+                .1
+                .open_until = Some(Instant::now());
+            if let Ok(pass) = guard.admit("h").await {
+                guard.record(pass, Answer::Failing);
+            }
+        }
+        assert!(guard.hosts.lock().unwrap()["h"].1.cooldown <= MAX_COOLDOWN);
+    }
+}

@@ -1,0 +1,154 @@
+//! Many objects against a failing or hostile provider: a tarpit delays only its own
+//! ConsentTokens, and an outage draws fewer requests than normal operation, with everything
+//! renewed soon after it ends. The figures are printed (`-- --nocapture`) and recorded in
+//! docs/reliability.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use consent_token_operator::crd::ConsentToken;
+use fake_provider::{Endpoint, FakeProvider, Fault};
+use jiff::Timestamp;
+use kube::api::ListParams;
+use support::operator::{Launch, Operator, TestEnv};
+
+fn fdx(base_url: &str, customer: &str, secret: &str) -> serde_json::Value {
+    serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": {"name": secret}}})
+}
+
+fn ready(ct: &ConsentToken) -> Option<(String, String)> {
+    let condition = ct.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+async fn list(env: &TestEnv, prefix: &str) -> Vec<ConsentToken> {
+    let all = env.tokens().list(&ListParams::default()).await.unwrap().items;
+    all.into_iter().filter(|ct| ct.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))).collect()
+}
+
+async fn wait_all_ready(env: &TestEnv, prefix: &str, count: usize) {
+    support::eventually(&format!("{count} {prefix}* Ready"), Duration::from_secs(90), || async {
+        let ready_now = list(env, prefix).await.iter().filter(|ct| ready(ct).is_some_and(|(s, _)| s == "True")).count();
+        (ready_now == count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tarpitting_host_delays_only_its_own_consent_tokens() {
+    support::install_crds();
+    let client = support::admin_client().await;
+    let namespace = support::namespace(&client, "tarpit").await;
+    let healthy = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let tarpit = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    healthy.set_fdx_lifetime(30); // renewed every 15 s or so
+    tarpit.inject(Endpoint::FdxToken, Fault::Slow(Duration::from_secs(3600)), None); // answers never come
+    let ca = format!("{}{}", healthy.ca_pem(), tarpit.ca_pem());
+    let launch = Launch::new(&namespace, &ca).args(&[
+        "--upstream-timeout",
+        "5s",
+        "--concurrency",
+        "8",
+        "--upstream-concurrency-per-host",
+        "3",
+    ]);
+    let operator = Operator::launch(launch).await;
+    operator.wait_until_leader(&namespace).await;
+    let env = TestEnv::from_parts(client, namespace, healthy, operator);
+    tarpit.add_fdx_client("mx-tarpit", "mx-secret-tarpit");
+    env.fake.add_fdx_client("mx-healthy", "mx-secret-healthy");
+    env.put_secret("tarpit-credentials", &[("client_id", "mx-tarpit"), ("client_secret", "mx-secret-tarpit")]).await;
+    env.put_secret("healthy-credentials", &[("client_id", "mx-healthy"), ("client_secret", "mx-secret-healthy")]).await;
+    for i in 0..50 {
+        env.create_token(
+            &format!("tarpit-{i}"),
+            fdx(&tarpit.base_url(), &format!("tarpit-customer-{i}"), "tarpit-credentials"),
+        )
+        .await;
+        env.create_token(
+            &format!("healthy-{i}"),
+            fdx(&env.fake.base_url(), &format!("healthy-customer-{i}"), "healthy-credentials"),
+        )
+        .await;
+    }
+    wait_all_ready(&env, "healthy-", 50).await;
+
+    // Over 45 s (three lifetimes' worth of renewals), every healthy token stays valid.
+    let started = Instant::now();
+    let mut least_left = i64::MAX;
+    while started.elapsed() < Duration::from_secs(45) {
+        let now = Timestamp::now();
+        for ct in list(&env, "healthy-").await {
+            let name = ct.metadata.name.clone().unwrap();
+            assert_eq!(ready(&ct).map(|(s, _)| s), Some("True".to_owned()), "{name} lost its token");
+            let expires = ct.status.unwrap().expires_at.unwrap().0;
+            least_left = least_left.min(expires.as_second() - now.as_second());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let healthy_requests = env.fake.requests(Endpoint::FdxToken);
+    let tarpit_requests = tarpit.requests(Endpoint::FdxToken);
+    eprintln!(
+        "tarpit: {tarpit_requests} requests to the tarpit; {healthy_requests} to the healthy host; least time left on a healthy token: {least_left} s"
+    );
+    assert!(tarpit_requests > 0, "the tarpit was being tried all along");
+    assert!(healthy_requests >= 50 * 3, "healthy tokens kept being renewed: {healthy_requests}");
+    assert!(least_left > 0);
+}
+
+#[tokio::test]
+async fn an_outage_draws_fewer_requests_than_normal_and_everything_is_renewed_soon_after() {
+    let env = TestEnv::start("outage").await;
+    const N: usize = 100;
+    env.fdx_token("mx-0", "outage-customer-0").await;
+    for i in 1..N {
+        env.create_token(
+            &format!("mx-{i}"),
+            fdx(&env.fake.base_url(), &format!("outage-customer-{i}"), "mx-credentials"),
+        )
+        .await;
+    }
+    wait_all_ready(&env, "mx-", N).await;
+    // 300-second tokens renewed at half their life: in steady state N per 150 s.
+    let normal_per_minute = N as f64 * 60.0 / 150.0;
+    // The first renewals of new objects fall between 15 s and 150 s: let some fall in the outage.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let before = env.fake.requests(Endpoint::FdxToken);
+    env.fake.inject(Endpoint::FdxToken, Fault::Status(500), None);
+    let outage = Instant::now();
+    let mut expired_seen = 0;
+    while outage.elapsed() < Duration::from_secs(60) {
+        expired_seen +=
+            list(&env, "mx-").await.iter().filter(|ct| ready(ct).is_some_and(|(s, _)| s == "False")).count();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let during = env.fake.requests(Endpoint::FdxToken) - before;
+    env.fake.clear_faults(Endpoint::FdxToken);
+    let recovery = Timestamp::now();
+    let recovered = Instant::now();
+    assert!(env.fake.answers(Endpoint::FdxToken, 500) >= 1, "renewals came due during the outage and were tried");
+    assert!(
+        during as f64 <= normal_per_minute,
+        "{during} requests during a 60 s outage; normal rate {normal_per_minute}/min"
+    );
+    assert_eq!(expired_seen, 0, "no token expired during the outage");
+
+    // Within 30 s of the recovery, nothing is overdue and nothing is failing.
+    support::eventually("every token renewed after the recovery", Duration::from_secs(35), || async {
+        let all = list(&env, "mx-").await;
+        all.iter()
+            .all(|ct| {
+                let status = ct.status.as_ref().unwrap();
+                status.consecutive_failures == 0 && status.next_refresh_time.as_ref().is_some_and(|t| t.0 > recovery)
+            })
+            .then_some(())
+    })
+    .await;
+    eprintln!(
+        "outage: {during} requests in 60 s (normal {normal_per_minute:.0}/min); all renewed {:?} after the recovery",
+        recovered.elapsed()
+    );
+}
