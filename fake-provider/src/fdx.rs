@@ -57,7 +57,7 @@ pub async fn token(
             StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response()
         } else if !authorized {
             StatusCode::UNAUTHORIZED.into_response()
-        } else if !version.starts_with('v') {
+        } else if !version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             StatusCode::NOT_FOUND.into_response()
         } else {
             match request {

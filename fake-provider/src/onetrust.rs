@@ -134,7 +134,10 @@ pub async fn collection_point_token(
         });
         if !authorized {
             StatusCode::UNAUTHORIZED.into_response()
-        } else if uuid::Uuid::parse_str(&guid).is_err() || query.version.is_some_and(|v| v < 1) {
+        } else if uuid::Uuid::parse_str(&guid).is_err()
+            || query.version.is_some_and(|v| v < 1)
+            || query.state.as_deref().is_some_and(|s| !["ACTIVE", "DRAFT", "RETIRED", "INACTIVE"].contains(&s))
+        {
             StatusCode::BAD_REQUEST.into_response()
         } else {
             let latest = *st.collection_point_versions.entry(guid.clone()).or_insert(1);
