@@ -4,6 +4,7 @@
 //! `kubectl explain consenttoken.spec` prints: they are written for users.
 //! Validation that the API server can do lives here too (types, enums, patterns, CEL rules),
 //! so a wrong object is refused by `kubectl apply` with a message that says what to fix.
+//! (Long because every field carries its user documentation; it holds nothing else.)
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -8,6 +8,7 @@
 //! somewhat earlier (a window, never later), and the refresh calendar picks the quietest
 //! second in it. A provider's `Retry-After` is honoured in full. Retries after transient
 //! failures back off exponentially, but never past the point where the current token expires.
+//! (About half of this file is its unit and property tests.)
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
