@@ -65,15 +65,28 @@ impl CredentialsCache {
             allowed_for(&credentials.allowed_hosts, &reference.name, host)?;
             return Ok(credentials);
         }
-        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
-        self.reading().insert(key.clone(), None);
+        self.begin_read(namespace, reference);
         let read = read(client, namespace, reference, host).await;
+        self.end_read(namespace, reference, read.as_ref().ok());
+        read
+    }
+
+    /// A read of the Secret starts: from now on the watch notes the versions it sees of it.
+    fn begin_read(&self, namespace: &str, reference: &CredentialsSecretRef) {
+        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
+        self.reading().insert(key, None);
+    }
+
+    /// The read ended (with `credentials`, if it succeeded): they are cached unless the watch
+    /// reported another version meanwhile (a newer one is never replaced by an older one).
+    fn end_read(&self, namespace: &str, reference: &CredentialsSecretRef, credentials: Option<&Credentials>) {
+        let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
         let newer = self.reading().remove(&key).flatten();
-        let credentials = read?;
-        if newer.is_none_or(|seen| seen == credentials.version) {
-            self.store(namespace, reference, &credentials);
+        if let Some(credentials) = credentials
+            && newer.is_none_or(|seen| seen == credentials.version)
+        {
+            self.store(namespace, reference, credentials);
         }
-        Ok(credentials)
     }
 
     fn lookup(&self, namespace: &str, reference: &CredentialsSecretRef, version: Option<&str>) -> Option<Credentials> {
@@ -291,18 +304,24 @@ mod tests {
     #[test]
     fn a_read_older_than_what_the_watch_saw_is_not_cached_and_a_401_forgets() {
         let cache = CredentialsCache::default();
-        let key = SecretKey { namespace: "ns".into(), name: "creds".into() };
         let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
         v1.metadata.resource_version = Some("1".into());
         let old = from_secret(&v1, &reference(), HOST).unwrap();
         // A read is under way when the watch reports version 2; the read returns version 1.
-        cache.reading().insert(key.clone(), None);
+        cache.begin_read("ns", &reference());
         cache.observe("ns", "creds", Some("2"));
-        let newer = cache.reading().remove(&key).flatten();
-        assert_eq!(newer.as_deref(), Some("2"));
-        assert!(newer.is_some_and(|seen| seen != old.version), "version 1 is not stored over what the watch saw");
+        cache.end_read("ns", &reference(), Some(&old));
+        assert!(cache.lookup("ns", &reference(), None).is_none(), "version 1 is not cached over what the watch saw");
+        // Deleted while being read: nothing is cached either.
+        cache.begin_read("ns", &reference());
+        cache.observe("ns", "creds", None);
+        cache.end_read("ns", &reference(), Some(&old));
+        assert!(cache.lookup("ns", &reference(), None).is_none());
+        // Nothing seen meanwhile: cached.
+        cache.begin_read("ns", &reference());
+        cache.end_read("ns", &reference(), Some(&old));
+        assert!(cache.lookup("ns", &reference(), None).is_some());
         // A 401 forgets what was cached.
-        cache.store("ns", &reference(), &old);
         cache.forget("ns", "creds");
         assert!(cache.lookup("ns", &reference(), None).is_none());
     }

@@ -114,6 +114,8 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     // 1. observe
     let target = secret::observe(ct, ctx, &previous).await?;
     let current = target.record(ct.target_key());
+    // The workload has no usable token: failures retry sooner, and nothing is held back quietly.
+    let urgent = schedule::urgent(now, current.as_ref().map(|r| r.expires_at));
 
     // 2. validate and decide
     let plan = validate(ct, ctx, &target).map(|spec| {
@@ -151,13 +153,13 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
                 Ok(record) => refreshed(base, record),
                 // Nothing was sent (the host is busy or paused) and the workload still has a
                 // usable token: no failure to report, just a place back in the queue.
-                Err(err) if err.was_held() && !schedule::urgent(now, current.as_ref().map(|r| r.expires_at)) => {
+                Err(err) if err.was_held() && !urgent => {
                     if let Some(version) = credentials_changed_to {
                         ctx.credential_changes.record(ObjectRef::from_obj(ct), version);
                     }
                     return Ok(held_back(&err));
                 }
-                Err(err) => failed(ctx, &uid, base, err, current, &previous),
+                Err(err) => failed(ctx, &uid, base, err, current, urgent, &previous),
             }
         }
         Ok((_, Decision::Wait(until))) => {
@@ -167,7 +169,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
             }
             Outcome { token: current, next_refresh: until, ..base }
         }
-        Err(err) => failed(ctx, &uid, base, err, current, &previous),
+        Err(err) => failed(ctx, &uid, base, err, current, urgent, &previous),
     };
 
     // 4. report and requeue. Every failure, Kubernetes API ones included (say, no RBAC
@@ -187,7 +189,7 @@ fn validate<'a>(ct: &'a ConsentToken, ctx: &Context, target: &Target) -> Result<
 fn held_back(err: &Error) -> Action {
     let (at, _) = schedule::retry_window(Timestamp::now(), err.retry_class(), 1, None, false, rand::random());
     tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
-    Action::requeue(schedule::duration_between(Timestamp::now(), at))
+    Action::requeue(crate::time_math::between(Timestamp::now(), at))
 }
 
 fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {
@@ -209,6 +211,7 @@ fn failed(
     base: Outcome,
     err: Error,
     current: Option<TokenRecord>,
+    urgent: bool,
     previous: &ConsentTokenStatus,
 ) -> Outcome {
     let failures = previous.consecutive_failures.saturating_add(1);
@@ -217,7 +220,7 @@ fn failed(
         err.retry_class(),
         u32::try_from(failures).unwrap_or(u32::MAX),
         current.as_ref().and_then(|r| r.expires_at),
-        schedule::urgent(base.now, current.as_ref().map(|r| r.expires_at)),
+        urgent,
         rand::random(),
     );
     let retry = if from < to { ctx.calendar.place(uid, from, to) } else { from };

@@ -239,11 +239,6 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (number.is_empty() && saw_unit).then_some(Duration::from_secs(total))
 }
 
-/// `to - from`, or zero when `to` is not after `from`.
-pub fn duration_between(from: Timestamp, to: Timestamp) -> Duration {
-    between(from, to)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +262,7 @@ mod tests {
         let (earliest, latest) = schedule.renewal_window(t(0), Some(t(300)), false);
         assert_eq!(latest, t(150), "at the latest with exactly half the lifetime left");
         assert_eq!(earliest, t(120), "the window opens a fifth of the lead earlier");
-        assert!(duration_between(latest, t(300)) >= KUBELET_PROPAGATION);
+        assert!(between(latest, t(300)) >= KUBELET_PROPAGATION);
     }
 
     #[test]

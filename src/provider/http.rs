@@ -46,9 +46,7 @@ impl ClientKey {
     /// A hash of the client id (not secret, but not shown either).
     pub fn of(credentials: &super::Credentials) -> Self {
         use secrecy::ExposeSecret;
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(credentials.client_id.expose_secret().as_bytes());
-        Self(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+        Self(crate::token::fingerprint(credentials.client_id.expose_secret().as_bytes()))
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::crd::ConsentTokenStatus;
-use crate::schedule;
 use crate::target_secret::TokenRecord;
 
 /// A wake-up later than this after its scheduled time was not our own timer (a restart).
@@ -41,7 +40,7 @@ pub struct Situation<'a> {
 }
 
 /// Whether to fetch now or wait. `defer` picks a deferral for an overdue object on the first
-/// reconcile after a start (see [`schedule::overdue_window`]).
+/// reconcile after a start (see [`crate::schedule::overdue_window`]).
 pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
     // What a person did comes first, even during a backoff.
     if s.previous.observed_generation.is_some() && s.previous.observed_generation != s.generation {
@@ -74,7 +73,7 @@ pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option
         return Decision::Wait(due);
     }
     if s.first_reconcile
-        && schedule::duration_between(due, s.now) > OVERDUE_SLACK
+        && crate::time_math::between(due, s.now) > OVERDUE_SLACK
         && let Some(later) = defer(current.expires_at)
     {
         return Decision::Wait(later);

@@ -17,7 +17,6 @@ use super::{Context, FIELD_MANAGER};
 use crate::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
 use crate::error::Error;
 use crate::metrics::{FailureLabels, ObjectLabels, ProviderLabels};
-use crate::schedule;
 use crate::status::{self, Failure, Ready};
 use crate::target_secret::TokenRecord;
 
@@ -196,6 +195,6 @@ fn requeue(outcome: &Outcome) -> Action {
     {
         wake = exp;
     }
-    let wait = schedule::duration_between(Timestamp::now(), wake).max(Duration::from_millis(200));
+    let wait = crate::time_math::between(Timestamp::now(), wake).max(Duration::from_millis(200));
     Action::requeue(wait)
 }
