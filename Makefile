@@ -12,7 +12,7 @@ demo:
 ## Build what is missing, check generated files and lints, run every test against a real control plane.
 test: control-plane check-generated lint
 	cargo build --workspace --bins --locked
-	cargo test --workspace --locked
+	cargo test --workspace --locked --no-fail-fast
 
 ## Formatting (rustfmt.toml) and clippy with warnings as errors (Cargo.toml's [lints] deny
 ## unwrap/expect/panic outside tests).

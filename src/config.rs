@@ -49,6 +49,12 @@ pub struct ControllerArgs {
     /// pods 60 to 90 seconds after it changes, so it would expire on the way (e.g. 90s).
     #[arg(long, env = "MIN_TOKEN_LIFETIME", default_value = "90s", value_parser = parse_duration)]
     pub min_token_lifetime: Duration,
+
+    /// The operator's own namespace, where a ClusterConsentProvider's credentials Secret is
+    /// looked for when it names no `credentialsNamespace`. Default: the Lease's namespace
+    /// (`--lease-namespace`, in a cluster the pod's namespace).
+    #[arg(long, env = "OPERATOR_NAMESPACE")]
+    pub operator_namespace: Option<String>,
 }
 
 impl ControllerArgs {

@@ -5,35 +5,46 @@
 //! - Secrets the operator manages (label-selected): cached without their tokens (each value is
 //!   replaced by its fingerprint, see `target_secret::summarize`) and without managed fields;
 //!   any change to one (an edit, a deletion) reconciles its owner, which puts it back.
+//! - ConsentProviders, ClusterConsentProviders and Namespace labels (metadata only): cached, few
+//!   and small; a change to one reconciles the ConsentTokens that name it (or, for a
+//!   namespace, that use a cluster provider from it).
 //! - All other Secrets: watched metadata-only and not cached, so the operator's memory does not
 //!   grow with the cluster's Secrets. A change to a Secret some ConsentToken uses as credentials
-//!   refreshes that ConsentToken at once.
+//!   (directly or through its provider object, in any namespace) refreshes that ConsentToken at
+//!   once: every credentials watch publishes its changes to every controller
+//!   ([`SecretChanges`]).
 //!
 //! With a list of namespaces, one controller runs per namespace, each with namespaced watches,
-//! so the operator needs Roles in those namespaces only.
+//! so the operator needs Roles in those namespaces only (and read access to
+//! ClusterConsentProviders and Namespaces).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::{broadcast, watch};
 
 use crate::api_writes::ApiWrites;
 use crate::calendar::Calendar;
 use crate::config::ControllerArgs;
-use crate::crd::ConsentToken;
-use crate::credentials::{CredentialChanges, CredentialsCache};
+use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken, ProviderRefKind};
+use crate::credentials::{CredentialChanges, CredentialsCache, SecretChange};
 use crate::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
+use crate::provider_status;
 use crate::reconcile::{self, Context};
+use crate::resolve::{self, Catalog};
 use crate::server::Readiness;
 use crate::target_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
+use crate::watch_backoff::WatchBackoff;
 
 /// What the controllers share, built once by the caller.
 #[derive(Clone)]
@@ -46,6 +57,21 @@ pub struct Shared {
     pub reporter: Reporter,
     /// One calendar for every namespace: the provider sees the sum.
     pub calendar: Arc<Calendar>,
+    /// The namespace the operator runs in: where ClusterConsentProviders keep credentials by
+    /// default.
+    pub operator_namespace: String,
+}
+
+/// Every credentials watch publishes here; every controller listens, because a ClusterConsentProvider's
+/// Secret in one namespace serves ConsentTokens in others.
+type SecretChanges = broadcast::Sender<SecretChange>;
+
+/// What one controller leaves for the others and for the provider status writer.
+struct Scope {
+    run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    listed: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    tokens: Store<ConsentToken>,
+    catalog: Catalog,
 }
 
 /// Runs the controllers until `shutdown` resolves; reconciles under way are finished first.
@@ -58,22 +84,81 @@ pub async fn run(
 ) {
     let shutdown = shutdown.shared();
     let namespaces = args.watched_namespaces();
+    let credentials_namespaces = (!namespaces.is_empty()).then(|| {
+        let mut watched: BTreeSet<String> = namespaces.iter().cloned().collect();
+        watched.insert(shared.operator_namespace.clone());
+        Arc::new(watched)
+    });
     let scopes: Vec<Option<String>> =
-        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+        if namespaces.is_empty() { vec![None] } else { namespaces.iter().cloned().map(Some).collect() };
     tracing::info!(namespaces = ?scopes, concurrency = args.concurrency, "starting controllers");
-    let mut controllers = Vec::new();
-    let mut stores_ready = Vec::new();
-    for scope in scopes {
-        let (controller, ready) = controller_for(&shared, args, scope.as_deref(), shutdown.clone());
-        controllers.push(controller);
-        stores_ready.push(ready);
+
+    let (changes, _) = broadcast::channel(4096);
+    let (all_listed_tx, all_listed) = watch::channel(false);
+    let common = Common {
+        credentials: Arc::new(CredentialsCache::default()),
+        credential_changes: Arc::new(CredentialChanges::default()),
+        credentials_namespaces,
+        changes: changes.clone(),
+    };
+    let mut runs = Vec::new();
+    let mut listed = Vec::new();
+    let mut views = Vec::new();
+    for scope in &scopes {
+        let built = controller_for(&shared, &common, args, scope.as_deref(), shutdown.clone());
+        runs.push(built.run);
+        listed.push(built.listed);
+        views.push((built.catalog, built.tokens));
     }
+    // The credentials watches start once every ConsentToken and provider is listed, so the first
+    // sight of each Secret is matched against complete knowledge (and rotations while the
+    // operator was down are caught).
+    let mut watched_for_credentials = scopes.clone();
+    if !namespaces.is_empty() && !namespaces.contains(&shared.operator_namespace) {
+        watched_for_credentials.push(Some(shared.operator_namespace.clone()));
+    }
+    for scope in watched_for_credentials {
+        let watch = credentials_watch(&shared.client, scope, common.credentials.clone(), changes.clone());
+        let mut ready = all_listed.clone();
+        let watch = async move {
+            let _ = ready.wait_for(|listed| *listed).await.map(drop);
+            watch.await;
+        };
+        runs.push(Box::pin(until(shutdown.clone(), watch)));
+    }
+    let status_writer = provider_status::Writer {
+        client: shared.client.clone(),
+        providers: shared.providers.clone(),
+        policy: shared.policy.clone(),
+        credentials: common.credentials.clone(),
+        views,
+        operator_namespace: shared.operator_namespace.clone(),
+        changes: changes.subscribe(),
+    };
+    runs.push(Box::pin(until(shutdown.clone(), status_writer.run(all_listed.clone()))));
     tokio::spawn(async move {
-        futures::future::join_all(stores_ready).await;
+        futures::future::join_all(listed).await;
+        all_listed_tx.send_replace(true);
         readiness.set_watches_synced();
         tracing::info!("caches synced");
     });
-    futures::future::join_all(controllers).await;
+    futures::future::join_all(runs).await;
+}
+
+/// Runs `work` until `shutdown`.
+async fn until(shutdown: impl Future<Output = ()>, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = shutdown => {}
+        () = work => {}
+    }
+}
+
+/// Made once, used by every controller.
+struct Common {
+    credentials: Arc<CredentialsCache>,
+    credential_changes: Arc<CredentialChanges>,
+    credentials_namespaces: Option<Arc<BTreeSet<String>>>,
+    changes: SecretChanges,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -86,66 +171,137 @@ where
     }
 }
 
+/// A flag that turns true when a watch has listed everything, and a future that waits for it.
+// Readiness comes from each watch's own InitDone, not from `Store::wait_until_ready`: that
+// future keeps only the last waiter's waker (kube-runtime 5's DelayedInit over a oneshot), so
+// awaiting it next to the controller's own wait can leave one of them asleep forever.
+fn listed_flag() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+fn mark_listed<K>(flag: watch::Sender<bool>) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            flag.send_replace(true);
+        }
+    }
+}
+
+async fn all_true(flags: Vec<watch::Receiver<bool>>) {
+    for mut flag in flags {
+        let _ = flag.wait_for(|listed| *listed).await.map(drop);
+    }
+}
+
 fn controller_for<S>(
     shared: &Shared,
+    common: &Common,
     args: &ControllerArgs,
     namespace: Option<&str>,
     shutdown: S,
-) -> (impl Future<Output = ()> + use<S>, impl Future<Output = ()> + use<S>)
+) -> Scope
 where
-    S: Future<Output = ()> + Send + Sync + 'static,
+    S: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
     let consent_tokens: Api<ConsentToken> = api(&shared.client, namespace);
     let secrets: Api<Secret> = api(&shared.client, namespace);
-    // Readiness comes from each watch's own InitDone, not from `Store::wait_until_ready`: that
-    // future keeps only the last waiter's waker (kube-runtime 5's DelayedInit over a oneshot),
-    // so awaiting it next to the controller's own wait can leave one of them asleep forever.
-    let (secrets_listed_tx, secrets_listed) = tokio::sync::watch::channel(false);
-    let (tokens_listed_tx, tokens_listed) = tokio::sync::watch::channel(false);
+    let (secrets_listed_tx, secrets_listed) = listed_flag();
+    let (tokens_listed_tx, tokens_listed) = listed_flag();
+    let (providers_listed_tx, providers_listed) = listed_flag();
+    let (cluster_listed_tx, cluster_listed) = listed_flag();
+    let (namespaces_listed_tx, namespaces_listed) = listed_flag();
 
     let (owned_store, owned_writer) = reflector::store::<Secret>();
-    let owned_secrets = watcher(secrets.clone(), watcher::Config::default().labels(MANAGED_SELECTOR))
-        .default_backoff()
+    let owned_secrets = watcher(secrets, watcher::Config::default().labels(MANAGED_SELECTOR))
+        .backoff(WatchBackoff::default())
         .modify(target_secret::summarize)
         .reflect(owned_writer)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                secrets_listed_tx.send_replace(true);
-            }
-        })
+        .inspect(mark_listed(secrets_listed_tx))
         .touched_objects();
+
+    let (provider_store, provider_writer) = reflector::store::<ConsentProvider>();
+    let provider_events = watcher(api::<ConsentProvider>(&shared.client, namespace), watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .modify(|p| p.metadata.managed_fields = None)
+        .reflect(provider_writer)
+        .inspect(mark_listed(providers_listed_tx));
+    let (cluster_store, cluster_writer) = reflector::store::<ClusterConsentProvider>();
+    let cluster_events = watcher(Api::<ClusterConsentProvider>::all(shared.client.clone()), watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .modify(|p| p.metadata.managed_fields = None)
+        .reflect(cluster_writer)
+        .inspect(mark_listed(cluster_listed_tx));
+    let (namespace_store, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_config = match namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(shared.client.clone()), namespace_config)
+        .backoff(WatchBackoff::default())
+        .modify(|n| {
+            n.metadata.managed_fields = None;
+            n.metadata.annotations = None;
+        })
+        .reflect(namespace_writer)
+        .inspect(mark_listed(namespaces_listed_tx))
+        .touched_objects();
+
+    let catalog = Catalog {
+        providers: provider_store,
+        cluster_providers: cluster_store,
+        namespaces: namespace_store,
+        operator_namespace: shared.operator_namespace.clone(),
+    };
+    let (caches_listed_tx, caches_listed) = watch::channel(false);
+    let context_flags =
+        vec![secrets_listed.clone(), providers_listed.clone(), cluster_listed.clone(), namespaces_listed.clone()];
+    tokio::spawn(async move {
+        all_true(context_flags).await;
+        caches_listed_tx.send_replace(true);
+    });
 
     let context = Arc::new(Context {
         client: shared.client.clone(),
         providers: shared.providers.clone(),
         policy: shared.policy.clone(),
-        owned_secrets: owned_store.clone(),
-        owned_secrets_listed: secrets_listed.clone(),
-        credentials: CredentialsCache::default(),
-        credential_changes: Arc::new(CredentialChanges::default()),
+        owned_secrets: owned_store,
+        caches_listed,
+        catalog: catalog.clone(),
+        credentials_namespaces: common.credentials_namespaces.clone(),
+        credentials: common.credentials.clone(),
+        credential_changes: common.credential_changes.clone(),
         calendar: shared.calendar.clone(),
         reporter: shared.reporter.clone(),
         metrics: shared.metrics.clone(),
         api_writes: shared.api_writes.clone(),
         status_memory: Default::default(),
+        unwritten: Default::default(),
         overdue_spread: args.overdue_spread,
         min_token_lifetime: args.min_token_lifetime,
     });
 
     let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let forget = context.clone();
+    let cached = token_store.clone();
+    // The objects cached when a (re)list began: those missing from its result were deleted
+    // while the watch was disconnected, and their records go as a deletion's would.
+    let mut before_relist: Vec<Arc<ConsentToken>> = Vec::new();
     let tokens = watcher(consent_tokens, watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim_consent_token)
         .reflect(token_writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(ct)) => {
-                let uid = ct.uid().unwrap_or_default();
-                forget.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
-                forget.status_memory.forget(&uid);
-                forget.calendar.forget(&uid);
-            }
+            Ok(watcher::Event::Delete(ct)) => forget_object(&forget, ct),
+            Ok(watcher::Event::Init) => before_relist = cached.state(),
             Ok(watcher::Event::InitDone) => {
+                for ct in gone(std::mem::take(&mut before_relist), &cached) {
+                    tracing::debug!(
+                        namespace = ct.namespace(),
+                        name = ct.name_any(),
+                        "deleted while the watch was away"
+                    );
+                    forget_object(&forget, &ct);
+                }
                 tokens_listed_tx.send_replace(true);
             }
             _ => {}
@@ -153,49 +309,46 @@ where
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
 
-    // Started only once the ConsentTokens are listed, so the first sight of every credentials
-    // Secret is matched against complete knowledge (and rotations while the operator was
-    // down are caught).
-    let secret_metadata: Api<PartialObjectMeta<Secret>> = match namespace {
-        Some(ns) => Api::namespaced(shared.client.clone(), ns),
-        None => Api::all(shared.client.clone()),
+    let credential_users = {
+        let (tokens, catalog, changes) = (token_store.clone(), catalog.clone(), common.credential_changes.clone());
+        secret_changes(common.changes.subscribe())
+            .flat_map(move |change| futures::stream::iter(users_of(&tokens, &catalog, &changes, change.as_ref())))
     };
-    let mut listed = tokens_listed.clone();
-    let cache = context.clone();
-    let credential_secrets = futures::stream::once(async move {
-        let _ = listed.wait_for(|listed| *listed).await.map(drop);
-        tracing::debug!("ConsentTokens listed; watching credentials Secrets");
-        watcher(secret_metadata, watcher::Config::default())
-            .default_backoff()
-            .inspect(move |event| match event {
-                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                    cache.credentials.observe(&namespace, &name, secret.resource_version().as_deref());
-                }
-                Ok(watcher::Event::Delete(secret)) => {
-                    cache.credentials.observe(&secret.namespace().unwrap_or_default(), &secret.name_any(), None);
-                }
-                Ok(watcher::Event::Init) => cache.credentials.clear(),
-                _ => {}
-            })
-            .touched_objects()
-    })
-    .flatten();
-    let users = token_store.clone();
-    let changes = context.credential_changes.clone();
-    let credentials_to_tokens = move |secret: PartialObjectMeta<Secret>| users_of(&users, &changes, &secret);
-
-    let ready = {
-        let (mut a, mut b) = (tokens_listed, secrets_listed);
-        async move {
-            let _ = a.wait_for(|listed| *listed).await.map(drop);
-            let _ = b.wait_for(|listed| *listed).await.map(drop);
+    let by_provider = {
+        let tokens = token_store.clone();
+        move |p: ConsentProvider| naming(&tokens, ProviderRefKind::ConsentProvider, p.namespace(), &p.name_any())
+    };
+    let by_cluster_provider = {
+        let tokens = token_store.clone();
+        move |p: ClusterConsentProvider| naming(&tokens, ProviderRefKind::ClusterConsentProvider, None, &p.name_any())
+    };
+    let by_namespace = {
+        let tokens = token_store.clone();
+        move |n: PartialObjectMeta<Namespace>| {
+            let name = n.name_any();
+            tokens
+                .state()
+                .into_iter()
+                .filter(|ct| ct.namespace().as_deref() == Some(name.as_str()))
+                .filter(|ct| {
+                    ct.spec.provider_ref.as_ref().is_some_and(|r| r.kind == ProviderRefKind::ClusterConsentProvider)
+                })
+                .map(|ct| ObjectRef::from_obj(&*ct))
+                .collect::<Vec<_>>()
         }
     };
-    let run = Controller::for_stream(tokens, token_store)
+
+    let listed = all_true(vec![tokens_listed, secrets_listed, providers_listed, cluster_listed, namespaces_listed]);
+    let run = Controller::for_stream(tokens, token_store.clone())
         .owns_stream(owned_secrets)
-        .watches_stream(credential_secrets, credentials_to_tokens)
+        .watches_stream(spec_changes(provider_events), by_provider)
+        .watches_stream(spec_changes(cluster_events), by_cluster_provider)
+        .watches_stream(namespace_events, by_namespace)
+        .reconcile_on(credential_users)
         .with_config(controller::Config::default().concurrency(args.concurrency))
+        // The controller backs off all its triggers together after any error; by default up to
+        // 30 s, which after an API server restart delayed every watch (see watch_backoff).
+        .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -207,7 +360,53 @@ where
                 Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
             }
         });
-    (run, ready)
+    Scope { run: Box::pin(run), listed: Box::pin(listed), tokens: token_store, catalog }
+}
+
+/// The objects of a watch whose spec changed (a new generation) or that were deleted: not the
+/// operator's own status writes, which would otherwise reconcile every ConsentToken of a
+/// provider each time its status changes.
+fn spec_changes<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: kube::Resource + Send,
+{
+    let mut generations: std::collections::HashMap<String, Option<i64>> = Default::default();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                let generation = object.meta().generation;
+                let before = generations.insert(object.uid().unwrap_or_default(), generation);
+                (before != Some(generation)).then_some(Ok(object))
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                generations.remove(&object.uid().unwrap_or_default());
+                Some(Ok(object))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        };
+        futures::future::ready(changed)
+    })
+}
+
+/// The objects of `before` that are no longer in `store` (or are another object of that name).
+fn gone(before: Vec<Arc<ConsentToken>>, store: &Store<ConsentToken>) -> Vec<Arc<ConsentToken>> {
+    before
+        .into_iter()
+        .filter(|ct| store.get(&ObjectRef::from_obj(&**ct)).is_none_or(|now| now.uid() != ct.uid()))
+        .collect()
+}
+
+/// Forgets a deleted ConsentToken: its metric series (or they would raise a false expiry alert),
+/// its last written status and its place in the calendar.
+fn forget_object(context: &Context, ct: &ConsentToken) {
+    let uid = ct.uid().unwrap_or_default();
+    context.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
+    context.status_memory.forget(&uid);
+    context.unwritten.forget(&uid);
+    context.calendar.forget(&uid);
 }
 
 /// Drops from a cached ConsentToken what no reconcile reads: the field managers and a client-side
@@ -219,35 +418,144 @@ fn slim_consent_token(ct: &mut ConsentToken) {
     }
 }
 
-/// The ConsentTokens that use `secret` as credentials and did not get their token from this
-/// version of it. Each is marked so its next reconcile fetches with the new credentials.
+/// Watches the metadata of the Secrets in `namespace` (`None`: all) and publishes each change
+/// to a Secret that is not one of ours; keeps the credentials cache in step.
+fn credentials_watch(
+    client: &Client,
+    namespace: Option<String>,
+    cache: Arc<CredentialsCache>,
+    changes: SecretChanges,
+) -> impl Future<Output = ()> + Send + use<> {
+    let secret_metadata: Api<PartialObjectMeta<Secret>> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    tracing::debug!(namespace = ?namespace, "watching credentials Secrets");
+    watcher(secret_metadata, watcher::Config::default()).backoff(WatchBackoff::default()).for_each(move |event| {
+        let publish = |secret: &PartialObjectMeta<Secret>, version: Option<String>| {
+            if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
+                return; // a target Secret, not credentials
+            }
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            cache.observe(&namespace, &name, version.as_deref());
+            // Nobody listening (no controller yet, or shutting down) is not an error.
+            let _ = changes.send(SecretChange { namespace, name, version });
+        };
+        match &event {
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                publish(secret, secret.resource_version());
+            }
+            Ok(watcher::Event::Delete(secret)) => publish(secret, None),
+            Ok(watcher::Event::Init) => cache.clear(namespace.as_deref()),
+            Ok(watcher::Event::InitDone) => {}
+            Err(err) => tracing::warn!(error = %err, "credentials watch failed; retrying with backoff"),
+        }
+        async {}
+    })
+}
+
+/// The changes published to one controller. `None`: some were missed (the controller fell
+/// behind), so every ConsentToken with credentials is looked at again.
+fn secret_changes(receiver: broadcast::Receiver<SecretChange>) -> impl Stream<Item = Option<SecretChange>> + Send {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        match receiver.recv().await {
+            Ok(change) => Some((Some(change), receiver)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "credentials changes came faster than handled; looking at all ConsentTokens");
+                Some((None, receiver))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+/// The ConsentTokens that use the changed Secret as credentials (directly or through their
+/// provider object) and did not get their token from this version of it. Each is marked so its
+/// next reconcile fetches with the new credentials.
 fn users_of(
     tokens: &Store<ConsentToken>,
+    catalog: &Catalog,
     changes: &CredentialChanges,
-    secret: &PartialObjectMeta<Secret>,
+    change: Option<&SecretChange>,
 ) -> Vec<ObjectRef<ConsentToken>> {
-    tracing::trace!(namespace = secret.namespace(), secret = secret.name_any(), "secret metadata event");
-    if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
-        return Vec::new(); // a target Secret, not credentials
-    }
-    let namespace = secret.namespace();
-    let name = secret.name_any();
-    let version = secret.resource_version().unwrap_or_default();
     let users: Vec<_> = tokens
         .state()
         .into_iter()
         .filter(|ct| {
-            ct.namespace() == namespace && ct.spec.provider().is_some_and(|p| p.credentials_secret_ref().name == name)
+            let Some(change) = change else { return true };
+            resolve::credentials_secret_of(ct, catalog)
+                .is_some_and(|(namespace, name)| namespace == change.namespace && name == change.name)
+                && ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != change.version.as_deref()
         })
-        .filter(|ct| ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != Some(version.as_str()))
         .map(|ct| {
             let object = ObjectRef::from_obj(&*ct);
-            changes.record(object.clone(), version.clone());
+            if let Some(SecretChange { version: Some(version), .. }) = change {
+                changes.record(object.clone(), version.clone());
+            }
             object
         })
         .collect();
-    if !users.is_empty() {
-        tracing::debug!(namespace, secret = name, users = users.len(), "credentials Secret changed");
+    if let Some(change) = change
+        && !users.is_empty()
+    {
+        tracing::debug!(
+            namespace = change.namespace,
+            secret = change.name,
+            users = users.len(),
+            "credentials Secret changed"
+        );
     }
     users
+}
+
+/// The ConsentTokens that name a provider object.
+fn naming(
+    tokens: &Store<ConsentToken>,
+    kind: ProviderRefKind,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<ConsentToken>> {
+    tokens
+        .state()
+        .into_iter()
+        .filter(|ct| {
+            ct.spec.provider_ref.as_ref().is_some_and(|r| r.kind == kind && r.name == name)
+                && (namespace.is_none() || ct.namespace() == namespace)
+        })
+        .map(|ct| ObjectRef::from_obj(&*ct))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn token(name: &str, uid: &str) -> ConsentToken {
+        let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");
+        ct.metadata.name = Some(name.into());
+        ct.metadata.uid = Some(uid.into());
+        ct
+    }
+
+    /// A (re)list of the watch delivering these (name, uid) objects.
+    fn relist(writer: &mut Writer<ConsentToken>, objects: &[(&str, &str)]) {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for (name, uid) in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(token(name, uid)));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    #[test]
+    fn a_relist_finds_what_was_deleted_while_the_watch_was_away() {
+        let mut writer = Writer::<ConsentToken>::default();
+        let store = writer.as_reader();
+        relist(&mut writer, &[("kept", "1"), ("deleted", "2"), ("recreated", "3")]);
+        let before = store.state();
+        relist(&mut writer, &[("kept", "1"), ("recreated", "4"), ("new", "5")]);
+        let mut uids: Vec<String> = gone(before, &store).iter().map(|ct| ct.uid().unwrap()).collect();
+        uids.sort();
+        assert_eq!(uids, ["2", "3"]);
+    }
 }

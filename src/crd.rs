@@ -6,17 +6,42 @@
 //! so a wrong object is refused by `kubectl apply` with a message that says what to fix.
 //! (Long because every field carries its user documentation; it holds nothing else.)
 
+pub mod provider;
+
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// What the API server says when a spec names no provider or both; the operator says the same
-/// should such an object reach it anyway (a CRD older than the operator).
-pub const EXACTLY_ONE_PROVIDER: &str = "set exactly one provider: spec.oneTrust or spec.fdx";
+pub use provider::{
+    AllowedNamespaces, ClusterConsentProvider, ClusterConsentProviderSpec, ConsentProvider, ConsentProviderSpec,
+    ConsentProviderStatus, Endpoint, Endpoints, FdxEndpoint, OneTrustTenant,
+};
+
+/// What the API server says when a spec names no provider or more than one; the operator says
+/// the same should such an object reach it anyway (a CRD older than the operator).
+pub const EXACTLY_ONE_PROVIDER: &str = "set exactly one provider: spec.providerRef, spec.oneTrust or spec.fdx";
+/// What goes with `spec.providerRef`.
+pub const PROVIDER_REF_NEEDS: &str = "with spec.providerRef, set spec.collectionPoint (a OneTrust provider) or spec.customerId (an FDX provider), one of them";
+/// What does not go without it.
+pub const ONLY_WITH_PROVIDER_REF: &str = "spec.collectionPoint and spec.customerId go with spec.providerRef; with spec.oneTrust or spec.fdx they are set inside those";
+
+pub(crate) const HOSTNAME_RULE: &str = "self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$')";
+pub(crate) const HOSTNAME_MESSAGE: &str = "hostname must be a bare host name with an optional port, such as app-eu.onetrust.com or localhost:8443 (no scheme, no path)";
+pub(crate) const BASE_URL_RULE: &str = "self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')";
+pub(crate) const BASE_URL_MESSAGE: &str =
+    "baseUrl must be an absolute URL such as https://consent.bank.example, without query or fragment";
+pub(crate) const API_VERSION_RULE: &str = "self.matches('^v[0-9]+$')";
+pub(crate) const API_VERSION_MESSAGE: &str = "apiVersion must look like v4";
+const CUSTOMER_ID_RULE: &str = "self.matches('^[A-Za-z0-9._~-]+$')";
+const CUSTOMER_ID_MESSAGE: &str =
+    "customerId must be the customer's openid_connect_user_id: letters, digits, '.', '_', '~' or '-'";
 
 /// A token from a consent platform, kept fresh in a Secret that workloads mount.
 ///
-/// Exactly one provider (`oneTrust` or `fdx`) must be set.
+/// Exactly one provider must be set: `providerRef` (a shared ConsentProvider or
+/// ClusterConsentProvider), or `oneTrust` or `fdx` written out here.
 // clippy reads the repeated `type_ = ...` of the printcolumn list as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -24,6 +49,7 @@ pub const EXACTLY_ONE_PROVIDER: &str = "set exactly one provider: spec.oneTrust 
     group = "consent.dev",
     version = "v1alpha1",
     kind = "ConsentToken",
+    doc = "A token from a consent platform (OneTrust collection point, MX / FDX consent management), fetched with credentials from a Secret, written into a target Secret that pods mount, and renewed from the token's own expiry. `kubectl explain consenttoken.spec` for the fields; status.conditions[Ready] says whether the Secret holds a valid token, and its reason what is going on.",
     plural = "consenttokens",
     shortname = "ctok",
     category = "consent",
@@ -36,9 +62,31 @@ pub const EXACTLY_ONE_PROVIDER: &str = "set exactly one provider: spec.oneTrust 
     printcolumn(name = "Next Refresh", type_ = "string", json_path = ".status.nextRefreshTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.oneTrust) != has(self.fdx)").message(EXACTLY_ONE_PROVIDER))]
+#[x_kube(
+    validation = Rule::new("[has(self.providerRef), has(self.oneTrust), has(self.fdx)].filter(x, x).size() == 1").message(EXACTLY_ONE_PROVIDER),
+    validation = Rule::new("!has(self.providerRef) || has(self.collectionPoint) != has(self.customerId)").message(PROVIDER_REF_NEEDS),
+    validation = Rule::new("has(self.providerRef) || (!has(self.collectionPoint) && !has(self.customerId))").message(ONLY_WITH_PROVIDER_REF),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentTokenSpec {
+    /// A shared provider: a ConsentProvider in this namespace or a ClusterConsentProvider that
+    /// allows this namespace. With a OneTrust provider set `collectionPoint`, with an FDX
+    /// provider `customerId`. Mutually exclusive with `oneTrust` and `fdx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_ref: Option<ProviderRef>,
+
+    /// With `providerRef` naming a OneTrust provider: the collection point whose token is fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_point: Option<CollectionPoint>,
+
+    /// With `providerRef` naming an FDX provider: the customer's `openid_connect_user_id`; the
+    /// token is scoped to `customer.modify_consent:{customerId}`. Personal data: the operator
+    /// never logs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(CUSTOMER_ID_RULE).message(CUSTOMER_ID_MESSAGE))]
+    #[schemars(length(min = 1, max = 256))]
+    pub customer_id: Option<String>,
+
     /// Fetch a OneTrust collection point token (a JWT used as `requestInformation` when
     /// posting consent receipts). Mutually exclusive with `fdx`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +113,7 @@ pub struct ConsentTokenSpec {
 pub struct OneTrustSource {
     /// The OneTrust hostname, for example `app.onetrust.com` or `app-eu.onetrust.com`, optionally
     /// with a port (`host:8443`). The operator calls `https://{hostname}`.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$')").message("hostname must be a bare host name with an optional port, such as app-eu.onetrust.com or localhost:8443 (no scheme, no path)"))]
+    #[x_kube(validation = Rule::new(HOSTNAME_RULE).message(HOSTNAME_MESSAGE))]
     #[schemars(length(min = 1, max = 260))]
     pub hostname: String,
 
@@ -132,19 +180,19 @@ pub struct FdxSource {
     /// Base URL of the data provider's API, for example `https://consent.bank.example`.
     /// Must be https (plain http only works when the operator runs with `--allow-insecure-http`,
     /// which is meant for local development).
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("baseUrl must be an absolute URL such as https://consent.bank.example, without query or fragment"))]
+    #[x_kube(validation = Rule::new(BASE_URL_RULE).message(BASE_URL_MESSAGE))]
     #[schemars(length(max = 2048))]
     pub base_url: String,
 
     /// The FDX API version in the path, `/api/{apiVersion}/token`.
     #[serde(default = "default_fdx_api_version")]
-    #[x_kube(validation = Rule::new("self.matches('^v[0-9]+$')").message("apiVersion must look like v4"))]
+    #[x_kube(validation = Rule::new(API_VERSION_RULE).message(API_VERSION_MESSAGE))]
     #[schemars(length(max = 8))]
     pub api_version: String,
 
     /// The customer's `openid_connect_user_id`; the token is scoped to
     /// `customer.modify_consent:{customerId}`. Personal data: the operator never logs it.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._~-]+$')").message("customerId must be the customer's openid_connect_user_id: letters, digits, '.', '_', '~' or '-'"))]
+    #[x_kube(validation = Rule::new(CUSTOMER_ID_RULE).message(CUSTOMER_ID_MESSAGE))]
     #[schemars(length(min = 1, max = 256))]
     pub customer_id: String,
 
@@ -153,7 +201,28 @@ pub struct FdxSource {
     pub credentials_secret_ref: CredentialsSecretRef,
 }
 
-fn default_fdx_api_version() -> String {
+/// A shared provider object.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRef {
+    /// `ConsentProvider` (in this namespace, the default) or `ClusterConsentProvider`.
+    #[serde(default)]
+    pub kind: ProviderRefKind,
+    /// The provider's name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("name must be an object name: lower-case letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kind of a shared provider.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ProviderRefKind {
+    #[default]
+    ConsentProvider,
+    ClusterConsentProvider,
+}
+
+pub(crate) fn default_fdx_api_version() -> String {
     "v4".to_owned()
 }
 
@@ -188,8 +257,10 @@ fn default_client_secret_key() -> String {
     "client_secret".to_owned()
 }
 
-/// The Secret the operator creates, owns and keeps up to date.
+/// The Secret the operator creates, owns and keeps up to date. Changing `labels`,
+/// `annotations` or `extraKeys` updates the Secret without fetching a new token.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.extraKeys) || !((has(self.extraKeys.expiresAt) && self.extraKeys.expiresAt == (has(self.key) ? self.key : 'token')) || (has(self.extraKeys.refreshedAt) && self.extraKeys.refreshedAt == (has(self.key) ? self.key : 'token')) || (has(self.extraKeys.document) && self.extraKeys.document == (has(self.key) ? self.key : 'token')))").message(EXTRA_KEYS_DIFFER))]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSecret {
     /// Name of the Secret to write. Defaults to the ConsentToken's name. A Secret of that name
@@ -205,6 +276,89 @@ pub struct TargetSecret {
     #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("key must consist of letters, digits, '-', '_' or '.'"))]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
+
+    /// Labels to put on the Secret, for example for a backup tool or a policy engine. The
+    /// operator's own label (`app.kubernetes.io/managed-by`) cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations to put on the Secret, for example Stakater Reloader's
+    /// `reloader.stakater.com/match: "true"`. Keys under `consent.dev/` are the operator's own
+    /// and cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "annotations_schema")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// More keys to write next to the token, each under the key name given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_keys: Option<ExtraKeys>,
+}
+
+/// What the API server says when an extra key would overwrite the token or another extra key.
+pub const EXTRA_KEYS_DIFFER: &str =
+    "spec.target.extraKeys must name keys that differ from each other and from spec.target.key (default token)";
+
+/// Keys of the target Secret that hold facts about the token, so a consumer need not parse it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!(has(self.expiresAt) && has(self.refreshedAt) && self.expiresAt == self.refreshedAt) && !(has(self.expiresAt) && has(self.document) && self.expiresAt == self.document) && !(has(self.refreshedAt) && has(self.document) && self.refreshedAt == self.document)").message(EXTRA_KEYS_DIFFER))]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraKeys {
+    /// Key for the token's expiry, RFC 3339 (`2026-11-24T10:15:00Z`). Not written for tokens
+    /// without an expiry (OneTrust collection point tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub expires_at: Option<String>,
+
+    /// Key for the time the token was fetched, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub refreshed_at: Option<String>,
+
+    /// Key for a JSON document holding the token and its non-secret facts:
+    /// `{"token", "fingerprint", "refreshedAt", "expiresAt", "collectionPointVersion"}` (the
+    /// last two when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
+    #[schemars(length(min = 1, max = 253))]
+    pub document: Option<String>,
+}
+
+const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+const SECRET_KEY_MESSAGE: &str = "a Secret key must consist of letters, digits, '-', '_' or '.'";
+
+// Written out: CEL over a map needs bounds on its size and its values to be admitted, and the
+// rules say what to fix in the user's words.
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations": [
+            {"rule": "self.all(k, size(k) <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+             "message": "label keys must be valid Kubernetes label keys, such as backup.example.com/tier"},
+            {"rule": "self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",
+             "message": "label values must be at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"},
+            {"rule": "!('app.kubernetes.io/managed-by' in self)",
+             "message": "labels may not set app.kubernetes.io/managed-by: the operator sets it"}
+        ]
+    })
+}
+
+fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 4096},
+        "x-kubernetes-validations": [
+            {"rule": "self.all(k, size(k) <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+             "message": "annotation keys must be valid Kubernetes annotation keys, such as reloader.stakater.com/match"},
+            {"rule": "self.all(k, !k.startsWith('consent.dev/'))",
+             "message": "annotations under consent.dev/ are the operator's own and may not be set here"}
+        ]
+    })
 }
 
 /// Refresh timing. Tokens are mounted into pods through a Secret volume, which the kubelet
@@ -249,6 +403,8 @@ pub struct ConsentTokenStatus {
     /// `CredentialsNotAllowed` (the credentials Secret is not marked for the provider host),
     /// `ProviderNotAllowed` (the operator's admin does not allow the host),
     /// `ProviderAddressNotAllowed` (the host is at a link-local, metadata or private address),
+    /// `ProviderNotFound` (`spec.providerRef` names no provider), `NamespaceNotAllowed` (the
+    /// ClusterConsentProvider does not allow this namespace; nothing is sent),
     /// `Unauthorized`, `Forbidden`, `UpstreamRejected`, `RateLimited`, `UpstreamError`, `InvalidResponse`,
     /// `TargetConflict`, `InvalidSpec`, `KubernetesError`, `InternalError` or `Expired`. A
     /// refresh failure while the current token is still valid keeps Ready True and shows the
@@ -378,12 +534,12 @@ impl<'a> ProviderSpec<'a> {
 }
 
 impl ConsentTokenSpec {
-    /// The one provider this spec names, or `None` when it names none or both (which the
-    /// CRD's validation refuses, see [`EXACTLY_ONE_PROVIDER`]).
-    pub fn provider(&self) -> Option<ProviderSpec<'_>> {
-        match (&self.one_trust, &self.fdx) {
-            (Some(source), None) => Some(ProviderSpec::OneTrust(source)),
-            (None, Some(source)) => Some(ProviderSpec::Fdx(source)),
+    /// The provider written out in this spec, or `None` when it uses `providerRef`, names none
+    /// or names more than one (which the CRD's validation refuses, see [`EXACTLY_ONE_PROVIDER`]).
+    pub fn inline_provider(&self) -> Option<ProviderSpec<'_>> {
+        match (&self.one_trust, &self.fdx, &self.provider_ref) {
+            (Some(source), None, None) => Some(ProviderSpec::OneTrust(source)),
+            (None, Some(source), None) => Some(ProviderSpec::Fdx(source)),
             _ => None,
         }
     }

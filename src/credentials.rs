@@ -1,5 +1,5 @@
-//! Reading client credentials from the Secret a ConsentToken names, in its own namespace only,
-//! and only when that Secret says so.
+//! Reading client credentials from the Secret a ConsentToken names (in its own namespace, or
+//! where its shared provider object keeps them), and only when that Secret says so.
 //!
 //! Whoever may create a ConsentToken in a namespace must not thereby be able to send any Secret
 //! of that namespace to a host of their choosing. So a Secret is used as credentials only when
@@ -128,10 +128,10 @@ impl CredentialsCache {
         self.lock().remove(&SecretKey { namespace: namespace.to_owned(), name: name.to_owned() });
     }
 
-    /// Forgets everything: the watch is listing again, and a Secret deleted while it was
-    /// disconnected would show no deletion.
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// Forgets what was read in `namespace` (`None`: everywhere): its watch is listing again,
+    /// and a Secret deleted while it was disconnected would show no deletion.
+    pub fn clear(&self, namespace: Option<&str>) {
+        self.lock().retain(|key, _| namespace.is_some_and(|ns| ns != key.namespace));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Cached>> {
@@ -141,6 +141,15 @@ impl CredentialsCache {
     fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Option<String>>> {
         self.reading.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A credentials Secret seen to change (`version` `None`: deleted), as the watches of Secrets
+/// publish it to every controller and to the provider status writer.
+#[derive(Debug, Clone)]
+pub struct SecretChange {
+    pub namespace: String,
+    pub name: String,
+    pub version: Option<String>,
 }
 
 /// Credentials Secrets seen to change, per ConsentToken that uses them, until its next reconcile:
@@ -167,8 +176,10 @@ async fn read(
     host: &str,
 ) -> Result<Credentials, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret =
-        secrets.get_opt(&reference.name).await?.ok_or_else(|| Error::CredentialsNotFound(reference.name.clone()))?;
+    let secret = secrets.get_opt(&reference.name).await?.ok_or_else(|| Error::CredentialsNotFound {
+        secret: reference.name.clone(),
+        namespace: namespace.to_owned(),
+    })?;
     from_secret(&secret, reference, host)
 }
 
@@ -297,8 +308,12 @@ mod tests {
         assert!(cache.lookup("ns", &reference(), None).is_none());
         // A new list of the watch starts from nothing.
         cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
-        cache.clear();
+        cache.store("other", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
+        cache.clear(Some("ns"));
         assert!(cache.lookup("ns", &reference(), None).is_none());
+        assert!(cache.lookup("other", &reference(), None).is_some(), "another namespace's watch did not relist");
+        cache.clear(None);
+        assert!(cache.lookup("other", &reference(), None).is_none());
     }
 
     #[test]

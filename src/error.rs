@@ -9,8 +9,24 @@ use crate::rate_limit::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("credentials Secret {0:?} was not found in the ConsentToken's namespace")]
-    CredentialsNotFound(String),
+    #[error("credentials Secret {secret:?} was not found in namespace {namespace:?}")]
+    CredentialsNotFound { secret: String, namespace: String },
+
+    #[error(
+        "{kind} {name:?} named in spec.providerRef does not exist{}",
+        if *.kind == "ConsentProvider" { " in the ConsentToken's namespace" } else { "" }
+    )]
+    ProviderNotFound { kind: &'static str, name: String },
+
+    #[error(
+        "ClusterConsentProvider {provider:?} does not allow this namespace (its spec.allowedNamespaces); nothing was sent. Ask its owner to add the namespace, or use another provider"
+    )]
+    NamespaceNotAllowed { provider: String },
+
+    #[error(
+        "the credentials Secret is in namespace {namespace:?}, which this operator does not watch (--namespaces); put it in the operator's namespace or a watched one"
+    )]
+    CredentialsNamespaceNotWatched { namespace: String },
 
     #[error("credentials Secret {secret:?} has no non-empty key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
@@ -109,7 +125,11 @@ impl Error {
     /// The `Ready` condition reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::CredentialsNotFound(_) | Self::CredentialsKeyMissing { .. } => "CredentialsNotFound",
+            Self::CredentialsNotFound { .. }
+            | Self::CredentialsKeyMissing { .. }
+            | Self::CredentialsNamespaceNotWatched { .. } => "CredentialsNotFound",
+            Self::ProviderNotFound { .. } => "ProviderNotFound",
+            Self::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
             Self::CredentialsNotAllowed { .. } => "CredentialsNotAllowed",
             Self::ProviderNotAllowed { .. } => "ProviderNotAllowed",
             Self::AddressNotAllowed(_) => "ProviderAddressNotAllowed",
@@ -131,7 +151,10 @@ impl Error {
     /// A stable snake_case label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::CredentialsNotFound(_) => "credentials_not_found",
+            Self::CredentialsNotFound { .. } => "credentials_not_found",
+            Self::CredentialsNamespaceNotWatched { .. } => "credentials_namespace_not_watched",
+            Self::ProviderNotFound { .. } => "provider_not_found",
+            Self::NamespaceNotAllowed { .. } => "namespace_not_allowed",
             Self::CredentialsKeyMissing { .. } => "credentials_key_missing",
             Self::CredentialsNotAllowed { .. } => "credentials_not_allowed",
             Self::ProviderNotAllowed { .. } => "provider_not_allowed",
@@ -164,7 +187,10 @@ impl Error {
             | Self::InvalidResponse(_)
             | Self::Internal(_)
             | Self::Kube(_) => RetryClass::Transient,
-            Self::CredentialsNotFound(_)
+            Self::CredentialsNotFound { .. }
+            | Self::CredentialsNamespaceNotWatched { .. }
+            | Self::ProviderNotFound { .. }
+            | Self::NamespaceNotAllowed { .. }
             | Self::CredentialsKeyMissing { .. }
             | Self::CredentialsNotAllowed { .. }
             | Self::ProviderNotAllowed { .. }
@@ -204,7 +230,14 @@ impl Error {
     /// OAuth request is answered to all who waited for it). Kubernetes errors are not shared.
     pub fn duplicate(&self) -> Self {
         match self {
-            Self::CredentialsNotFound(s) => Self::CredentialsNotFound(s.clone()),
+            Self::CredentialsNotFound { secret, namespace } => {
+                Self::CredentialsNotFound { secret: secret.clone(), namespace: namespace.clone() }
+            }
+            Self::CredentialsNamespaceNotWatched { namespace } => {
+                Self::CredentialsNamespaceNotWatched { namespace: namespace.clone() }
+            }
+            Self::ProviderNotFound { kind, name } => Self::ProviderNotFound { kind, name: name.clone() },
+            Self::NamespaceNotAllowed { provider } => Self::NamespaceNotAllowed { provider: provider.clone() },
             Self::CredentialsKeyMissing { secret, key } => {
                 Self::CredentialsKeyMissing { secret: secret.clone(), key: key.clone() }
             }

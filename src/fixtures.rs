@@ -26,6 +26,7 @@ pub fn record() -> TokenRecord {
         generation: 1,
         credentials_version: "5".into(),
         collection_point_version: None,
+        request: Some("sha256:aaaaaaaaaaaaaaaa".into()),
     }
 }
 
@@ -57,6 +58,9 @@ pub fn fdx_source(base_url: &str) -> FdxSource {
 /// ConsentToken `team/web` (uid `uid-1`, generation 1) for an MX / FDX customer.
 pub fn fdx_consent_token(base_url: &str) -> ConsentToken {
     let spec = ConsentTokenSpec {
+        provider_ref: None,
+        collection_point: None,
+        customer_id: None,
         one_trust: None,
         fdx: Some(fdx_source(base_url)),
         target: Default::default(),

@@ -5,6 +5,7 @@
 
 // The API and its validation.
 pub mod crd;
+pub mod resolve;
 pub mod spec;
 // One reconcile and its pure parts.
 pub mod calendar;
@@ -17,6 +18,7 @@ pub mod api_writes;
 pub mod credentials;
 pub mod hosts;
 pub mod provider;
+pub mod provider_status;
 pub mod rate_limit;
 pub mod time_math;
 pub mod token;
@@ -27,6 +29,7 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+pub mod watch_backoff;
 
 pub mod error;
 

@@ -53,6 +53,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         api_writes: Arc::new(ApiWrites::new(&config.kube_api)?),
         reporter: Reporter { controller: "consent-token-operator".into(), instance: std::env::var("POD_NAME").ok() },
         calendar: Default::default(),
+        operator_namespace: config
+            .controller
+            .operator_namespace
+            .clone()
+            .unwrap_or_else(|| config.leader_election.lease_namespace.clone()),
     };
     let readiness = Arc::new(Readiness::default());
     let shutdown = shutdown_signal().shared();

@@ -1,10 +1,11 @@
 //! One reconcile of one ConsentToken, as a pipeline of stages, each one call:
 //!
 //! 1. **observe** the target Secret ([`secret::observe`]);
-//! 2. **validate** the spec ([`spec::validate`], pure) and **decide** whether to fetch a token
-//!    now or keep the current one ([`decide::decide`], pure);
-//! 3. **fetch** a token and write it ([`fetch::refresh`]), or put back a Secret someone edited
-//!    ([`secret::repair`]);
+//! 2. **resolve** the provider (written out, or a shared provider object: [`resolve::resolve`],
+//!    pure), **validate** the spec ([`spec::validate`], pure) and **decide** whether to fetch a
+//!    token now or keep the current one ([`decide::decide`], pure);
+//! 3. **fetch** a token and write it ([`fetch::refresh`]), or reshape a Secret whose target
+//!    spec changed or that someone edited, keeping its token ([`secret::repair`]);
 //! 4. **report**: status, an Event on Ready transitions, metrics, and the requeue
 //!    ([`report::report`]).
 //!
@@ -17,6 +18,7 @@ mod fetch;
 pub mod memory;
 mod report;
 mod secret;
+pub mod unwritten;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@ use crate::credentials::{CredentialChanges, CredentialsCache};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
+use crate::resolve::{self, Catalog};
 use crate::schedule;
 use crate::spec::{self, ValidSpec};
 use crate::status::Failure;
@@ -56,10 +59,15 @@ pub struct Context {
     pub policy: Arc<UpstreamPolicy>,
     /// Cache of the Secrets this operator manages (label-selected), fed by the controller's watch.
     pub owned_secrets: Store<Secret>,
-    /// Turns true once `owned_secrets` has listed every managed Secret: from then on, a Secret
-    /// missing from it is missing from the cluster (or not labelled as ours).
-    pub owned_secrets_listed: tokio::sync::watch::Receiver<bool>,
-    pub credentials: CredentialsCache,
+    /// Turns true once `owned_secrets` has listed every managed Secret and `catalog` every
+    /// provider and namespace: from then on, what is missing from them is missing from the
+    /// cluster (or, for a Secret, not labelled as ours).
+    pub caches_listed: tokio::sync::watch::Receiver<bool>,
+    /// Shared provider objects and namespace labels.
+    pub catalog: Catalog,
+    /// Namespaces whose credentials Secrets are watched; `None`: all.
+    pub credentials_namespaces: Option<Arc<std::collections::BTreeSet<String>>>,
+    pub credentials: Arc<CredentialsCache>,
     pub credential_changes: Arc<CredentialChanges>,
     pub calendar: Arc<Calendar>,
     /// Who the Events are from.
@@ -67,6 +75,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub api_writes: Arc<ApiWrites>,
     pub status_memory: StatusMemory,
+    /// Tokens fetched whose write failed, for the next attempt.
+    pub unwritten: unwritten::UnwrittenTokens,
     /// Longest deferral of an overdue token after a start (see [`schedule::overdue_window`]).
     pub overdue_spread: Duration,
     /// Shorter-lived tokens are not written (see [`fetch::worth_writing`]).
@@ -89,7 +99,7 @@ pub fn error_policy(_ct: Arc<ConsentToken>, err: &Error, _ctx: Arc<Context>) -> 
 async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error> {
     // Decisions rest on the cache of our Secrets; before it is complete a reconcile would see
     // tokens as missing. Instant once listed.
-    let _ = ctx.owned_secrets_listed.clone().wait_for(|listed| *listed).await.map(drop);
+    let _ = ctx.caches_listed.clone().wait_for(|listed| *listed).await.map(drop);
     let now = Timestamp::now();
     let uid = ct.uid().unwrap_or_default();
     let last_written = ctx.status_memory.recall(&uid);
@@ -100,9 +110,13 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
     let credentials_changed_to = ctx.credential_changes.take(&ObjectRef::from_obj(ct));
+    let resolution = resolve::resolve(ct, &ctx.catalog);
     let base = Outcome {
         now,
-        provider: ct.spec.provider().map(|p| p.kind()),
+        provider: match &resolution {
+            Ok(resolution) => Some(resolution.provider.spec().kind()),
+            Err(_) => resolve::inline_kind(ct),
+        },
         token: None,
         attempt: Attempt::Waited,
         consecutive_failures: previous.consecutive_failures,
@@ -118,7 +132,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
     let urgent = schedule::urgent(now, current.as_ref().map(|r| r.expires_at));
 
     // 2. validate and decide
-    let plan = validate(ct, ctx, &target).map(|spec| {
+    let plan = validate(ct, ctx, &target, resolution).map(|spec| {
         let situation = Situation {
             now,
             generation: ct.meta().generation,
@@ -127,6 +141,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
             refresh_requested_at: base.refresh_requested_at.as_deref(),
             credentials_changed_to: credentials_changed_to.as_deref(),
             first_reconcile: last_written.is_none(),
+            request: &spec.request,
         };
         let decision = decide(&situation, |expires_at| {
             let (from, to) = schedule::overdue_window(now, expires_at, ctx.overdue_spread)?;
@@ -172,17 +187,35 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
         Err(err) => failed(ctx, &uid, base, err, current, urgent, &previous),
     };
 
+    // A renamed target: once the token is under the new name, the old Secret goes.
+    let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != ct.meta().generation;
+    if spec_changed && outcome.token.is_some() {
+        secret::delete_renamed(ct, ctx).await?;
+    }
+
     // 4. report and requeue. Every failure, Kubernetes API ones included (say, no RBAC
     // permission to read the credentials), is reported in status.
     report::report(ct, ctx, last_written.as_ref(), outcome).await
 }
 
-/// The spec, checked, and a target that is ours to write (or free).
-fn validate<'a>(ct: &'a ConsentToken, ctx: &Context, target: &Target) -> Result<ValidSpec<'a>, Error> {
+/// The spec, checked, with its provider resolved, credentials where the operator watches
+/// them, and a target that is ours to write (or free).
+fn validate(
+    ct: &ConsentToken,
+    ctx: &Context,
+    target: &Target,
+    resolution: Result<resolve::Resolution, Error>,
+) -> Result<ValidSpec, Error> {
     if matches!(target, Target::Foreign) {
         return Err(Error::TargetConflict(ct.target_secret_name()));
     }
-    spec::validate(ct, &ctx.policy)
+    let resolution = resolution?;
+    if let Some(watched) = &ctx.credentials_namespaces
+        && !watched.contains(&resolution.credentials_namespace)
+    {
+        return Err(Error::CredentialsNamespaceNotWatched { namespace: resolution.credentials_namespace });
+    }
+    spec::validate(ct, &resolution, &ctx.policy)
 }
 
 /// When to look again after a request was held back without being sent.

@@ -29,6 +29,14 @@ const NEXT_REFRESH_AT: &str = "consent.dev/next-refresh-at";
 const GENERATION: &str = "consent.dev/generation";
 const CREDENTIALS_VERSION: &str = "consent.dev/credentials-version";
 const COLLECTION_POINT_VERSION: &str = "consent.dev/collection-point-version";
+const REQUEST: &str = "consent.dev/request-fingerprint";
+/// The user's labels and annotations and the data keys this Secret was last written with
+/// (`labels=a,b;annotations=c;data=token,expires-at`), so those the spec no longer asks for can
+/// be removed: fields written at creation (a POST) are not removed by a later server-side apply
+/// that leaves them out.
+const WRITTEN: &str = "consent.dev/written-keys";
+/// The operator's own annotations that are not always there.
+const OPTIONAL_OWN: [&str; 3] = [EXPIRES_AT, COLLECTION_POINT_VERSION, REQUEST];
 
 /// The facts about a token, as written next to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,20 +49,71 @@ pub struct TokenRecord {
     pub generation: i64,
     pub credentials_version: String,
     pub collection_point_version: Option<i64>,
+    /// Fingerprint of the request the token answers (see `spec::ValidSpec::request`). Absent in
+    /// Secrets written before it was recorded: then the generation decides.
+    pub request: Option<String>,
 }
 
-/// The Secret as it should be: owned by the ConsentToken (so garbage collection deletes it
-/// with it), labelled as managed, holding the token under the target key.
+/// The Secret as it should be with `token` in it: the token under its key, the extra keys the
+/// spec asks for, the user's labels and annotations and the operator's own.
 pub fn desired(ct: &ConsentToken, token: &Token, record: &TokenRecord) -> Secret {
-    Secret {
-        data: Some(BTreeMap::from([(ct.target_key().to_owned(), ByteString(token.expose().as_bytes().to_vec()))])),
-        ..desired_without_token(ct, record)
+    let mut data: BTreeMap<String, ByteString> =
+        extra_values(ct, record).into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
+    if let Some(key) = ct.spec.target.extra_keys.as_ref().and_then(|e| e.document.as_ref()) {
+        data.insert(key.clone(), ByteString(document(token, record).into_bytes()));
     }
+    data.insert(ct.target_key().to_owned(), ByteString(token.expose().as_bytes().to_vec()));
+    Secret { data: Some(data), ..desired_without_token(ct, record) }
 }
 
-/// [`desired`] without `data`: what [`matches`] compares.
+/// The non-secret extra keys (expiry, time of refresh) and their values.
+fn extra_values(ct: &ConsentToken, record: &TokenRecord) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    let Some(extra) = &ct.spec.target.extra_keys else { return values };
+    if let (Some(key), Some(expires_at)) = (&extra.expires_at, record.expires_at) {
+        values.insert(key.clone(), expires_at.to_string());
+    }
+    if let Some(key) = &extra.refreshed_at {
+        values.insert(key.clone(), whole_seconds(record.refreshed_at));
+    }
+    values
+}
+
+/// RFC 3339 in whole seconds, as the ConsentToken's status shows times.
+fn whole_seconds(at: Timestamp) -> String {
+    Timestamp::from_second(at.as_second()).unwrap_or(at).to_string()
+}
+
+/// The JSON document of `extraKeys.document`: the token and its non-secret facts.
+fn document(token: &Token, record: &TokenRecord) -> String {
+    let mut doc = serde_json::json!({
+        "token": token.expose(),
+        "fingerprint": record.fingerprint,
+        "refreshedAt": whole_seconds(record.refreshed_at),
+    });
+    if let Some(expires_at) = record.expires_at {
+        doc["expiresAt"] = serde_json::Value::String(expires_at.to_string());
+    }
+    if let Some(version) = record.collection_point_version {
+        doc["collectionPointVersion"] = serde_json::Value::from(version);
+    }
+    doc.to_string()
+}
+
+/// The keys the Secret's data should have.
+fn expected_keys(ct: &ConsentToken, record: &TokenRecord) -> std::collections::BTreeSet<String> {
+    let mut keys: std::collections::BTreeSet<String> = extra_values(ct, record).into_keys().collect();
+    keys.insert(ct.target_key().to_owned());
+    if let Some(key) = ct.spec.target.extra_keys.as_ref().and_then(|e| e.document.as_ref()) {
+        keys.insert(key.clone());
+    }
+    keys
+}
+
+/// The Secret's metadata as it should be (no data): what [`matches`] compares against.
 pub fn desired_without_token(ct: &ConsentToken, record: &TokenRecord) -> Secret {
-    let mut annotations = BTreeMap::from([
+    let mut annotations = ct.spec.target.annotations.clone();
+    annotations.extend([
         (FINGERPRINT.to_owned(), record.fingerprint.clone()),
         (REFRESHED_AT.to_owned(), record.refreshed_at.to_string()),
         (NEXT_REFRESH_AT.to_owned(), record.next_refresh_at.to_string()),
@@ -67,11 +126,24 @@ pub fn desired_without_token(ct: &ConsentToken, record: &TokenRecord) -> Secret 
     if let Some(version) = record.collection_point_version {
         annotations.insert(COLLECTION_POINT_VERSION.to_owned(), version.to_string());
     }
+    if let Some(request) = &record.request {
+        annotations.insert(REQUEST.to_owned(), request.clone());
+    }
+    let join = |keys: &mut dyn Iterator<Item = &String>| keys.map(String::as_str).collect::<Vec<_>>().join(",");
+    let written = format!(
+        "labels={};annotations={};data={}",
+        join(&mut ct.spec.target.labels.keys()),
+        join(&mut ct.spec.target.annotations.keys()),
+        join(&mut expected_keys(ct, record).iter())
+    );
+    annotations.insert(WRITTEN.to_owned(), written);
+    let mut labels = ct.spec.target.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
     Secret {
         metadata: ObjectMeta {
             name: Some(ct.target_secret_name()),
             namespace: ct.namespace(),
-            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())])),
+            labels: Some(labels),
             annotations: Some(annotations),
             owner_references: ct.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..Default::default()
@@ -118,6 +190,7 @@ pub fn read(summary: &Secret, key: &str) -> Option<TokenRecord> {
         generation: annotations.get(GENERATION)?.parse().ok()?,
         credentials_version: annotations.get(CREDENTIALS_VERSION).cloned().unwrap_or_default(),
         collection_point_version: annotations.get(COLLECTION_POINT_VERSION).and_then(|v| v.parse().ok()),
+        request: annotations.get(REQUEST).cloned(),
     })
 }
 
@@ -131,20 +204,60 @@ pub fn intact_token(secret: &Secret, key: &str, record: &TokenRecord) -> Option<
     String::from_utf8(bytes.0.clone()).ok().map(Token::new)
 }
 
-/// Whether what users could have edited (labels, annotations, owner, type) in a summarized
-/// Secret still matches `desired` (the token itself is checked by [`read`]): if not, the
-/// Secret is put back.
-pub fn matches(actual: &Secret, desired: &Secret) -> bool {
+/// A JSON merge patch removing from `actual` what an earlier spec had written and `desired` no
+/// longer has (labels, annotations, data keys), or `None` when there is nothing to remove.
+pub fn leftovers(actual: &Secret, desired: &Secret) -> Option<serde_json::Value> {
+    let written = actual.annotations().get(WRITTEN).map(String::as_str).unwrap_or_default();
+    let recorded = |section: &str| -> Vec<String> {
+        written
+            .split(';')
+            .find_map(|part| part.strip_prefix(section).and_then(|rest| rest.strip_prefix('=')))
+            .map(|keys| keys.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let stale = |keys: Vec<String>, have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+        keys.into_iter()
+            .filter(|k| have.contains_key(k) && !want.contains_key(k))
+            .map(|k| (k, serde_json::Value::Null))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let labels = stale(recorded("labels"), actual.labels(), desired.labels());
+    let mut own: Vec<String> = recorded("annotations");
+    own.extend(OPTIONAL_OWN.iter().map(|k| k.to_string()));
+    let annotations = stale(own, actual.annotations(), desired.annotations());
+    let have_data: BTreeMap<String, String> =
+        actual.data.iter().flatten().map(|(k, _)| (k.clone(), String::new())).collect();
+    let want_data: BTreeMap<String, String> =
+        desired.data.iter().flatten().map(|(k, _)| (k.clone(), String::new())).collect();
+    let data = stale(recorded("data"), &have_data, &want_data);
+    if labels.is_empty() && annotations.is_empty() && data.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({"metadata": {"labels": labels, "annotations": annotations}, "data": data}))
+}
+
+/// Whether a summarized Secret (see [`summarize`]) still looks as `ct` wants it with the token
+/// of `record`: labels, annotations, owner, type, and the set of data keys with the values of
+/// the non-secret extra keys (the token itself is checked by [`read`]). If not, it is put back.
+pub fn matches(actual: &Secret, ct: &ConsentToken, record: &TokenRecord) -> bool {
+    let desired = desired_without_token(ct, record);
     let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
     };
     let owners_ok = desired.metadata.owner_references.as_deref().unwrap_or_default().iter().all(|want| {
         actual.owner_references().iter().any(|have| have.uid == want.uid && have.controller == want.controller)
     });
+    let data = actual.data.clone().unwrap_or_default();
+    let keys_ok = data.keys().cloned().collect::<std::collections::BTreeSet<_>>() == expected_keys(ct, record);
+    let extras_ok = extra_values(ct, record).iter().all(|(key, value)| {
+        data.get(key).is_some_and(|have| have.0 == token::fingerprint(value.as_bytes()).as_bytes())
+    });
     contains(actual.labels(), desired.labels())
         && contains(actual.annotations(), desired.annotations())
         && owners_ok
         && actual.type_ == desired.type_
+        && keys_ok
+        && extras_ok
 }
 
 #[cfg(test)]
@@ -187,7 +300,7 @@ mod tests {
         summarize(&mut summary);
         assert_eq!(read(&summary, "jwt").unwrap(), record(&token));
         assert_eq!(intact_token(&secret, "jwt", &record(&token)).unwrap().expose(), "a.b.c");
-        assert!(matches(&summary, &desired_without_token(&ct, &record(&token))));
+        assert!(matches(&summary, &ct, &record(&token)));
         // The summary keeps no token, only its fingerprint.
         let kept = &summary.data.as_ref().unwrap()["jwt"].0;
         assert_eq!(kept, token.fingerprint().as_bytes());
@@ -213,10 +326,90 @@ mod tests {
         let mut relabelled = want.clone();
         relabelled.metadata.labels = None;
         summarize(&mut relabelled);
-        assert!(!matches(&relabelled, &desired_without_token(&ct, &record(&token_value()))));
+        assert!(!matches(&relabelled, &ct, &record(&token_value())));
 
         let mut foreign = want.clone();
         foreign.metadata.owner_references = None;
         assert!(!is_controlled_by(&foreign, &ct));
+    }
+    #[test]
+    fn a_shaped_target_has_the_users_labels_annotations_and_extra_keys_and_no_other_secret() {
+        let mut ct = consent_token();
+        ct.spec.target.labels = BTreeMap::from([("backup".into(), "daily".into())]);
+        ct.spec.target.annotations = BTreeMap::from([("reloader.stakater.com/match".into(), "true".into())]);
+        ct.spec.target.extra_keys = Some(crate::crd::ExtraKeys {
+            expires_at: Some("expires-at".into()),
+            refreshed_at: Some("refreshed-at".into()),
+            document: Some("token.json".into()),
+        });
+        let token = token_value();
+        let record = TokenRecord { collection_point_version: Some(3), ..record(&token) };
+        let secret = desired(&ct, &token, &record);
+        assert_eq!(secret.labels()["backup"], "daily");
+        assert_eq!(secret.labels()[MANAGED_BY_LABEL], MANAGED_BY, "the operator's label stays");
+        assert_eq!(secret.annotations()["reloader.stakater.com/match"], "true");
+        let data = secret.data.as_ref().unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(text("expires-at"), record.expires_at.unwrap().to_string());
+        assert_eq!(text("refreshed-at"), record.refreshed_at.to_string());
+        let fractional =
+            TokenRecord { refreshed_at: record.refreshed_at + std::time::Duration::from_millis(250), ..record.clone() };
+        let rounded = desired(&ct, &token, &fractional);
+        assert_eq!(
+            rounded.data.as_ref().unwrap()["refreshed-at"].0,
+            record.refreshed_at.to_string().as_bytes(),
+            "whole seconds"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&text("token.json")).unwrap();
+        assert_eq!(doc["token"], "a.b.c");
+        assert_eq!(doc["collectionPointVersion"], 3);
+        let mut fields: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort();
+        assert_eq!(fields, ["collectionPointVersion", "expiresAt", "fingerprint", "refreshedAt", "token"]);
+        assert_eq!(data.len(), 4, "token, two facts, the document: nothing else");
+
+        let mut summary = secret.clone();
+        summarize(&mut summary);
+        assert!(matches(&summary, &ct, &record));
+        // A new spec (another key set, other labels) no longer matches what is there.
+        let mut changed = ct.clone();
+        changed.spec.target.extra_keys = None;
+        assert!(!matches(&summary, &changed, &record), "extra keys to remove");
+        let mut relabelled = ct.clone();
+        relabelled.spec.target.labels.insert("tier".into(), "gold".into());
+        assert!(!matches(&summary, &relabelled, &record));
+        // An edited fact is noticed.
+        summary.data.as_mut().unwrap().insert("expires-at".into(), ByteString(b"sha256:0".to_vec()));
+        assert!(!matches(&summary, &ct, &record));
+    }
+
+    #[test]
+    fn what_an_earlier_spec_wrote_and_this_one_does_not_is_removed() {
+        let mut before = consent_token();
+        before.spec.target.labels = BTreeMap::from([("tier".into(), "gold".into()), ("keep".into(), "x".into())]);
+        before.spec.target.annotations = BTreeMap::from([("note".into(), "n".into())]);
+        before.spec.target.extra_keys =
+            Some(crate::crd::ExtraKeys { refreshed_at: Some("refreshed-at".into()), ..Default::default() });
+        let token = token_value();
+        let mut live = desired(&before, &token, &record(&token));
+        // Someone else's label is never touched.
+        live.metadata.labels.as_mut().unwrap().insert("theirs".into(), "y".into());
+        assert_eq!(leftovers(&live, &desired(&before, &token, &record(&token))), None);
+
+        let mut after = before.clone();
+        after.spec.target.labels.remove("tier");
+        after.spec.target.annotations.clear();
+        after.spec.target.extra_keys = None;
+        let patch = leftovers(&live, &desired(&after, &token, &record(&token))).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!({"metadata": {"labels": {"tier": null}, "annotations": {"note": null}},
+                               "data": {"refreshed-at": null}})
+        );
+        // A new token key: the old key (and its token) goes.
+        let mut rekeyed = before.clone();
+        rekeyed.spec.target.key = Some("token2".into());
+        let patch = leftovers(&live, &desired(&rekeyed, &token, &record(&token))).unwrap();
+        assert_eq!(patch["data"]["jwt"], serde_json::Value::Null);
     }
 }

@@ -6,12 +6,13 @@ mod support;
 
 use std::time::Duration;
 
+use consent_token_operator::crd::ClusterConsentProvider;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use support::operator::Operator;
 
-use support::chart::{CHART, FULLNAME, RELEASE, apply, helm, helm_output, render};
+use support::chart::{CHART, FULLNAME, RELEASE, apply, helm, helm_output, only_kinds, render};
 
 #[tokio::test]
 async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
@@ -29,8 +30,17 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
 
     let list = format!("watchNamespaces={{{watched_a},{watched_b}}}");
     let scoped = render(&release_ns, &[&list]);
-    assert!(!scoped.contains("ClusterRole"), "namespace-scoped install grants nothing cluster-wide");
-    assert_eq!(scoped.matches("\nkind: RoleBinding").count(), 3, "one per watched namespace, one for the Lease");
+    // Cluster-wide, a namespace-scoped install reads only the cluster-scoped providers and
+    // namespace labels (and writes provider status): never a Secret or a ConsentToken.
+    assert_eq!(scoped.matches("\nkind: ClusterRole\n").count(), 1);
+    let cluster_role = only_kinds(&scoped, &["ClusterRole"]);
+    assert!(cluster_role.contains("clusterconsentproviders") && cluster_role.contains("namespaces"));
+    assert!(!cluster_role.contains("secrets") && !cluster_role.contains("\"consenttokens\""), "{cluster_role}");
+    assert_eq!(
+        scoped.matches("\nkind: RoleBinding").count(),
+        4,
+        "one per watched namespace, one for the Lease, one for provider credentials in the release namespace"
+    );
     apply(&scoped, true);
 
     // Monitoring objects need the Prometheus Operator's CRDs to dry-run; they must render.
@@ -92,7 +102,7 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
     let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     fake.add_fdx_client("mx-client", "mx-secret-value");
     let operator = Operator::start_as(&kubeconfig, &granted, &release_ns, fake.ca_pem(), &[]).await;
-    let env = support::operator::TestEnv::from_parts(admin.clone(), granted.clone(), fake, operator);
+    let mut env = support::operator::TestEnv::from_parts(admin.clone(), granted.clone(), fake, operator);
     env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
     env.create_token(
         "mx",
@@ -102,13 +112,41 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
     .await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
 
+    // A ClusterConsentProvider with its credentials in the release namespace works under the
+    // same RBAC: the provider-credentials Role, the cluster-scoped reads, its status written.
+    env.namespace = release_ns.clone();
+    env.put_secret("shared-mx", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    env.namespace = granted.clone();
+    let name = format!("shared-{}", &release_ns[9..]);
+    let providers: Api<ClusterConsentProvider> = Api::all(admin.clone());
+    let provider: ClusterConsentProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ClusterConsentProvider", "metadata": {"name": name},
+        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "shared-mx"}},
+                 "allowedNamespaces": {"names": [granted]}}
+    }))
+    .unwrap();
+    providers.create(&Default::default(), &provider).await.unwrap();
+    env.create_token(
+        "via-cluster-provider",
+        serde_json::json!({"providerRef": {"kind": "ClusterConsentProvider", "name": name}, "customerId": "c2"}),
+    )
+    .await;
+    env.wait_for_ready("via-cluster-provider", "True", "TokenValid").await;
+    support::eventually("the cluster provider's status", Duration::from_secs(30), || async {
+        let status = providers.get(&name).await.ok()?.status?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == "CredentialsValid" && status.consent_tokens == 1).then_some(())
+    })
+    .await;
+    providers.delete(&name, &Default::default()).await.unwrap();
+
     // Pointed at a namespace it was not granted, the same identity never gets ready.
+    // It tried (and was refused: its log says so) before we look at its readiness.
     let refused = Operator::spawn(&kubeconfig, &other, &release_ns, env.fake.ca_pem(), &["--leader-election", "false"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_ne!(refused.readyz().await, Some(200));
-    assert!(
-        refused.logs().contains("403") || refused.logs().to_lowercase().contains("forbidden"),
-        "{}",
-        refused.logs()
-    );
+    support::eventually("the refused operator to be refused", Duration::from_secs(30), || async {
+        let logs = refused.logs();
+        (logs.contains("403") || logs.to_lowercase().contains("forbidden")).then_some(())
+    })
+    .await;
+    assert_eq!(refused.readyz().await, Some(503), "answers, and is not ready");
 }

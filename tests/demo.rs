@@ -1,4 +1,5 @@
-//! `make demo`, as documented: both providers' sample Secrets get tokens, and Ctrl-C leaves
+//! `make demo`, as documented: both providers' sample Secrets get tokens (through a
+//! ConsentProvider, a ClusterConsentProvider and written out), and Ctrl-C leaves
 //! nothing running. Needs the `target/debug` binaries built first (`make test` does).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
@@ -9,10 +10,10 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn secret_token(kubeconfig: &str, secret: &str, key: &str) -> Option<String> {
+fn secret_token(kubeconfig: &str, namespace: &str, secret: &str, key: &str) -> Option<String> {
     let jsonpath = format!("jsonpath={{.data.{key}}}");
     let out = Command::new("kubectl")
-        .args(["get", "secret", secret, "-o", &jsonpath])
+        .args(["get", "secret", secret, "-n", namespace, "-o", &jsonpath])
         .env("KUBECONFIG", kubeconfig)
         .output()
         .ok()?;
@@ -65,9 +66,10 @@ fn make_demo_serves_both_providers_and_ctrl_c_leaves_nothing_behind() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let tokens = loop {
-        let mx = secret_token(&kubeconfig, "customer-alice", "token");
-        let ot = secret_token(&kubeconfig, "web-signup-token", "requestInformation");
-        if let (Some(mx), Some(ot)) = (mx, ot) {
+        let mx = secret_token(&kubeconfig, "default", "customer-alice", "token");
+        let ot = secret_token(&kubeconfig, "default", "web-signup-token", "requestInformation");
+        let shared = secret_token(&kubeconfig, "team-web", "newsletter-signup-token", "requestInformation");
+        if let (Some(mx), Some(ot), Some(_)) = (mx, ot, shared) {
             break (mx, ot);
         }
         assert!(Instant::now() < deadline, "the sample Secrets did not get tokens");

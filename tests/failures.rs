@@ -39,10 +39,10 @@ async fn rate_limited_waits_the_full_retry_after_and_reports_the_provider_facts(
     let wait = status.next_refresh_time.unwrap().0.duration_since(Timestamp::now()).as_secs();
     assert!(wait >= 3590, "next attempt in {wait}s, not before Retry-After");
 
-    // Another forced refresh during the wait is held back without reaching the provider.
+    // Another forced refresh during the wait is handled (reported in status) and held back
+    // without reaching the provider.
     let requests = env.fake.requests(Endpoint::FdxToken);
-    env.request_refresh("mx").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.refresh_and_wait_handled("mx").await;
     assert_eq!(env.fake.requests(Endpoint::FdxToken), requests);
     assert!(env.operator.metrics().await.contains("consent_token_rate_limit_waits_total{provider=\"FDX\"} 1"));
 }
@@ -98,14 +98,12 @@ async fn garbage_is_never_written() {
 
     for body in ["<html>maintenance</html>", r#"{"access_token": ""}"#, "{}"] {
         env.fake.inject(Endpoint::FdxToken, Fault::Garbage(body.into()), None);
-        env.request_refresh("mx").await;
         let before = env.fake.requests(Endpoint::FdxToken);
-        support::eventually("the garbage answer to be fetched", Duration::from_secs(20), || async {
-            (env.fake.requests(Endpoint::FdxToken) > before).then_some(())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        env.wait_for_ready("mx", "True", "InvalidResponse").await;
+        // The status of the reconcile that fetched this answer, not the previous one's.
+        let ct = env.refresh_and_wait_handled("mx").await;
+        assert_eq!(env.fake.requests(Endpoint::FdxToken), before + 1, "{body} fetched");
+        let ready = ct.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "InvalidResponse"), "after {body}");
         assert_eq!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()), "after {body}");
     }
 }
@@ -116,8 +114,22 @@ async fn refused_credentials_do_not_hot_loop() {
     let good = ready_then_fault(&env, Fault::Status(401), None).await;
     let ct = env.wait_for_ready("mx", "True", "Unauthorized").await;
     assert!(ct.status.unwrap().conditions[0].message.contains("check the credentials Secret"));
+    // The retry is scheduled on the slow configuration backoff, and a reconcile meanwhile (the
+    // operator's reconcile count moves) does not retry early.
     let requests = env.fake.requests(Endpoint::FdxToken);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = env.tokens().get("mx").await.unwrap().status.unwrap();
+    let wait = status.next_refresh_time.unwrap().0.duration_since(Timestamp::now()).as_secs();
+    assert!(wait >= 5, "next attempt in {wait}s after a 401");
+    let reconciles = env.operator.reconciles().await;
+    env.tokens()
+        .patch(
+            "mx",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"unrelated": "1"}}})),
+        )
+        .await
+        .unwrap();
+    env.operator.wait_for_reconciles(reconciles).await;
     assert_eq!(env.fake.requests(Endpoint::FdxToken), requests, "no retry within seconds of a 401");
     assert_eq!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()));
 }
@@ -161,10 +173,14 @@ async fn deleted_credentials_are_not_used_from_memory() {
     let good = env.token_in_secret("mx", "token").await.unwrap();
     // The operator has read these credentials once; after the Secret is deleted, a refresh
     // must not go ahead with what it remembers.
+    // The deletion reaches the operator through its watch, which then reconciles the users of
+    // the Secret: its reconcile count moving proves it has seen the deletion.
+    let reconciles = env.operator.reconciles().await;
     env.secrets().delete("mx-credentials", &Default::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    env.request_refresh("mx").await;
-    let ct = env.wait_for_ready("mx", "True", "CredentialsNotFound").await;
+    env.operator.wait_for_reconciles(reconciles).await;
+    let ct = env.refresh_and_wait_handled("mx").await;
+    let ready = ct.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+    assert_eq!(ready.reason, "CredentialsNotFound");
     assert!(ct.status.unwrap().conditions[0].message.contains("mx-credentials"));
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 1, "no fetch without credentials");
     assert_eq!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()), "token kept");

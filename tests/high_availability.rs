@@ -21,9 +21,11 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     env.fdx_token("mx", "customer-1").await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
 
-    // Let a few renewals happen: only the leader writes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(counter_total(&env.operator.metrics().await, "consent_token_refreshes_total") >= 2.0);
+    // A few renewals by the leader; the standby wrote nothing meanwhile.
+    support::eventually("renewals by the leader", Duration::from_secs(30), || async {
+        (counter_total(&env.operator.metrics().await, "consent_token_refreshes_total") >= 2.0).then_some(())
+    })
+    .await;
     assert_eq!(counter_total(&standby.metrics().await, "consent_token_refreshes_total"), 0.0, "the standby wrote");
 
     let before = env.token_in_secret("mx", "token").await.unwrap();

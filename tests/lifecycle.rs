@@ -141,8 +141,18 @@ async fn the_refresh_annotation_refreshes_once_per_value() {
         (fp != first).then_some(fp)
     })
     .await;
-    // Nothing more happens for the same annotation value.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing more happens for the same annotation value: another annotation makes the
+    // operator look again (its reconcile count moves), and it does not fetch.
+    let reconciles = env.operator.reconciles().await;
+    env.tokens()
+        .patch(
+            "mx",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"unrelated": "1"}}})),
+        )
+        .await
+        .unwrap();
+    env.operator.wait_for_reconciles(reconciles).await;
     assert_eq!(env.tokens().get("mx").await.unwrap().status.unwrap().token_fingerprint, second);
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 2);
 }
@@ -170,10 +180,160 @@ async fn a_restarted_operator_resumes_the_schedule_instead_of_refetching() {
     env.operator.kill();
     env.operator = Operator::start(&env.namespace, env.fake.ca_pem(), &[]).await;
     env.operator.wait_until_leader(&env.namespace).await;
-    // Give the new leader time to reconcile everything it found.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The new process reconciled everything it found (five reconciles at least), and fetched nothing.
+    support::eventually("the new process to reconcile all five", Duration::from_secs(30), || async {
+        (env.operator.reconciles().await >= 5).then_some(())
+    })
+    .await;
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 5, "tokens still valid and not due: nothing refetched");
     for i in 0..5 {
         env.wait_for_ready(&format!("mx-{i}"), "True", "TokenValid").await;
     }
+}
+
+#[tokio::test]
+async fn a_renamed_target_takes_the_token_and_the_old_secret_goes() {
+    let env = TestEnv::start("rename").await;
+    env.fdx_token("mx", "rename-customer").await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    let old = env.secrets().get("mx").await.unwrap();
+    env.tokens()
+        .patch(
+            "mx",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"target": {"secretName": "mx-renamed"}}})),
+        )
+        .await
+        .unwrap();
+    support::eventually("the token under the new name", Duration::from_secs(30), || async {
+        env.token_in_secret("mx-renamed", "token").await
+    })
+    .await;
+    support::eventually("the old Secret deleted", Duration::from_secs(30), || async {
+        env.secrets().get_opt("mx").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let ct = env.wait_for_ready("mx", "True", "TokenValid").await;
+    assert_eq!(ct.status.unwrap().observed_generation, ct.metadata.generation);
+    assert_ne!(old.uid(), None);
+}
+
+#[tokio::test]
+async fn a_secret_recreated_by_someone_else_is_not_taken_over_by_a_stale_cache() {
+    // A Lease longer than the stall, so the operator stays leader through it.
+    let (env, proxy, _dir) = support::proxy::env_through_proxy("recreated", "45s").await;
+    env.fake.set_fdx_lifetime(12);
+    env.fdx_token("mx", "recreated-customer").await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+
+    // The operator hears nothing for a while: meanwhile its Secret is replaced by someone
+    // else's of the same name, and the token falls due, so it renews from its stale cache.
+    proxy.cut(support::proxy::Cut::Stall);
+    env.secrets().delete("mx", &DeleteParams::default()).await.unwrap();
+    let foreign = Secret {
+        metadata: ObjectMeta { name: Some("mx".into()), ..Default::default() },
+        data: Some([("token".to_owned(), ByteString(b"someone-elses".to_vec()))].into()),
+        ..Default::default()
+    };
+    env.secrets().create(&PostParams::default(), &foreign).await.unwrap();
+    support::eventually("the renewal fetched while the operator is cut off", Duration::from_secs(30), || async {
+        (env.fake.requests(Endpoint::FdxToken) >= 2).then_some(())
+    })
+    .await;
+    proxy.heal();
+    env.wait_for_ready("mx", "False", "TargetConflict").await;
+    let secret = env.secrets().get("mx").await.unwrap();
+    assert_eq!(secret.data.unwrap()["token"].0, b"someone-elses");
+    assert!(secret.metadata.owner_references.unwrap_or_default().is_empty(), "not taken over");
+}
+
+#[tokio::test]
+async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
+    let mut env = TestEnv::start("spread").await;
+    env.fake.add_fdx_client("mx-client", "mx-secret-value");
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    let token = |customer: &str| {
+        serde_json::json!({"fdx": {"baseUrl": env.fake.base_url(), "customerId": customer,
+            "credentialsSecretRef": {"name": "mx-credentials"}}, "refresh": {"renewBefore": "190s"}})
+    };
+    // One token that will be close to expiry (100 s: under the kubelet's 90 s margin soon),
+    // one whose Secret will be gone, and eight comfortably valid ones (200 s), all due 10 s
+    // after their fetch.
+    env.fake.set_fdx_lifetime(100);
+    env.create_token("urgent", token("spread-urgent")).await;
+    env.wait_for_ready("urgent", "True", "TokenValid").await;
+    env.fake.set_fdx_lifetime(200);
+    env.create_token("missing", token("spread-missing")).await;
+    let spread: Vec<String> = (0..8).map(|i| format!("spread-{i}")).collect();
+    for name in &spread {
+        env.create_token(name, token(&format!("customer-{name}"))).await;
+    }
+    let mut before = std::collections::BTreeMap::new();
+    for name in spread.iter().chain([&"missing".to_owned()]) {
+        let ready = env.wait_for_ready(name, "True", "TokenValid").await;
+        before.insert(name.clone(), ready.status.unwrap().token_fingerprint.unwrap());
+    }
+    env.operator.kill();
+    env.secrets().delete("missing", &DeleteParams::default()).await.unwrap();
+    // Down until every token is overdue and the short one is under 90 s from expiry.
+    support::eventually("all overdue, one urgent", Duration::from_secs(40), || async {
+        let now = jiff::Timestamp::now();
+        for ct in env.tokens().list(&Default::default()).await.ok()?.items {
+            let status = ct.status?;
+            // Overdue by more than a moment (a renewal a second late is not a restart's).
+            if status.next_refresh_time?.0 > now - std::time::Duration::from_secs(4) {
+                return None;
+            }
+            if ct.metadata.name.as_deref() == Some("urgent") && status.expires_at?.0.duration_since(now).as_secs() > 88
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let sampler = support::faults::SecretSampler::start(env.client.clone(), &env.namespace);
+    support::eventually("a first sample of every Secret", Duration::from_secs(10), || async {
+        (sampler.samples().len() == 9).then_some(())
+    })
+    .await;
+    let restarted = jiff::Timestamp::now();
+    env.operator = Operator::start(&env.namespace, env.fake.ca_pem(), &["--overdue-spread", "12s"]).await;
+    env.operator.wait_until_leader(&env.namespace).await;
+
+    let renewed_at = |name: String| {
+        let sampler = &sampler;
+        async move {
+            support::eventually(&format!("{name} renewed"), Duration::from_secs(40), || async {
+                if name == "missing" {
+                    // It was gone: its first sighting.
+                    return sampler.samples().remove(&name)?.first().map(|s| s.at);
+                }
+                sampler.first_change_after(&name, restarted)
+            })
+            .await
+        }
+    };
+    let urgent = renewed_at("urgent".into()).await;
+    let missing = renewed_at("missing".into()).await;
+    let mut spread_at = Vec::new();
+    for name in &spread {
+        spread_at.push(renewed_at(name.clone()).await);
+    }
+    let first_spread = *spread_at.iter().min().unwrap();
+    let last_spread = *spread_at.iter().max().unwrap();
+    assert!(
+        urgent <= first_spread && missing <= first_spread,
+        "urgent {urgent}, missing {missing}, first of the rest {first_spread}"
+    );
+    let span = last_spread.duration_since(first_spread);
+    assert!(span.as_secs_f64() >= 3.0, "eight overdue tokens renewed within {span:?}: not spread");
+    assert!(last_spread.duration_since(restarted).as_secs() <= 20, "spread beyond --overdue-spread");
+    eprintln!(
+        "FIGURES restart spreading: urgent after {:?}, missing after {:?}, the other eight from {:?} to {:?}",
+        urgent.duration_since(restarted),
+        missing.duration_since(restarted),
+        first_spread.duration_since(restarted),
+        last_spread.duration_since(restarted)
+    );
 }

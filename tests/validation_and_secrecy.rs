@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
@@ -81,9 +79,8 @@ async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() 
     env.wait_for_ready("cp", "True", "TokenValid").await;
     // And a failure path, whose messages are the likeliest to leak.
     env.fake.inject(fake_provider::Endpoint::FdxToken, fake_provider::Fault::Status(401), None);
-    env.request_refresh("mx").await;
+    env.refresh_and_wait_handled("mx").await;
     env.wait_for_ready("mx", "True", "Unauthorized").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mx_token = env.token_in_secret("mx", "token").await.unwrap();
     let ot_token = env.token_in_secret("cp", "token").await.unwrap();

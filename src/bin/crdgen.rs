@@ -1,8 +1,11 @@
-//! Prints the ConsentToken CustomResourceDefinition as YAML: `cargo run --bin crdgen > crds/consenttokens.consent.dev.yaml`.
-use consent_token_operator::crd::ConsentToken;
+//! Prints the project's CustomResourceDefinitions as YAML, one document each:
+//! `cargo run --bin crdgen > crds/consent.dev.yaml` (see `scripts/generate`).
+use consent_token_operator::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 use kube::CustomResourceExt;
 
 fn main() -> Result<(), serde_yaml::Error> {
-    print!("{}", serde_yaml::to_string(&ConsentToken::crd())?);
+    let crds = [ConsentToken::crd(), ConsentProvider::crd(), ClusterConsentProvider::crd()];
+    let documents: Result<Vec<String>, _> = crds.iter().map(serde_yaml::to_string).collect();
+    print!("{}", documents?.join("---\n"));
     Ok(())
 }

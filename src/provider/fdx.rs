@@ -47,6 +47,12 @@ impl FdxRequest {
     pub fn host(&self) -> &str {
         self.token_url.host_str().unwrap_or_default()
     }
+
+    /// Everything that decides which token comes back (see `spec::ValidSpec::request`). Holds
+    /// the customer id: only ever hashed.
+    pub fn identity(&self) -> String {
+        format!("fdx\0{}\0{}", self.token_url, self.customer_id.expose_secret())
+    }
 }
 
 pub struct FdxClient {

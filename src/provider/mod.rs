@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::token::Token;
 pub use fdx::FdxRequest;
 pub use http::UpstreamClient;
-pub use onetrust::OneTrustRequest;
+pub use onetrust::{OneTrustRequest, OneTrustTenantRequest};
 pub use policy::UpstreamPolicy;
 
 /// Client credentials read from the credentials Secret. Neither value can be printed.
@@ -63,11 +63,50 @@ impl Source {
         })
     }
 
+    /// Everything that decides which token comes back; personal data in it, so only ever hashed.
+    pub fn identity(&self) -> String {
+        match self {
+            Self::OneTrust(request) => request.identity(),
+            Self::Fdx(request) => request.identity(),
+        }
+    }
+
     /// The host credentials are sent to (without port): what a credentials Secret must allow.
     pub fn host(&self) -> &str {
         match self {
             Self::OneTrust(request) => request.host(),
             Self::Fdx(request) => request.host(),
+        }
+    }
+}
+
+/// A provider object's endpoint, checked against the policy without sending anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckedEndpoint {
+    OneTrust(OneTrustTenantRequest),
+    Fdx { host: String },
+}
+
+impl CheckedEndpoint {
+    pub fn new(endpoint: crate::crd::Endpoint<'_>, policy: &UpstreamPolicy) -> Result<Self, Error> {
+        Ok(match endpoint {
+            crate::crd::Endpoint::OneTrust(tenant) => {
+                Self::OneTrust(OneTrustTenantRequest::new(&tenant.hostname, policy)?)
+            }
+            crate::crd::Endpoint::Fdx(endpoint) => {
+                let base = url::Url::parse(&endpoint.base_url)
+                    .map_err(|_| Error::InvalidSpec("spec.fdx.baseUrl is not an absolute URL".into()))?;
+                policy.check_url(&base, "spec.fdx.baseUrl")?;
+                Self::Fdx { host: base.host_str().unwrap_or_default().to_owned() }
+            }
+        })
+    }
+
+    /// The host credentials are sent to (without port): what a credentials Secret must allow.
+    pub fn host(&self) -> &str {
+        match self {
+            Self::OneTrust(tenant) => tenant.host(),
+            Self::Fdx { host } => host,
         }
     }
 }
@@ -86,6 +125,18 @@ impl Providers {
     ) -> Result<Self, http::SetupError> {
         let upstream = Arc::new(UpstreamClient::new(args, policy, metrics)?);
         Ok(Self { onetrust: onetrust::OneTrustClient::new(upstream.clone()), fdx: fdx::FdxClient::new(upstream) })
+    }
+
+    /// What a provider object's Ready condition says when its credentials work: for OneTrust,
+    /// an access token was obtained (or is cached) with them; for FDX, whose only call mints a
+    /// customer's token, that they were found and allowed (checked for real at each fetch).
+    pub async fn check(&self, endpoint: &CheckedEndpoint, credentials: &Credentials) -> Result<&'static str, Error> {
+        match endpoint {
+            CheckedEndpoint::OneTrust(tenant) => {
+                self.onetrust.obtain_access_token(tenant, credentials).await.map(|()| "AccessTokenObtained")
+            }
+            CheckedEndpoint::Fdx { .. } => Ok("CredentialsValid"),
+        }
     }
 
     pub async fn fetch(&self, source: &Source, credentials: &Credentials) -> Result<FetchedToken, Error> {

@@ -34,21 +34,46 @@ pub struct OneTrustRequest {
     collection_point_url: url::Url,
 }
 
+/// A OneTrust tenant's OAuth endpoint, checked: what a provider object's status is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneTrustTenantRequest {
+    hostname: String,
+    oauth_url: url::Url,
+}
+
+impl OneTrustTenantRequest {
+    /// OneTrust is always https, whatever the policy says about http.
+    pub fn new(hostname: &str, policy: &UpstreamPolicy) -> Result<Self, Error> {
+        let base = base_url(hostname)?;
+        policy.check_url(&base, "spec.oneTrust.hostname")?;
+        let oauth_url = base.join("/api/access/v1/oauth/token").map_err(|_| invalid_hostname())?;
+        Ok(Self { hostname: hostname.to_owned(), oauth_url })
+    }
+
+    pub fn host(&self) -> &str {
+        self.oauth_url.host_str().unwrap_or_default()
+    }
+}
+
 impl OneTrustRequest {
     /// OneTrust is always https, whatever the policy says about http.
     pub fn new(source: &OneTrustSource, policy: &UpstreamPolicy) -> Result<Self, Error> {
+        let tenant = OneTrustTenantRequest::new(&source.hostname, policy)?;
         let base = base_url(&source.hostname)?;
-        policy.check_url(&base, "spec.oneTrust.hostname")?;
-        let oauth_url = base.join("/api/access/v1/oauth/token").map_err(|_| invalid_hostname())?;
         Ok(Self {
-            hostname: source.hostname.clone(),
-            oauth_url,
+            hostname: tenant.hostname,
+            oauth_url: tenant.oauth_url,
             collection_point_url: collection_point_url(base, source)?,
         })
     }
 
     pub fn host(&self) -> &str {
         self.oauth_url.host_str().unwrap_or_default()
+    }
+
+    /// Everything that decides which token comes back (see `spec::ValidSpec::request`).
+    pub fn identity(&self) -> String {
+        format!("onetrust\0{}\0{}", self.oauth_url, self.collection_point_url)
     }
 }
 
@@ -96,6 +121,20 @@ impl OneTrustClient {
         credentials: &Credentials,
     ) -> Result<SecretString, Error> {
         self.access_tokens.get_or_fetch(key, || self.request_access_token(&request.oauth_url, credentials)).await
+    }
+
+    /// Obtains the tenant's access token with these credentials, or finds it cached: the one
+    /// every ConsentToken of the tenant then uses (same cache key as [`Self::fetch`]).
+    pub async fn obtain_access_token(
+        &self,
+        tenant: &OneTrustTenantRequest,
+        credentials: &Credentials,
+    ) -> Result<(), Error> {
+        let key = cache_key(&tenant.hostname, credentials);
+        self.access_tokens
+            .get_or_fetch(&key, || self.request_access_token(&tenant.oauth_url, credentials))
+            .await
+            .map(drop)
     }
 
     /// Asks for an access token as OneTrust's OpenAPI document says (multipart/form-data). A

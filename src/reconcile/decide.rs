@@ -37,13 +37,23 @@ pub struct Situation<'a> {
     pub refresh_requested_at: Option<&'a str>,
     pub credentials_changed_to: Option<&'a str>,
     pub first_reconcile: bool,
+    /// Fingerprint of the request the spec asks for now (see `spec::ValidSpec::request`).
+    pub request: &'a str,
 }
 
 /// Whether to fetch now or wait. `defer` picks a deferral for an overdue object on the first
 /// reconcile after a start (see [`crate::schedule::overdue_window`]).
 pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
-    // What a person did comes first, even during a backoff.
-    if s.previous.observed_generation.is_some() && s.previous.observed_generation != s.generation {
+    // The token in the Secret answers another request (a spec or provider change). Secrets
+    // written before requests were recorded go by the spec's generation.
+    let other_request = s.current.is_some_and(|c| match &c.request {
+        Some(request) => request != s.request,
+        None => c.generation != s.generation.unwrap_or_default(),
+    });
+    // What a person did comes first, even during a backoff. A change of only the target or
+    // the schedule keeps a good token (the Secret is reshaped without a fetch).
+    let spec_changed = s.previous.observed_generation.is_some() && s.previous.observed_generation != s.generation;
+    if spec_changed && (other_request || s.current.is_none() || s.previous.consecutive_failures > 0) {
         return Decision::Fetch(Why::SpecChanged);
     }
     if let Some(requested) = s.refresh_requested_at
@@ -65,10 +75,25 @@ pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option
         return Decision::Wait(retry_at);
     }
     let Some(current) = s.current else { return Decision::Fetch(Why::NoToken) };
-    if current.generation != s.generation.unwrap_or_default() && s.previous.consecutive_failures == 0 {
+    if other_request && s.previous.consecutive_failures == 0 {
         return Decision::Fetch(Why::SpecChanged);
     }
-    let due = if s.previous.consecutive_failures > 0 { retry_at.unwrap_or(s.now) } else { current.next_refresh_at };
+    let due = if s.previous.consecutive_failures > 0 {
+        retry_at.unwrap_or(s.now)
+    } else {
+        // A deferral planned by an earlier reconcile of this process (an overdue token after a
+        // start, see `schedule::overdue_window`) holds for the reconciles that follow, as long
+        // as it leaves the kubelet its time before expiry.
+        let safe = |at: Timestamp| {
+            current
+                .expires_at
+                .is_none_or(|exp| crate::time_math::between(at, exp) > crate::schedule::KUBELET_PROPAGATION)
+        };
+        match retry_at {
+            Some(planned) if !s.first_reconcile && planned > current.next_refresh_at && safe(planned) => planned,
+            _ => current.next_refresh_at,
+        }
+    };
     if due > s.now {
         return Decision::Wait(due);
     }
@@ -100,6 +125,7 @@ mod tests {
             refresh_requested_at: None,
             credentials_changed_to: None,
             first_reconcile: false,
+            request: "sha256:aaaaaaaaaaaaaaaa",
         }
     }
 
@@ -160,5 +186,38 @@ mod tests {
         let mut s = situation(151, Some(&rec), &prev);
         s.first_reconcile = true;
         assert_eq!(decide(&s, |_| Some(t(170))), Decision::Fetch(Why::Due));
+    }
+    #[test]
+    fn a_new_request_fetches_and_a_new_target_alone_does_not() {
+        let rec = record(150, 300);
+        let prev = ok_status();
+        // The spec changed (generation 2) but asks for the same request: keep the token.
+        let mut s = situation(10, Some(&rec), &prev);
+        s.generation = Some(2);
+        assert_eq!(decide(&s, |_| None), Decision::Wait(t(150)));
+        // Another request, with or without a spec change (a provider object changed).
+        s.request = "sha256:bbbbbbbbbbbbbbbb";
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::SpecChanged));
+        let mut s = situation(10, Some(&rec), &prev);
+        s.request = "sha256:bbbbbbbbbbbbbbbb";
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::SpecChanged));
+        // A Secret written before requests were recorded: the generation decides.
+        let legacy = TokenRecord { request: None, ..record(150, 300) };
+        let mut s = situation(10, Some(&legacy), &prev);
+        assert_eq!(decide(&s, |_| None), Decision::Wait(t(150)));
+        s.generation = Some(2);
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::SpecChanged));
+    }
+
+    #[test]
+    fn a_deferral_after_a_start_holds_for_the_reconciles_that_follow() {
+        // A 300-second token due at t(150); the first reconcile after a start deferred it to t(170).
+        let rec = TokenRecord { expires_at: Some(t(400)), ..record(150, 400) };
+        let deferred = ConsentTokenStatus { next_refresh_time: Some(Time(t(170))), ..ok_status() };
+        assert_eq!(decide(&situation(160, Some(&rec), &deferred), |_| None), Decision::Wait(t(170)));
+        assert_eq!(decide(&situation(170, Some(&rec), &deferred), |_| None), Decision::Fetch(Why::Due));
+        // Never closer to expiry than the kubelet needs.
+        let late = ConsentTokenStatus { next_refresh_time: Some(Time(t(350))), ..ok_status() };
+        assert_eq!(decide(&situation(160, Some(&rec), &late), |_| None), Decision::Fetch(Why::Due));
     }
 }

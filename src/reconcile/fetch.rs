@@ -8,6 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::secret::{self, Target};
+use super::unwritten::Unwritten;
 use crate::crd::ConsentToken;
 use crate::error::Error;
 use crate::spec::ValidSpec;
@@ -21,22 +22,42 @@ use crate::target_secret::{self, TokenRecord};
 pub async fn refresh(
     ct: &ConsentToken,
     ctx: &Context,
-    spec: &ValidSpec<'_>,
+    spec: &ValidSpec,
     target: &Target,
     current: Option<&TokenRecord>,
     replace_anyway: bool,
     credentials_version: Option<&str>,
 ) -> Result<TokenRecord, Error> {
-    let namespace = ct.namespace().unwrap_or_default();
-    let host = spec.source.host();
-    let credentials = ctx.credentials.get(&ctx.client, &namespace, spec.credentials, credentials_version, host).await?;
-    let fetched = match ctx.providers.fetch(&spec.source, &credentials).await {
-        Ok(fetched) => fetched,
-        Err(err) => {
-            if matches!(err, Error::Unauthorized { .. }) {
-                ctx.credentials.forget(&namespace, &spec.credentials.name);
+    let uid = ct.uid().unwrap_or_default();
+    // A token fetched by an earlier attempt whose write failed, if still good to write.
+    let kept = ctx.unwritten.take(&uid, &spec.request, credentials_version).filter(|kept| {
+        let now = jiff::Timestamp::now();
+        worth_writing(now, kept.fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime).is_ok()
+    });
+    let (fetched, credentials_version) = match kept {
+        Some(kept) => {
+            tracing::debug!(
+                namespace = ct.namespace(),
+                name = ct.name_any(),
+                "writing the token an earlier attempt fetched"
+            );
+            (kept.fetched, kept.credentials_version)
+        }
+        None => {
+            let location = &spec.credentials;
+            let credentials = ctx
+                .credentials
+                .get(&ctx.client, &location.namespace, &location.reference, credentials_version, spec.source.host())
+                .await?;
+            match ctx.providers.fetch(&spec.source, &credentials).await {
+                Ok(fetched) => (fetched, credentials.version.clone()),
+                Err(err) => {
+                    if matches!(err, Error::Unauthorized { .. }) {
+                        ctx.credentials.forget(&location.namespace, &location.reference.name);
+                    }
+                    return Err(err);
+                }
             }
-            return Err(err);
         }
     };
     worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime)?;
@@ -46,12 +67,24 @@ pub async fn refresh(
         fingerprint: fetched.token.fingerprint(),
         refreshed_at: fetched.fetched_at,
         expires_at: fetched.expires_at,
-        next_refresh_at: ctx.calendar.place(&ct.uid().unwrap_or_default(), earliest, latest),
+        next_refresh_at: ctx.calendar.place(&uid, earliest, latest),
         generation: ct.meta().generation.unwrap_or_default(),
-        credentials_version: credentials.version.clone(),
+        credentials_version: credentials_version.clone(),
         collection_point_version: fetched.collection_point_version,
+        request: Some(spec.request.clone()),
     };
-    secret::write(ct, ctx, target, &target_secret::desired(ct, &fetched.token, &record)).await?;
+    if let Err(err) = secret::write(ct, ctx, target, &target_secret::desired(ct, &fetched.token, &record)).await {
+        if matches!(err, Error::Kube(_)) {
+            ctx.unwritten.keep(&uid, Unwritten { fetched, request: spec.request.clone(), credentials_version });
+        }
+        return Err(err);
+    }
+    tracing::debug!(
+        namespace = ct.namespace(),
+        name = ct.name_any(),
+        fingerprint = record.fingerprint,
+        "token written"
+    );
     Ok(record)
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, FIELD_MANAGER};
 use crate::crd::{ConsentToken, ConsentTokenStatus};
@@ -73,26 +73,31 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
 /// created where there is none.
 pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: &Secret) -> Result<(), Error> {
     match target {
-        Target::Ours(_) => apply(ctx, desired).await,
+        Target::Ours(current) => apply(ctx, desired, current).await,
         Target::Missing | Target::Foreign => create(ct, ctx, desired).await,
     }
 }
 
-/// Puts back labels, annotations or owner if someone changed them (an edited token is not
-/// intact, so a new one is fetched instead). `target` is the Secret as cached (see
+/// Reshapes the Secret when the spec's target changed (labels, annotations, extra keys) and
+/// puts back what someone else changed (an edited token is not intact, so a new one is fetched
+/// instead), keeping the token. `target` is the Secret as cached (see
 /// [`target_secret::summarize`]): the token itself is read from the API server only when
-/// something has to be put back.
+/// something has to be written.
 pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &TokenRecord) -> Result<(), Error> {
     let Target::Ours(summary) = target else { return Ok(()) };
-    if target_secret::matches(summary, &target_secret::desired_without_token(ct, record)) {
+    // The Secret records the spec generation it was last written for.
+    let record = &TokenRecord { generation: ct.meta().generation.unwrap_or_default(), ..record.clone() };
+    if target_secret::matches(summary, ct, record) {
         return Ok(());
     }
-    tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret was changed; putting it back");
+    tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret differs from the spec; writing it");
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
     let secret = api.get_opt(&ct.target_secret_name()).await?;
     // Gone or its token edited meanwhile: the watch event that follows triggers a new token.
-    if let Some(token) = secret.and_then(|s| target_secret::intact_token(&s, ct.target_key(), record)) {
-        apply(ctx, &target_secret::desired(ct, &token, record)).await?;
+    if let Some(secret) = secret
+        && let Some(token) = target_secret::intact_token(&secret, ct.target_key(), record)
+    {
+        apply(ctx, &target_secret::desired(ct, &token, record), &secret).await?;
     }
     Ok(())
 }
@@ -110,7 +115,9 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
             // Ours after all (the label was removed, or our own create is not in the cache
             // yet), or someone else's.
             match api.get_opt(&name).await? {
-                Some(existing) if target_secret::is_controlled_by(&existing, ct) => apply(ctx, desired).await,
+                Some(existing) if target_secret::is_controlled_by(&existing, ct) => {
+                    apply(ctx, desired, &existing).await
+                }
                 _ => Err(Error::TargetConflict(name)),
             }
         }
@@ -118,12 +125,74 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
     }
 }
 
-/// Server-side apply of a Secret this ConsentToken controls.
-async fn apply(ctx: &Context, desired: &Secret) -> Result<(), Error> {
+/// Server-side apply of a Secret this ConsentToken controls, `current` as it is now (or as
+/// cached). The write carries `current`'s uid as a precondition: a Secret of that name deleted
+/// and recreated by someone else meanwhile is refused by the API server, never taken over
+/// (`TargetConflict`). What an earlier spec had written and this one does not is removed first
+/// (see [`target_secret::leftovers`]): a rare second request, only after a change of the target.
+async fn apply(ctx: &Context, desired: &Secret, current: &Secret) -> Result<(), Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
     let name = desired.metadata.name.clone().unwrap_or_default();
+    let uid = current.metadata.uid.clone();
+    if let Some(mut removal) = target_secret::leftovers(current, desired) {
+        removal["metadata"]["uid"] = serde_json::json!(uid);
+        ctx.api_writes.permit().await;
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
+    }
+    let mut desired = desired.clone();
+    desired.metadata.uid = uid;
     ctx.api_writes.permit().await;
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(|err| replaced(err, &name))?;
+    Ok(())
+}
+
+/// A write refused because the Secret's uid is not the one it was believed to have: it was
+/// deleted (and perhaps recreated by someone else) since it was read.
+fn replaced(err: kube::Error, name: &str) -> Error {
+    match &err {
+        kube::Error::Api(status) if (status.code == 409 || status.code == 422) && status.message.contains("uid") => {
+            Error::TargetConflict(name.to_owned())
+        }
+        _ => err.into(),
+    }
+}
+
+/// Deletes Secrets this ConsentToken created under an earlier `spec.target.secretName`: the
+/// old name would otherwise keep a live token nobody renews. Looked for only after a spec
+/// change (a scan of the cache), each deleted with its uid as precondition.
+pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Error> {
+    let current = ct.target_secret_name();
+    let namespace = ct.namespace().unwrap_or_default();
+    let renamed: Vec<Arc<Secret>> = ctx
+        .owned_secrets
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|s| s.name_any() != current && target_secret::is_controlled_by(&**s, ct))
+        .collect();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    for secret in renamed {
+        tracing::info!(
+            namespace,
+            name = ct.name_any(),
+            secret = secret.name_any(),
+            "deleting the Secret of an earlier target name"
+        );
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: secret.uid(), resource_version: None }),
+            ..Default::default()
+        };
+        ctx.api_writes.permit().await;
+        match api.delete(&secret.name_any(), &params).await {
+            Ok(_) => {}
+            // Gone already, or replaced by someone else's: not ours to delete.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
     Ok(())
 }

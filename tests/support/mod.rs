@@ -12,12 +12,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chart;
+pub mod faults;
 pub mod operator;
+pub mod proxy;
 pub mod secrecy;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -34,14 +36,20 @@ pub fn repo_root() -> PathBuf {
 struct ControlPlane {
     kubeconfig: PathBuf,
     // Never dropped: the pipe to its stdin closes when this process exits, which stops it.
-    _process: Option<Mutex<Child>>,
+    process: Option<Mutex<Started>>,
+}
+
+struct Started {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
 }
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 fn start_control_plane() -> ControlPlane {
     if let Ok(path) = std::env::var("CONSENT_TEST_KUBECONFIG") {
-        return ControlPlane { kubeconfig: path.into(), _process: None };
+        return ControlPlane { kubeconfig: path.into(), process: None };
     }
     let mut child = Command::new(repo_root().join("scripts/control-plane"))
         .arg("up")
@@ -50,14 +58,30 @@ fn start_control_plane() -> ControlPlane {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start scripts/control-plane up");
-    let stdout = child.stdout.take().expect("control-plane stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("control-plane stdout"));
+    let stdin = child.stdin.take().expect("control-plane stdin");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read control-plane output");
+    stdout.read_line(&mut line).expect("read control-plane output");
     let kubeconfig = line
         .strip_prefix("ready ")
         .map(|p| PathBuf::from(p.trim()))
         .unwrap_or_else(|| panic!("control plane did not start (said {line:?}); see its log above"));
-    ControlPlane { kubeconfig, _process: Some(Mutex::new(child)) }
+    ControlPlane { kubeconfig, process: Some(Mutex::new(Started { _child: child, stdin, stdout })) }
+}
+
+/// A fault in this test binary's own control plane: `stop` or `start` of `etcd` or
+/// `kube-apiserver` (SIGKILL; started again on the same port with the same data, `start
+/// kube-apiserver` returning once it is ready). Blocks until done.
+pub fn control_plane_fault(verb: &str, component: &str) {
+    let plane = CONTROL_PLANE.get_or_init(start_control_plane);
+    let process =
+        plane.process.as_ref().expect("faults need the test binary's own control plane (not CONSENT_TEST_KUBECONFIG)");
+    let mut started = process.lock().unwrap();
+    writeln!(started.stdin, "{verb} {component}").expect("ask the control plane");
+    started.stdin.flush().unwrap();
+    let mut line = String::new();
+    started.stdout.read_line(&mut line).expect("read the control plane's answer");
+    assert_eq!(line.trim(), format!("done {verb} {component}"), "control plane fault");
 }
 
 /// Path of the admin kubeconfig of this test binary's control plane, starting it if needed.
@@ -146,10 +170,20 @@ pub fn install_crds() {
     INSTALLED.get_or_init(|| {
         let crds = repo_root().join("crds");
         kubectl(&["apply", "--server-side", "--field-manager=consent-tests", "-f", crds.to_str().unwrap()]);
-        kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/consenttokens.consent.dev"]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/consenttokens.consent.dev",
+            "crd/consentproviders.consent.dev",
+            "crd/clusterconsentproviders.consent.dev",
+        ]);
         // Established comes a moment before the API server serves the new resource.
         for _ in 0..100 {
-            if kubectl_output(&["get", "consenttokens", "--all-namespaces"]).status.success() {
+            if kubectl_output(&["get", "consenttokens,consentproviders,clusterconsentproviders", "--all-namespaces"])
+                .status
+                .success()
+            {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

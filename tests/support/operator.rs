@@ -40,6 +40,8 @@ pub struct Launch<'a> {
     /// Extra `/etc/hosts` lines (address, name) that only this operator sees: it runs in a
     /// mount namespace of its own with its own copy of the file.
     pub hosts: Vec<(&'a str, &'a str)>,
+    /// Short, so takeovers are quick to test.
+    pub lease_duration: &'a str,
 }
 
 impl<'a> Launch<'a> {
@@ -54,6 +56,7 @@ impl<'a> Launch<'a> {
             allow_loopback: true,
             min_token_lifetime: "2s",
             hosts: Vec::new(),
+            lease_duration: "6s",
         }
     }
 
@@ -139,7 +142,8 @@ impl Operator {
         // Leader election stays on, with a Lease of the test's own and a short duration.
         let child = command
             .args(["--metrics-addr", &metrics_addr, "--identity", &identity, "--log-level", "trace"])
-            .args(["--lease-namespace", launch.lease_namespace, "--lease-name", "operator", "--lease-duration", "6s"])
+            .args(["--lease-namespace", launch.lease_namespace, "--lease-name", "operator"])
+            .args(["--lease-duration", launch.lease_duration])
             .arg("--extra-ca-bundle")
             .arg(&ca)
             .args(&launch.args)
@@ -175,6 +179,40 @@ impl Operator {
 
     pub async fn metrics(&self) -> String {
         http_get(&format!("http://{}/metrics", self.metrics_addr)).await.map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// Whether the process is still running (it was not restarted or stopped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// When the log says `message` (the timestamps of the matching lines), in order.
+    pub fn log_times(&self, message: &str) -> Vec<jiff::Timestamp> {
+        self.logs()
+            .lines()
+            .filter(|line| line.contains(message))
+            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// Reconciles this process has finished (its reconcile-duration histogram's count): the
+    /// proof that it looked at objects, before asserting what it did not do.
+    pub async fn reconciles(&self) -> u64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("consent_token_reconcile_duration_seconds_count "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits until this process has finished more than `than` reconciles.
+    pub async fn wait_for_reconciles(&self, than: u64) -> u64 {
+        super::eventually(&format!("{} to reconcile", self.identity), Duration::from_secs(30), || async {
+            let done = self.reconciles().await;
+            (done > than).then_some(done)
+        })
+        .await
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -288,8 +326,10 @@ impl TestEnv {
 
     /// Creates a ConsentToken from the JSON of its spec.
     pub async fn create_token(&self, name: &str, spec: serde_json::Value) -> ConsentToken {
-        if let Some(customer) = spec.pointer("/fdx/customerId").and_then(|c| c.as_str()) {
-            super::secrecy::remember(customer); // personal data
+        for pointer in ["/fdx/customerId", "/customerId"] {
+            if let Some(customer) = spec.pointer(pointer).and_then(|c| c.as_str()) {
+                super::secrecy::remember(customer); // personal data
+            }
         }
         let ct: ConsentToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
@@ -344,14 +384,33 @@ impl TestEnv {
     }
 
     /// Sets the force-refresh annotation to a new value.
-    pub async fn request_refresh(&self, name: &str) {
+    /// Sets the refresh annotation to a new value; returns the value.
+    pub async fn request_refresh(&self, name: &str) -> String {
         let value = jiff::Timestamp::now().to_string();
         let patch = serde_json::json!({"metadata": {"annotations": {"consent.dev/refresh-requested-at": value}}});
         self.tokens().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+        value
+    }
+
+    /// Requests a refresh and waits until the operator has acted on that request and reported
+    /// it (`status.refreshRequestedAt`): the proof it looked, before asserting what it did not do.
+    pub async fn refresh_and_wait_handled(&self, name: &str) -> ConsentToken {
+        let value = self.request_refresh(name).await;
+        super::eventually(&format!("{name}'s refresh request handled"), Duration::from_secs(30), || async {
+            let ct = self.tokens().get(name).await.ok()?;
+            (ct.status.as_ref()?.refresh_requested_at.as_deref() == Some(value.as_str())).then_some(ct)
+        })
+        .await
     }
 }
 
 /// Decodes a JWT's claims without verification, for assertions.
+/// The message of a ConsentToken's Ready condition ("" without one).
+pub fn ready_message(ct: &ConsentToken) -> String {
+    let conditions = ct.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default()
+}
+
 pub fn claims(token: &str) -> serde_json::Value {
     jsonwebtoken::dangerous::insecure_decode_claims(token).expect("a JWT")
 }

@@ -1,0 +1,309 @@
+//! From a ConsentToken to the provider it uses: written out in its spec, or a shared
+//! ConsentProvider / ClusterConsentProvider named by `spec.providerRef`, combined with what is
+//! the token's own (the collection point, the customer id). Pure over the caches it is given,
+//! so each rule is a unit test.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::crd::{
+    ClusterConsentProvider, ConsentProvider, ConsentToken, CredentialsSecretRef, EXACTLY_ONE_PROVIDER, Endpoint,
+    FdxSource, OneTrustSource, ProviderKind, ProviderRefKind, ProviderSpec,
+};
+use crate::error::Error;
+
+/// The provider objects a reconcile may look up, as cached by the controller's watches.
+#[derive(Clone)]
+pub struct Catalog {
+    pub providers: Store<ConsentProvider>,
+    pub cluster_providers: Store<ClusterConsentProvider>,
+    /// Namespace labels, for `allowedNamespaces.selector`.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Where a ClusterConsentProvider's credentials are when it does not say.
+    pub operator_namespace: String,
+}
+
+/// Which provider object a ConsentToken uses; also its metric and status name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProviderKey {
+    Namespaced { namespace: String, name: String },
+    Cluster { name: String },
+}
+
+/// Where a credentials Secret is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialsLocation {
+    pub namespace: String,
+    pub reference: CredentialsSecretRef,
+}
+
+/// A provider request written out in full, whichever way the spec names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    OneTrust(OneTrustSource),
+    Fdx(FdxSource),
+}
+
+/// What [`resolve`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub provider: Resolved,
+    pub credentials_namespace: String,
+    /// The shared provider object, when the spec names one.
+    pub via: Option<ProviderKey>,
+}
+
+impl Resolved {
+    pub fn spec(&self) -> ProviderSpec<'_> {
+        match self {
+            Self::OneTrust(source) => ProviderSpec::OneTrust(source),
+            Self::Fdx(source) => ProviderSpec::Fdx(source),
+        }
+    }
+}
+
+impl Resolution {
+    pub fn credentials(&self) -> CredentialsLocation {
+        CredentialsLocation {
+            namespace: self.credentials_namespace.clone(),
+            reference: self.provider.spec().credentials_secret_ref().clone(),
+        }
+    }
+}
+
+/// The provider `ct` uses, or why it may not use one.
+pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    if let Some(inline) = ct.spec.inline_provider() {
+        let provider = match inline {
+            ProviderSpec::OneTrust(source) => Resolved::OneTrust(source.clone()),
+            ProviderSpec::Fdx(source) => Resolved::Fdx(source.clone()),
+        };
+        return Ok(Resolution { provider, credentials_namespace: namespace, via: None });
+    }
+    let Some(reference) = &ct.spec.provider_ref else {
+        return Err(Error::InvalidSpec(EXACTLY_ONE_PROVIDER.into()));
+    };
+    let (endpoint_of, credentials_namespace, key) = match reference.kind {
+        ProviderRefKind::ConsentProvider => {
+            let found = catalog.providers.get(&ObjectRef::new(&reference.name).within(&namespace));
+            let provider = found
+                .ok_or_else(|| Error::ProviderNotFound { kind: "ConsentProvider", name: reference.name.clone() })?;
+            let key = ProviderKey::Namespaced { namespace: namespace.clone(), name: reference.name.clone() };
+            (combine(ct, provider.spec.endpoints.endpoint())?, namespace.clone(), key)
+        }
+        ProviderRefKind::ClusterConsentProvider => {
+            let found = catalog.cluster_providers.get(&ObjectRef::new(&reference.name));
+            let provider = found.ok_or_else(|| Error::ProviderNotFound {
+                kind: "ClusterConsentProvider",
+                name: reference.name.clone(),
+            })?;
+            if !provider.spec.allowed_namespaces.allows(&namespace, &namespace_labels(catalog, &namespace)) {
+                return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
+            }
+            let credentials_namespace =
+                provider.spec.credentials_namespace.clone().unwrap_or_else(|| catalog.operator_namespace.clone());
+            let key = ProviderKey::Cluster { name: reference.name.clone() };
+            (combine(ct, provider.spec.endpoints.endpoint())?, credentials_namespace, key)
+        }
+    };
+    Ok(Resolution { provider: endpoint_of, credentials_namespace, via: Some(key) })
+}
+
+/// The shared endpoint with the token's own part, or what is missing.
+fn combine(ct: &ConsentToken, endpoint: Option<Endpoint<'_>>) -> Result<Resolved, Error> {
+    let Some(endpoint) = endpoint else {
+        return Err(Error::InvalidSpec(format!(
+            "the provider named in spec.providerRef sets neither or both of spec.oneTrust and spec.fdx: {}",
+            crate::crd::provider::EXACTLY_ONE_ENDPOINT
+        )));
+    };
+    match (endpoint, &ct.spec.collection_point, &ct.spec.customer_id) {
+        (Endpoint::OneTrust(tenant), Some(collection_point), None) => Ok(Resolved::OneTrust(OneTrustSource {
+            hostname: tenant.hostname.clone(),
+            collection_point: collection_point.clone(),
+            credentials_secret_ref: tenant.credentials_secret_ref.clone(),
+        })),
+        (Endpoint::Fdx(endpoint), None, Some(customer_id)) => Ok(Resolved::Fdx(FdxSource {
+            base_url: endpoint.base_url.clone(),
+            api_version: endpoint.api_version.clone(),
+            customer_id: customer_id.clone(),
+            credentials_secret_ref: endpoint.credentials_secret_ref.clone(),
+        })),
+        (Endpoint::OneTrust(_), ..) => Err(Error::InvalidSpec(
+            "spec.providerRef names a OneTrust provider: set spec.collectionPoint (and not spec.customerId)".into(),
+        )),
+        (Endpoint::Fdx(_), ..) => Err(Error::InvalidSpec(
+            "spec.providerRef names an FDX provider: set spec.customerId (and not spec.collectionPoint)".into(),
+        )),
+    }
+}
+
+fn namespace_labels(catalog: &Catalog, namespace: &str) -> BTreeMap<String, String> {
+    catalog.namespaces.get(&ObjectRef::new(namespace)).map(|ns| ns.labels().clone()).unwrap_or_default()
+}
+
+/// The credentials Secret `ct` uses (namespace, name), without checking anything else: what the
+/// watch of credentials Secrets matches a change against.
+pub fn credentials_secret_of(ct: &ConsentToken, catalog: &Catalog) -> Option<(String, String)> {
+    let namespace = ct.namespace()?;
+    if let Some(inline) = ct.spec.inline_provider() {
+        return Some((namespace, inline.credentials_secret_ref().name.clone()));
+    }
+    let reference = ct.spec.provider_ref.as_ref()?;
+    match reference.kind {
+        ProviderRefKind::ConsentProvider => {
+            let provider = catalog.providers.get(&ObjectRef::new(&reference.name).within(&namespace))?;
+            Some((namespace, provider.spec.endpoints.endpoint()?.credentials_secret_ref().name.clone()))
+        }
+        ProviderRefKind::ClusterConsentProvider => {
+            let provider = catalog.cluster_providers.get(&ObjectRef::new(&reference.name))?;
+            let credentials_namespace =
+                provider.spec.credentials_namespace.clone().unwrap_or_else(|| catalog.operator_namespace.clone());
+            Some((credentials_namespace, provider.spec.endpoints.endpoint()?.credentials_secret_ref().name.clone()))
+        }
+    }
+}
+
+/// The provider object `ct` names, if any.
+pub fn provider_key(ct: &ConsentToken) -> Option<ProviderKey> {
+    let reference = ct.spec.provider_ref.as_ref()?;
+    Some(match reference.kind {
+        ProviderRefKind::ConsentProvider => {
+            ProviderKey::Namespaced { namespace: ct.namespace()?, name: reference.name.clone() }
+        }
+        ProviderRefKind::ClusterConsentProvider => ProviderKey::Cluster { name: reference.name.clone() },
+    })
+}
+
+/// The kind a spec's provider is, when it can be told without the provider object.
+pub fn inline_kind(ct: &ConsentToken) -> Option<ProviderKind> {
+    ct.spec.inline_provider().map(|p| p.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ClusterConsentProviderSpec, ConsentProviderSpec};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn catalog(
+        providers: Vec<ConsentProvider>,
+        cluster: Vec<ClusterConsentProvider>,
+        namespaces: Vec<(&str, &[(&str, &str)])>,
+    ) -> Catalog {
+        let mut p = Writer::<ConsentProvider>::default();
+        for provider in providers {
+            p.apply_watcher_event(&Event::Apply(provider));
+        }
+        let mut c = Writer::<ClusterConsentProvider>::default();
+        for provider in cluster {
+            c.apply_watcher_event(&Event::Apply(provider));
+        }
+        let mut n = Writer::<PartialObjectMeta<Namespace>>::default();
+        for (name, labels) in namespaces {
+            let mut meta = PartialObjectMeta::<Namespace>::default();
+            meta.metadata.name = Some(name.into());
+            meta.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            n.apply_watcher_event(&Event::Apply(meta));
+        }
+        Catalog {
+            providers: p.as_reader(),
+            cluster_providers: c.as_reader(),
+            namespaces: n.as_reader(),
+            operator_namespace: "ops".into(),
+        }
+    }
+
+    fn token(namespace: &str, spec: serde_json::Value) -> ConsentToken {
+        let mut ct = ConsentToken::new("t", serde_json::from_value(spec).unwrap());
+        ct.metadata.namespace = Some(namespace.into());
+        ct
+    }
+
+    fn mx_provider(namespace: &str) -> ConsentProvider {
+        let mut p = ConsentProvider::new(
+            "mx",
+            serde_json::from_value::<ConsentProviderSpec>(serde_json::json!({
+                "fdx": {"baseUrl": "https://bank.example", "credentialsSecretRef": {"name": "mx-creds"}}
+            }))
+            .unwrap(),
+        );
+        p.metadata.namespace = Some(namespace.into());
+        p
+    }
+
+    fn onetrust_cluster_provider() -> ClusterConsentProvider {
+        ClusterConsentProvider::new(
+            "onetrust",
+            serde_json::from_value::<ClusterConsentProviderSpec>(serde_json::json!({
+                "oneTrust": {"hostname": "app-eu.onetrust.com", "credentialsSecretRef": {"name": "ot"}},
+                "allowedNamespaces": {"names": ["team-*"], "selector": {"matchLabels": {"consent": "yes"}}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    const GUID: &str = "123e4567-e89b-12d3-a456-426614174000";
+
+    #[test]
+    fn a_namespaced_provider_is_combined_with_the_tokens_own_part() {
+        let catalog = catalog(vec![mx_provider("team-a")], vec![], vec![]);
+        let ct = token("team-a", serde_json::json!({"providerRef": {"name": "mx"}, "customerId": "c-1"}));
+        let resolution = resolve(&ct, &catalog).unwrap();
+        let Resolved::Fdx(source) = &resolution.provider else { panic!("FDX expected") };
+        assert_eq!((source.base_url.as_str(), source.api_version.as_str()), ("https://bank.example", "v4"));
+        assert_eq!(source.customer_id, "c-1");
+        assert_eq!(resolution.credentials().namespace, "team-a");
+        assert_eq!(resolution.credentials().reference.name, "mx-creds");
+        assert_eq!(credentials_secret_of(&ct, &catalog), Some(("team-a".into(), "mx-creds".into())));
+
+        // Another namespace's provider of that name is not this one's.
+        let elsewhere = token("team-b", serde_json::json!({"providerRef": {"name": "mx"}, "customerId": "c-1"}));
+        assert_eq!(resolve(&elsewhere, &catalog).unwrap_err().reason(), "ProviderNotFound");
+        // The wrong half for the provider's kind.
+        let wrong =
+            token("team-a", serde_json::json!({"providerRef": {"name": "mx"}, "collectionPoint": {"guid": GUID}}));
+        let err = resolve(&wrong, &catalog).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec");
+        assert!(err.to_string().contains("spec.customerId"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_provider_serves_only_the_namespaces_it_allows() {
+        let catalog = catalog(
+            vec![],
+            vec![onetrust_cluster_provider()],
+            vec![("team-a", &[]), ("labelled", &[("consent", "yes")]), ("other", &[])],
+        );
+        let spec = serde_json::json!({
+            "providerRef": {"kind": "ClusterConsentProvider", "name": "onetrust"},
+            "collectionPoint": {"guid": GUID}
+        });
+        for allowed in ["team-a", "labelled"] {
+            let resolution = resolve(&token(allowed, spec.clone()), &catalog).unwrap();
+            assert_eq!(resolution.credentials_namespace, "ops", "the operator's namespace by default");
+            assert_eq!(resolution.via, Some(ProviderKey::Cluster { name: "onetrust".into() }));
+            let Resolved::OneTrust(source) = resolution.provider else { panic!("OneTrust expected") };
+            assert_eq!(source.collection_point.guid, GUID);
+        }
+        let err = resolve(&token("other", spec.clone()), &catalog).unwrap_err();
+        assert_eq!(err.reason(), "NamespaceNotAllowed");
+        assert!(err.to_string().contains("onetrust"), "{err}");
+        assert_eq!(credentials_secret_of(&token("team-a", spec), &catalog), Some(("ops".into(), "ot".into())));
+    }
+
+    #[test]
+    fn an_inline_provider_uses_credentials_of_its_own_namespace() {
+        let catalog = catalog(vec![], vec![], vec![]);
+        let ct = crate::fixtures::fdx_consent_token("https://bank.example");
+        let resolution = resolve(&ct, &catalog).unwrap();
+        assert_eq!(resolution.via, None);
+        assert_eq!(resolution.credentials().namespace, ct.namespace().unwrap());
+    }
+}
