@@ -146,9 +146,10 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log level (error, warn, info, debug, trace) or a tracing filter such as
-    /// `consent_token_operator=debug,kube=info`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// `consent_token_operator=debug,kube=info`. Unset: `RUST_LOG` if set, else `info`. A value
+    /// that is neither is refused at start.
+    #[arg(long, env = "LOG_LEVEL", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -159,6 +160,32 @@ pub struct LogArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogArgs {
+    /// The filter to log with: `--log-level`, else `rust_log` (the `RUST_LOG` variable), else
+    /// `info`; an error names the value that is not a filter.
+    pub fn filter(&self, rust_log: Option<&str>) -> Result<String, String> {
+        match (&self.log_level, rust_log) {
+            (Some(level), _) => Ok(level.clone()),
+            (None, Some(rust_log)) => parse_log_filter(rust_log).map_err(|e| format!("RUST_LOG: {e}")),
+            (None, None) => Ok("info".to_owned()),
+        }
+    }
+}
+
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    let refused = || {
+        format!(
+            "{text:?} is not a log level (off, error, warn, info, debug, trace) or a filter such as consent_token_operator=debug"
+        )
+    };
+    // A bare word would be taken as a module name to log at every level: only levels are.
+    let bare = !text.contains(['=', ',', ':', '[']);
+    if bare && !["off", "error", "warn", "info", "debug", "trace"].contains(&text.trim().to_lowercase().as_str()) {
+        return Err(refused());
+    }
+    tracing_subscriber::EnvFilter::try_new(text).map(|_| text.to_owned()).map_err(|_| refused())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -182,5 +209,17 @@ mod tests {
         let config = Config::try_parse_from(["op", "--leader-election", "false", "--kube-api-qps", "7"]).unwrap();
         assert!(!config.leader_election.enabled);
         assert_eq!(config.kube_api.qps, 7);
+    }
+
+    #[test]
+    fn the_log_filter_comes_from_the_flag_then_rust_log_and_a_bad_one_is_refused() {
+        let config = Config::try_parse_from(["op"]).unwrap();
+        assert_eq!(config.logging.filter(None).unwrap(), "info");
+        assert_eq!(config.logging.filter(Some("kube=debug")).unwrap(), "kube=debug");
+        assert!(config.logging.filter(Some("verbose")).is_err(), "a bare word that is not a level");
+        let config = Config::try_parse_from(["op", "--log-level", "warn"]).unwrap();
+        assert_eq!(config.logging.filter(Some("trace")).unwrap(), "warn", "the flag wins");
+        let err = Config::try_parse_from(["op", "--log-level", "verbose"]).unwrap_err().to_string();
+        assert!(err.contains("is not a log level"), "{err}");
     }
 }

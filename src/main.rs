@@ -7,13 +7,25 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let filter = EnvFilter::try_new(&config.logging.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = match config.logging.filter(rust_log.as_deref()).map(EnvFilter::try_new) {
+        Ok(Ok(filter)) => filter,
+        Ok(Err(err)) => {
+            eprintln!("error: invalid log filter: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     // Colour only on a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match config.logging.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
         LogFormat::Text => tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init(),
     }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "consent-token-operator starting");
     match consent_token_operator::operator::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -50,6 +50,11 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("consent_token");
+        registry.register(
+            "build",
+            "The operator's version (value always 1)",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         let token_expiry = Family::<ObjectLabels, Gauge>::default();
         registry.register(
             "expiry_timestamp_seconds",
@@ -131,5 +136,19 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_info_is_exported() {
+        let text = Metrics::default().encode().unwrap();
+        assert!(
+            text.contains(&format!("consent_token_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
     }
 }

@@ -51,7 +51,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         policy,
         metrics: metrics.clone(),
         api_writes: Arc::new(ApiWrites::new(&config.kube_api)?),
-        reporter: Reporter { controller: "consent-token-operator".into(), instance: std::env::var("POD_NAME").ok() },
+        // The replica's identity (--identity, in a cluster the pod name), as in the Lease.
+        reporter: Reporter {
+            controller: "consent-token-operator".into(),
+            instance: config.leader_election.identity.clone(),
+        },
         calendar: Default::default(),
         operator_namespace: config
             .controller

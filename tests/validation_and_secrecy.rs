@@ -97,6 +97,8 @@ async fn no_secret_value_or_customer_id_reaches_logs_events_status_or_metrics() 
     let logs = env.operator.logs();
     assert!(logs.contains("TRACE"), "the capture is at trace level");
     assert!(logs.len() > 10_000, "the capture has content ({} bytes)", logs.len());
+    assert!(!logs.contains('\u{1b}'), "no terminal escape codes in a log written to a file");
+    assert!(logs.contains("consent-token-operator starting") && logs.contains(env!("CARGO_PKG_VERSION")));
     let tokens = env.tokens().list(&ListParams::default()).await.unwrap().items;
     let statuses = serde_json::to_string(&tokens.iter().map(|ct| &ct.status).collect::<Vec<_>>()).unwrap();
     assert!(statuses.contains("Unauthorized") && statuses.contains("sha256:"));
@@ -142,4 +144,23 @@ fn the_secrecy_scan_catches_every_form_a_secret_can_take() {
         assert!(!support::secrecy::findings(form, &text, &needles).is_empty(), "{form} not caught in {text}");
     }
     assert!(support::secrecy::findings("clean", "client_id=scan-client", &needles).is_empty());
+}
+
+#[test]
+fn a_log_level_that_is_not_one_is_refused_at_start() {
+    let binary = env!("CARGO_BIN_EXE_consent-token-operator");
+    for (flag, rust_log) in [(Some("verbose"), None), (None, Some("loud"))] {
+        let mut command = std::process::Command::new(binary);
+        command.env_remove("RUST_LOG").env_remove("LOG_LEVEL");
+        if let Some(level) = flag {
+            command.args(["--log-level", level]);
+        }
+        if let Some(rust_log) = rust_log {
+            command.env("RUST_LOG", rust_log);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag:?} {rust_log:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("is not a log level"), "{stderr}");
+    }
 }
