@@ -169,8 +169,9 @@ pub struct ConsentProviderStatus {
     /// host, and, for OneTrust, an OAuth access token was obtained with it. Reasons:
     /// `AccessTokenObtained`, `CredentialsValid` (FDX: checked when a token is fetched),
     /// `CredentialsNotFound`, `CredentialsNotAllowed`, `ProviderNotAllowed`,
-    /// `ProviderAddressNotAllowed`, `Unauthorized`, `UpstreamRejected`, `RateLimited`,
-    /// `UpstreamError`, `InvalidResponse`, `InvalidSpec` or `KubernetesError`.
+    /// `ProviderAddressNotAllowed`, `Unauthorized`, `Forbidden`, `UpstreamRejected`,
+    /// `RateLimited`, `UpstreamError`, `InvalidResponse`, `InvalidSpec`, `KubernetesError` or
+    /// `InternalError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
