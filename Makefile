@@ -9,10 +9,11 @@ STEADY ?= 330
 demo:
 	scripts/demo
 
-## Build what is missing, check generated files and lints, run every test against a real control plane.
+## Build what is missing, check generated files and lints, run every test against a real control plane
+## (test binaries two at a time, each with its own control plane: scripts/run-tests).
 test: control-plane check-generated lint
 	cargo build --workspace --bins --locked
-	cargo test --workspace --locked --no-fail-fast
+	scripts/run-tests
 
 ## Formatting (rustfmt.toml) and clippy with warnings as errors (Cargo.toml's [lints] deny
 ## unwrap/expect/panic outside tests).
@@ -20,18 +21,19 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## Build etcd, kube-apiserver, kube-controller-manager and helm into ~/.cache (once per version).
+## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool and helm-docs into ~/.cache
+## (once per version).
 control-plane:
 	scripts/control-plane build
 
-## Regenerate the CRD (crds/ and the chart's copy) and the plain manifests in deploy/.
+## Regenerate the CRDs (crds/ and the chart's copy), the chart's README and the plain manifests in deploy/.
 generate:
 	scripts/generate
 
 ## Fail when a generated file differs from what its generator produces now.
 check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/generate $$tmp && \
-	for f in crds charts/consent-token-operator/crds deploy/consent-token-operator.yaml; do \
+	for f in crds charts/consent-token-operator/files charts/consent-token-operator/README.md deploy/consent-token-operator.yaml; do \
 	  diff -ru $$f $$tmp/$$f || { echo "$$f is stale: run 'make generate' and commit it" >&2; exit 1; }; \
 	done
 

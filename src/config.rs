@@ -1,6 +1,11 @@
 //! The operator's command line, in groups that are handed as they are to the part they
-//! configure. Every flag has an environment variable fallback, so the Helm chart and plain
-//! manifests configure it the same way.
+//! configure.
+//!
+//! One name per setting, in three spellings: the flag (`--kube-api-qps`), its environment
+//! variable (`CONSENT_` and the flag in capitals: `CONSENT_KUBE_API_QPS`) and the chart value
+//! (the flag's words in camelCase, nested under the chart's group when the flag starts with its
+//! name: `kubeApi.qps`). The chart sets the variables; `tests/chart.rs` checks that every
+//! variable it sets is one of these.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,27 +38,33 @@ pub struct Config {
 pub struct ControllerArgs {
     /// Namespaces to watch, comma-separated. Empty: the whole cluster. With a list, the
     /// operator only needs Roles in those namespaces.
-    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long = "watch-namespaces",
+        alias = "namespaces",
+        env = "CONSENT_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub namespaces: Vec<String>,
 
     /// ConsentTokens reconciled at the same time (per watched namespace).
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "CONSENT_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
     /// After a start, spread overdue renewals of still-valid tokens over up to this long
     /// (e.g. 60s), so a restart does not send every request at once.
-    #[arg(long, env = "OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "CONSENT_OVERDUE_SPREAD", default_value = "60s", value_parser = parse_duration)]
     pub overdue_spread: Duration,
 
     /// A token that lives less than this is never written: a Secret mounted as a volume reaches
     /// pods 60 to 90 seconds after it changes, so it would expire on the way (e.g. 90s).
-    #[arg(long, env = "MIN_TOKEN_LIFETIME", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, env = "CONSENT_MIN_TOKEN_LIFETIME", default_value = "90s", value_parser = parse_duration)]
     pub min_token_lifetime: Duration,
 
     /// The operator's own namespace, where a ClusterConsentProvider's credentials Secret is
     /// looked for when it names no `credentialsNamespace`. Default: the Lease's namespace
     /// (`--lease-namespace`, in a cluster the pod's namespace).
-    #[arg(long, env = "OPERATOR_NAMESPACE")]
+    #[arg(long, env = "CONSENT_OPERATOR_NAMESPACE")]
     pub operator_namespace: Option<String>,
 }
 
@@ -68,11 +79,11 @@ impl ControllerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KubeApiArgs {
     /// Writes per second to the Kubernetes API, sustained (Secrets, statuses, events).
-    #[arg(long = "kube-api-qps", env = "KUBE_API_QPS", default_value_t = 50)]
+    #[arg(long = "kube-api-qps", env = "CONSENT_KUBE_API_QPS", default_value_t = 50)]
     pub qps: u32,
 
     /// Writes allowed in a burst above --kube-api-qps.
-    #[arg(long = "kube-api-burst", env = "KUBE_API_BURST", default_value_t = 100)]
+    #[arg(long = "kube-api-burst", env = "CONSENT_KUBE_API_BURST", default_value_t = 100)]
     pub burst: u32,
 }
 
@@ -81,32 +92,32 @@ pub struct KubeApiArgs {
 pub struct UpstreamArgs {
     /// PEM file of extra CA certificates to trust for provider connections (besides the
     /// public web roots), for providers behind a private CA.
-    #[arg(long, env = "EXTRA_CA_BUNDLE")]
+    #[arg(long, env = "CONSENT_EXTRA_CA_BUNDLE")]
     pub extra_ca_bundle: Option<PathBuf>,
 
     /// Allow plain http:// provider URLs. For local development against a fake provider only:
     /// credentials and tokens would cross the network unencrypted.
-    #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false)]
+    #[arg(long, env = "CONSENT_ALLOW_INSECURE_HTTP", default_value_t = false)]
     pub allow_insecure_http: bool,
 
     /// Provider hosts ConsentTokens may name, comma-separated: `*` (any host, the default),
     /// exact names (`app-eu.onetrust.com`) or `*.suffix` (`*.onetrust.com`).
-    #[arg(long, env = "ALLOWED_PROVIDER_HOSTS", default_value = "*")]
+    #[arg(long, env = "CONSENT_ALLOWED_PROVIDER_HOSTS", default_value = "*")]
     pub allowed_provider_hosts: HostPatterns,
 
     /// Loopback, private and cluster-internal networks providers may be in, as CIDRs,
     /// comma-separated (`10.20.0.0/16`, `127.0.0.0/8,::1/128`). Default: none, so only public
     /// addresses are called. Link-local and cloud-metadata addresses are refused whatever this says.
-    #[arg(long, env = "ALLOWED_PRIVATE_NETWORKS", default_value = "")]
+    #[arg(long, env = "CONSENT_ALLOWED_PRIVATE_NETWORKS", default_value = "")]
     pub allowed_private_networks: PrivateNetworks,
 
     /// Requests under way to one provider host at most. Keep it below --concurrency, so a host
     /// that answers slowly (or not at all) cannot hold every reconcile.
-    #[arg(long, env = "UPSTREAM_CONCURRENCY_PER_HOST", default_value_t = 8)]
+    #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_HOST", default_value_t = 8)]
     pub upstream_concurrency_per_host: u16,
 
     /// Deadline for one provider request, answer included (e.g. 10s).
-    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CONSENT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 }
 
@@ -114,31 +125,32 @@ pub struct UpstreamArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LeaderElectionArgs {
     /// Run only while holding a Lease, so that of several replicas exactly one writes.
-    #[arg(long = "leader-election", env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = "leader-election", env = "CONSENT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub enabled: bool,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "LEASE_NAME", default_value = "consent-token-operator")]
+    #[arg(long, env = "CONSENT_LEASE_NAME", default_value = "consent-token-operator")]
     pub lease_name: String,
 
     /// Namespace of the leader-election Lease (in a cluster: the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "CONSENT_LEASE_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
 
     /// How long a leader's Lease stays valid without renewal; a standby takes over within it.
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "CONSENT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 
     /// This replica's identity in the Lease (in a cluster: the pod name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "CONSENT_IDENTITY")]
     pub identity: Option<String>,
 }
 
 /// The HTTP server for metrics and probes.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the HTTP server for /metrics, /healthz and /readyz. The default, `[::]`,
+    /// takes IPv4 and IPv6 (IPv4 only where the node has no IPv6).
+    #[arg(long, env = "CONSENT_METRICS_ADDR", default_value = "[::]:8080")]
     pub metrics_addr: SocketAddr,
 }
 
@@ -148,11 +160,11 @@ pub struct LogArgs {
     /// Log level (error, warn, info, debug, trace) or a tracing filter such as
     /// `consent_token_operator=debug,kube=info`. Unset: `RUST_LOG` if set, else `info`. A value
     /// that is neither is refused at start.
-    #[arg(long, env = "LOG_LEVEL", value_parser = parse_log_filter)]
+    #[arg(long, env = "CONSENT_LOG_LEVEL", value_parser = parse_log_filter)]
     pub log_level: Option<String>,
 
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "CONSENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

@@ -35,12 +35,12 @@ pub enum Error {
     CredentialsNotAllowed { secret: String, host: String, listed: Option<String> },
 
     #[error(
-        "the operator may not call provider host {host:?}: the cluster admin allows only {allowed:?} (operator flag --allowed-provider-hosts, Helm value upstream.allowedProviderHosts)"
+        "the operator may not call provider host {host:?}: the cluster admin allows only {allowed:?} (operator flag --allowed-provider-hosts, Helm value allowedProviderHosts)"
     )]
     ProviderNotAllowed { host: String, allowed: String },
 
     #[error("{}", match .0 {
-        AddressClass::Private => "the provider host is at a loopback or private address, which the operator connects to only in networks the cluster admin allows (operator flag --allowed-private-networks, Helm value upstream.allowedPrivateNetworks)",
+        AddressClass::Private => "the provider host is at a loopback or private address, which the operator connects to only in networks the cluster admin allows (operator flag --allowed-private-networks, Helm value allowedPrivateNetworks)",
         _ => "the provider host is at a link-local or cloud-metadata address, which the operator never connects to",
     })]
     AddressNotAllowed(AddressClass),

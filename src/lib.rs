@@ -27,7 +27,10 @@ pub mod config;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod object_metrics;
 pub mod operator;
+pub mod plugin;
+pub mod process_metrics;
 pub mod server;
 pub mod watch_backoff;
 

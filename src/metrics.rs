@@ -1,6 +1,7 @@
 //! Prometheus metrics. Labels carry only resource names, provider names, endpoint names,
 //! status classes and failure reasons: never a token, a credential or a customer id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,11 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ObjectLabels {
-    pub namespace: String,
-    pub name: String,
-}
+use crate::object_metrics::ObjectMetrics;
+use crate::process_metrics::ProcessMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
@@ -37,9 +35,10 @@ pub struct UpstreamLabels {
 
 pub struct Metrics {
     pub registry: Registry,
-    pub token_expiry: Family<ObjectLabels, Gauge>,
-    pub next_refresh: Family<ObjectLabels, Gauge>,
-    pub ready: Family<ObjectLabels, Gauge>,
+    /// The per-ConsentToken series (ready, expiry, next and last refresh, failures).
+    pub objects: Arc<ObjectMetrics>,
+    /// 1 while this replica leads (or runs without leader election).
+    pub leader: Gauge,
     pub refreshes: Family<ProviderLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
@@ -49,26 +48,20 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("consent_token");
+        let mut root = Registry::default();
+        // Collectors name their series in full: the per-object ones, and process_* as every
+        // Prometheus client library calls them.
+        let objects = Arc::new(ObjectMetrics::default());
+        root.register_collector(Box::new(objects.clone()));
+        root.register_collector(Box::new(ProcessMetrics));
+        let registry = root.sub_registry_with_prefix("consent_token");
         registry.register(
             "build",
             "The operator's version (value always 1)",
             prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        let token_expiry = Family::<ObjectLabels, Gauge>::default();
-        registry.register(
-            "expiry_timestamp_seconds",
-            "When the token in the target Secret expires (Unix seconds); absent for tokens without expiry",
-            token_expiry.clone(),
-        );
-        let next_refresh = Family::<ObjectLabels, Gauge>::default();
-        registry.register(
-            "next_refresh_timestamp_seconds",
-            "When the operator will next fetch the token (Unix seconds)",
-            next_refresh.clone(),
-        );
-        let ready = Family::<ObjectLabels, Gauge>::default();
-        registry.register("ready", "1 while the target Secret holds a token that has not expired", ready.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica is the one that writes (holds the Lease)", leader.clone());
         let refreshes = Family::<ProviderLabels, Counter>::default();
         registry.register("refreshes", "Tokens fetched and written", refreshes.clone());
         let failures = Family::<FailureLabels, Counter>::default();
@@ -90,10 +83,9 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
         Self {
-            registry,
-            token_expiry,
-            next_refresh,
-            ready,
+            registry: root,
+            objects,
+            leader,
             refreshes,
             failures,
             upstream_duration,
@@ -126,10 +118,7 @@ impl Metrics {
 
     /// Removes every per-object series of a deleted ConsentToken.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let labels = ObjectLabels { namespace: namespace.to_owned(), name: name.to_owned() };
-        self.token_expiry.remove(&labels);
-        self.next_refresh.remove(&labels);
-        self.ready.remove(&labels);
+        self.objects.forget(namespace, name);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -65,16 +65,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let readiness = Arc::new(Readiness::default());
     let shutdown = shutdown_signal().shared();
-    let server = tokio::spawn(server::serve(config.server.clone(), metrics, readiness.clone(), shutdown.clone()));
+    let server =
+        tokio::spawn(server::serve(config.server.clone(), metrics.clone(), readiness.clone(), shutdown.clone()));
 
     // Controllers start once this replica leads (at once without leader election).
     let (leading_tx, mut leading) = tokio::sync::watch::channel(!config.leader_election.enabled);
     let leadership = hold_leadership(client, &config.leader_election, &readiness, leading_tx);
+    let leader_gauge = shared.metrics.leader.clone();
     let controllers = async {
         tokio::select! {
             _ = leading.wait_for(|leading| *leading) => {}
             () = shutdown.clone() => return,
         }
+        leader_gauge.set(1);
         controller::run(shared, &config.controller, readiness.clone(), shutdown.clone()).await;
     };
     let result = tokio::select! {
@@ -116,7 +119,7 @@ async fn hold_leadership(
     Err(StartError::LostLeadership)
 }
 
-/// The pod name when set (the chart sets POD_NAME), else the host name and a random suffix.
+/// The pod name when set (the chart sets CONSENT_IDENTITY to it), else the host name and a random suffix.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     format!("{host}-{:08x}", rand::random::<u32>())

@@ -1,5 +1,6 @@
 //! The HTTP server for Prometheus and the kubelet: `/metrics`, `/healthz`, `/readyz`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,9 +53,22 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, readiness });
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    let listener = bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Binds the address given. The default `[::]` takes IPv4 and IPv6 connections on the same
+/// port (Linux's default `net.ipv6.bindv6only=0`); on a node without IPv6 it falls back to
+/// `0.0.0.0`, so the default works on single-stack clusters of either kind.
+async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(err) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+            tracing::info!(error = %err, "no IPv6 here: serving on IPv4 only");
+            tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port())).await
+        }
+        bound => bound,
+    }
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {

@@ -6,13 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use consent_token_operator::crd::ClusterConsentProvider;
+use consent_token_operator::crd::{ClusterConsentProvider, ConsentToken};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use support::operator::Operator;
 
-use support::chart::{CHART, FULLNAME, RELEASE, apply, helm, helm_output, only_kinds, render};
+use support::chart::{CHART, FULLNAME, RELEASE, apply, document, helm, helm_output, render, render_refused};
 
 #[tokio::test]
 async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
@@ -24,7 +24,8 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
     let watched_b = support::namespace(&client, "team-b").await;
 
     let cluster_wide = render(&release_ns, &["networkPolicy.enabled=true", "podDisruptionBudget.enabled=true"]);
-    assert_eq!(cluster_wide.matches("\nkind: ClusterRole\n").count(), 1);
+    // The operator's own, and the two that extend the built-in view and edit roles.
+    assert_eq!(cluster_wide.matches("\nkind: ClusterRole\n").count(), 3);
     assert_eq!(cluster_wide.matches("\nkind: Role\n").count(), 1, "only the leader-election Role");
     apply(&cluster_wide, true);
 
@@ -32,8 +33,8 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
     let scoped = render(&release_ns, &[&list]);
     // Cluster-wide, a namespace-scoped install reads only the cluster-scoped providers and
     // namespace labels (and writes provider status): never a Secret or a ConsentToken.
-    assert_eq!(scoped.matches("\nkind: ClusterRole\n").count(), 1);
-    let cluster_role = only_kinds(&scoped, &["ClusterRole"]);
+    assert_eq!(scoped.matches("\nkind: ClusterRole\n").count(), 3);
+    let cluster_role = document(&scoped, "ClusterRole", &format!("{FULLNAME}-cluster-providers"));
     assert!(cluster_role.contains("clusterconsentproviders") && cluster_role.contains("namespaces"));
     assert!(!cluster_role.contains("secrets") && !cluster_role.contains("\"consenttokens\""), "{cluster_role}");
     assert_eq!(
@@ -47,6 +48,7 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
     let monitoring =
         render(&release_ns, &["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]);
     assert!(monitoring.contains("kind: ServiceMonitor") && monitoring.contains("alert: ConsentTokenExpired"));
+    assert!(monitoring.contains("honorLabels: true"), "the ConsentToken's namespace label is kept");
 
     // Values that make no sense are refused by values.schema.json, saying which.
     let wrong = helm_output(&["template", RELEASE, CHART, "--set", "concurrency=0"]);
@@ -60,6 +62,115 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
     let plain = std::fs::read_to_string(support::repo_root().join("deploy/consent-token-operator.yaml")).unwrap();
     let _ = support::kubectl_output(&["create", "namespace", "consent-token-operator"]);
     apply(&plain, true);
+}
+
+/// Each option a platform team reaches for renders as it says and passes the API server's
+/// server-side dry run (CRDs, RBAC, the Deployment, the test hook, the dashboard).
+#[tokio::test]
+async fn every_option_renders_as_it_says_and_passes_server_side_dry_run() {
+    support::install_crds();
+    let client = support::admin_client().await;
+    let release_ns = support::namespace(&client, "cto-options").await;
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["nameOverride=consent"], &["name: cto-consent\n", "app.kubernetes.io/name: consent\n"]),
+        (&["fullnameOverride=tokens"], &["name: tokens\n", "name: tokens-metrics\n"]),
+        (&["commonLabels.team=platform"], &["team: platform"]),
+        (&["global.imageRegistry=mirror.example"], &["kind: Deployment"]),
+        (&["revisionHistoryLimit=5"], &["revisionHistoryLimit: 5"]),
+        (&["serviceAccount.automount=false"], &["automountServiceAccountToken: false"]),
+        (&["extraArgs={--upstream-timeout=5s}"], &["- --upstream-timeout=5s"]),
+        (&["extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=ignored"], &["name: HTTPS_PROXY"]),
+        (
+            &[
+                "extraVolumes[0].name=scratch",
+                "extraVolumes[0].emptyDir.medium=Memory",
+                "extraVolumeMounts[0].name=scratch",
+                "extraVolumeMounts[0].mountPath=/scratch",
+            ],
+            &["mountPath: /scratch", "medium: Memory"],
+        ),
+        (
+            &[
+                "topologySpreadConstraints[0].maxSkew=1",
+                "topologySpreadConstraints[0].topologyKey=rack",
+                "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+            ],
+            &["topologyKey: rack", "whenUnsatisfiable: DoNotSchedule"],
+        ),
+        (&["hostNetwork=true"], &["hostNetwork: true", "dnsPolicy: ClusterFirstWithHostNet"]),
+        (
+            &[
+                "networkPolicy.enabled=true",
+                "networkPolicy.egress.providerPorts={443,8443}",
+                "networkPolicy.egress.to[0].ipBlock.cidr=10.0.0.0/8",
+            ],
+            &["port: 8443", "cidr: 10.0.0.0/8"],
+        ),
+        (
+            &["podDisruptionBudget.enabled=true", "replicaCount=3", "podDisruptionBudget.minAvailable=2"],
+            &["minAvailable: 2"],
+        ),
+        (&["replicaCount=1", "leaderElection=false"], &["value: \"false\""]),
+        (&["metrics.dashboard.enabled=true"], &["grafana_dashboard: \"1\"", "consent_token_ready"]),
+        (&["crds.keep=false"], &["kind: CustomResourceDefinition"]),
+    ];
+    for (sets, needles) in cases {
+        let rendered = render(&release_ns, sets);
+        for needle in *needles {
+            assert!(rendered.contains(needle), "{sets:?}: {needle:?} missing");
+        }
+        apply(&rendered, true);
+    }
+
+    // The defaults: CRDs upgraded with the chart and kept on uninstall, a helm test hook that
+    // asks /readyz through the Service, replicas spread over nodes and zones.
+    let defaults = render(&release_ns, &[]);
+    assert_eq!(defaults.matches("\nkind: CustomResourceDefinition\n").count(), 3);
+    assert_eq!(defaults.matches("helm.sh/resource-policy: keep").count(), 3);
+    let test_pod = document(&defaults, "Pod", &format!("{FULLNAME}-test-readyz"));
+    assert!(
+        test_pod.contains("helm.sh/hook: test")
+            && test_pod.contains(&format!("{FULLNAME}-metrics.{release_ns}:8080/readyz"))
+    );
+    assert!(
+        defaults.contains("topologyKey: kubernetes.io/hostname")
+            && defaults.contains("topologyKey: topology.kubernetes.io/zone")
+    );
+    assert!(!render(&release_ns, &["crds.keep=false"]).contains("resource-policy"));
+    assert!(!render(&release_ns, &["crds.enabled=false"]).contains("kind: CustomResourceDefinition"));
+    assert!(!render(&release_ns, &["topologySpread.enabled=false"]).contains("topologySpreadConstraints"));
+    let no_account = render(&release_ns, &["serviceAccount.create=false", "serviceAccount.name=existing"]);
+    assert!(!no_account.contains("\nkind: ServiceAccount\n") && no_account.contains("serviceAccountName: existing"));
+    assert!(!render(&release_ns, &["rbac.aggregateToDefaultRoles=false"]).contains("aggregate-to-view"));
+}
+
+#[tokio::test]
+async fn contradictory_values_are_refused_saying_what_to_change() {
+    let two_writers = render_refused(&["leaderElection=false"]);
+    assert!(two_writers.contains("replicaCount=2 with leaderElection=false would run 2 writers"), "{two_writers}");
+    let blocks_drains = render_refused(&["podDisruptionBudget.enabled=true", "podDisruptionBudget.minAvailable=2"]);
+    assert!(blocks_drains.contains("would block every node drain"), "{blocks_drains}");
+    let all = render_refused(&["podDisruptionBudget.enabled=true", "podDisruptionBudget.minAvailable=100%"]);
+    assert!(all.contains("would block every node drain"), "{all}");
+    let no_name = render_refused(&["serviceAccount.create=false"]);
+    assert!(no_name.contains("serviceAccount.name"), "{no_name}");
+    let bad_port = render_refused(&["networkPolicy.egress.providerPorts={0}"]);
+    assert!(bad_port.contains("providerPorts"), "{bad_port}");
+}
+
+/// The chart configures the operator through variables; each is one the binary reads (a
+/// renamed flag would otherwise be silently ignored).
+#[tokio::test]
+async fn every_variable_the_chart_sets_is_one_the_operator_reads() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_consent-token-operator")).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let rendered = render("cto", &["extraCABundle.configMapName=ca"]);
+    let deployment = document(&rendered, "Deployment", FULLNAME);
+    let set: Vec<&str> = deployment.lines().filter_map(|l| l.trim().strip_prefix("- name: CONSENT_")).collect();
+    assert!(set.len() >= 20, "{set:?}");
+    for name in set {
+        assert!(help.contains(&format!("[env: CONSENT_{name}=")), "CONSENT_{name} is not read by the operator");
+    }
 }
 
 #[tokio::test]
@@ -97,6 +208,39 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
         let err = api.list(&ListParams::default()).await.expect_err("refused");
         assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
     }
+
+    // The built-in roles now cover ConsentTokens (kube-controller-manager aggregates the chart's
+    // ClusterRoles into them): a namespace viewer may list them and not create one; an editor may.
+    for (account, role) in [("viewer", "view"), ("editor", "edit")] {
+        support::kubectl(&[
+            "create",
+            "rolebinding",
+            account,
+            "-n",
+            &granted,
+            &format!("--clusterrole={role}"),
+            &format!("--serviceaccount={granted}:{account}"),
+        ]);
+    }
+    let viewer: Api<ConsentToken> = Api::namespaced(support::client_as(&granted, "viewer").await, &granted);
+    support::eventually("view to include ConsentTokens", Duration::from_secs(30), || async {
+        viewer.list(&ListParams::default()).await.ok()
+    })
+    .await;
+    let token: ConsentToken = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken", "metadata": {"name": "by-editor"},
+        "spec": {"fdx": {"baseUrl": "https://consent.bank.example", "customerId": "c",
+                 "credentialsSecretRef": {"name": "mx-credentials"}}}
+    }))
+    .unwrap();
+    let err = viewer.create(&Default::default(), &token).await.expect_err("a viewer may not create");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+    let editor: Api<ConsentToken> = Api::namespaced(support::client_as(&granted, "editor").await, &granted);
+    support::eventually("edit to include ConsentTokens", Duration::from_secs(30), || async {
+        editor.create(&Default::default(), &token).await.ok()
+    })
+    .await;
+    editor.delete("by-editor", &Default::default()).await.unwrap();
 
     // Works in the granted namespace, end to end, with leader election in its own namespace.
     let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();

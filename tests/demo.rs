@@ -41,10 +41,21 @@ fn make_demo_serves_both_providers_and_ctrl_c_leaves_nothing_behind() {
         // `make test` built the binaries; cargo test holds the build lock, so no cargo in here.
         .env("DEMO_PREBUILT", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .expect("start make demo");
+    // What make and the demo say on stderr, kept to check the stop was clean.
+    let errors = BufReader::new(demo.stderr.take().unwrap());
+    let errors = std::thread::spawn(move || {
+        let mut said = String::new();
+        for line in errors.lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            said.push_str(&line);
+            said.push('\n');
+        }
+        said
+    });
     let group = demo.id() as i32;
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut kubeconfig = None;
@@ -85,6 +96,9 @@ fn make_demo_serves_both_providers_and_ctrl_c_leaves_nothing_behind() {
     let status = demo.wait().unwrap();
     eprintln!("demo exited with {status} {:?} after Ctrl-C", stopping.elapsed());
     assert!(stopping.elapsed() < Duration::from_secs(60), "Ctrl-C did not stop the demo promptly");
+    // Ctrl-C is the way to end the demo: make reports no failed recipe ("Error 130").
+    let said = errors.join().unwrap();
+    assert!(!said.contains("make: ***"), "make reported the stop as an error:\n{said}");
 
     let leftover = Command::new("pgrep").args(["-f", demo_dir.to_str().unwrap()]).output().unwrap();
     assert!(leftover.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&leftover.stdout));

@@ -116,16 +116,27 @@ async fn deleting_the_consent_token_deletes_its_secret_and_metrics() {
     let env = TestEnv::start("delete").await;
     env.fdx_token("mx", "customer-1").await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
-    let series = format!("consent_token_expiry_timestamp_seconds{{namespace=\"{}\",name=\"mx\"}}", env.namespace);
-    assert!(env.operator.metrics().await.contains(&series), "expiry series present");
+    let labels = format!("{{namespace=\"{}\",name=\"mx\",provider=\"FDX\"", env.namespace);
+    let metrics = env.operator.metrics().await;
+    for series in [
+        format!("consent_token_ready{labels},reason=\"TokenValid\"}} 1"),
+        format!("consent_token_expiry_timestamp_seconds{labels}}}"),
+        format!("consent_token_next_refresh_timestamp_seconds{labels}}}"),
+        format!("consent_token_last_refresh_timestamp_seconds{labels}}}"),
+        format!("consent_token_consecutive_failures{labels},reason=\"\"}} 0"),
+    ] {
+        assert!(metrics.contains(&series), "{series} missing from\n{metrics}");
+    }
+    assert!(metrics.contains("consent_token_leader 1") && metrics.contains("process_resident_memory_bytes "));
+    assert_eq!(env.operator.readyz_over_ipv6().await, Some(200), "served on IPv6 as well as IPv4");
 
     env.tokens().delete("mx", &DeleteParams::background()).await.unwrap();
     support::eventually("the garbage collector to delete the Secret", Duration::from_secs(60), || async {
         env.secrets().get_opt("mx").await.unwrap().is_none().then_some(())
     })
     .await;
-    support::eventually("the expiry series to go", Duration::from_secs(10), || async {
-        (!env.operator.metrics().await.contains(&series)).then_some(())
+    support::eventually("every series of the object to go", Duration::from_secs(10), || async {
+        (!env.operator.metrics().await.contains(&labels)).then_some(())
     })
     .await;
 }

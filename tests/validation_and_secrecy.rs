@@ -151,7 +151,7 @@ fn a_log_level_that_is_not_one_is_refused_at_start() {
     let binary = env!("CARGO_BIN_EXE_consent-token-operator");
     for (flag, rust_log) in [(Some("verbose"), None), (None, Some("loud"))] {
         let mut command = std::process::Command::new(binary);
-        command.env_remove("RUST_LOG").env_remove("LOG_LEVEL");
+        command.env_remove("RUST_LOG").env_remove("CONSENT_LOG_LEVEL");
         if let Some(level) = flag {
             command.args(["--log-level", level]);
         }

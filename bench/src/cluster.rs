@@ -74,7 +74,7 @@ impl Operator {
             None => Command::new(bin),
         };
         let process = command
-            .args(["--namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
+            .args(["--watch-namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
             // The floor client has no write limiter either: compare the work, not the limit.
             .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
             // The fake provider is on loopback, which the operator calls only when allowed.

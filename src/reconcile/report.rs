@@ -16,7 +16,8 @@ use super::memory::{Written, needs_status_write};
 use super::{Context, FIELD_MANAGER};
 use crate::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
 use crate::error::Error;
-use crate::metrics::{FailureLabels, ObjectLabels, ProviderLabels};
+use crate::metrics::{FailureLabels, ProviderLabels};
+use crate::object_metrics::ObjectFacts;
 use crate::status::{self, Failure, Ready};
 use crate::target_secret::TokenRecord;
 
@@ -172,18 +173,18 @@ fn count_attempt(ct: &ConsentToken, ctx: &Context, outcome: &Outcome) {
 }
 
 fn export_metrics(ct: &ConsentToken, ctx: &Context, outcome: &Outcome, desired: &ConsentTokenStatus) {
-    let labels = ObjectLabels { namespace: ct.namespace().unwrap_or_default(), name: ct.name_any() };
-    match outcome.token.as_ref().and_then(|c| c.expires_at) {
-        Some(exp) => {
-            ctx.metrics.token_expiry.get_or_create(&labels).set(exp.as_second());
-        }
-        None => {
-            ctx.metrics.token_expiry.remove(&labels);
-        }
-    }
-    ctx.metrics.next_refresh.get_or_create(&labels).set(outcome.next_refresh.as_second());
-    let ready = status::ready(Some(desired)).is_some_and(|r| r.is_true);
-    ctx.metrics.ready.get_or_create(&labels).set(i64::from(ready));
+    let ready = status::ready(Some(desired));
+    let facts = ObjectFacts {
+        provider: outcome.provider.map_or("none", ProviderKind::as_str),
+        ready: ready.as_ref().is_some_and(|r| r.is_true),
+        reason: ready.map(|r| r.reason).unwrap_or_default(),
+        expires_at: outcome.token.as_ref().and_then(|c| c.expires_at).map(Timestamp::as_second),
+        next_refresh: outcome.next_refresh.as_second(),
+        last_refresh: desired.last_refresh_time.as_ref().map(|t| t.0.as_second()),
+        consecutive_failures: outcome.consecutive_failures,
+        failure_reason: desired.last_failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+    };
+    ctx.metrics.objects.set(&ct.namespace().unwrap_or_default(), &ct.name_any(), facts);
 }
 
 /// Wake at the next refresh, or at expiry if that comes first, so Ready turns False on time.

@@ -50,3 +50,24 @@ pub fn only_kinds(manifest: &str, kinds: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join("\n---")
 }
+
+/// The one document of `manifest` of this kind and name.
+pub fn document(manifest: &str, kind: &str, name: &str) -> String {
+    let found: Vec<&str> = manifest
+        .split("\n---")
+        .filter(|doc| doc.contains(&format!("\nkind: {kind}\n")) && doc.contains(&format!("\n  name: {name}\n")))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} named {name} in the rendered chart");
+    found[0].to_owned()
+}
+
+/// `helm template` that is expected to fail; returns what helm said.
+pub fn render_refused(sets: &[&str]) -> String {
+    let mut args = vec!["template", RELEASE, CHART, "--kube-version", "1.37.2"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let output = helm_output(&args);
+    assert!(!output.status.success(), "helm accepted {sets:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

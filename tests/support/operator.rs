@@ -133,7 +133,7 @@ impl Operator {
             command
         };
         if let Some(namespace) = launch.namespace {
-            command.args(["--namespaces", namespace]);
+            command.args(["--watch-namespaces", namespace]);
         }
         command.args(["--min-token-lifetime", launch.min_token_lifetime]);
         if launch.allow_loopback {
@@ -141,7 +141,8 @@ impl Operator {
         }
         // Leader election stays on, with a Lease of the test's own and a short duration.
         let child = command
-            .args(["--metrics-addr", &metrics_addr, "--identity", &identity, "--log-level", "trace"])
+            // The dual-stack address of the chart; the tests reach it over IPv4 (and IPv6, readyz_over_ipv6).
+            .args(["--metrics-addr", &format!("[::]:{port}"), "--identity", &identity, "--log-level", "trace"])
             .args(["--lease-namespace", launch.lease_namespace, "--lease-name", "operator"])
             .args(["--lease-duration", launch.lease_duration])
             .arg("--extra-ca-bundle")
@@ -160,6 +161,12 @@ impl Operator {
     /// `/readyz`'s status code, if the operator answers.
     pub async fn readyz(&self) -> Option<u16> {
         http_get(&format!("http://{}/readyz", self.metrics_addr)).await.map(|(status, _)| status)
+    }
+
+    /// `/readyz` asked over IPv6 loopback: the default bind address takes both families.
+    pub async fn readyz_over_ipv6(&self) -> Option<u16> {
+        let port = self.metrics_addr.rsplit(':').next().unwrap_or_default();
+        http_get(&format!("http://[::1]:{port}/readyz")).await.map(|(status, _)| status)
     }
 
     /// Waits until this operator holds the test namespace's Lease.

@@ -1,17 +1,30 @@
+{{- define "cto.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "cto.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "cto.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "cto.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
 {{- default (include "cto.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.create=false needs serviceAccount.name: the existing ServiceAccount the operator runs as" .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "cto.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "cto.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -20,6 +33,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Values that contradict each other are refused at render, saying what to change. */}}
+{{- define "cto.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection) -}}
+{{- fail (printf "replicaCount=%d with leaderElection=false would run %d writers (duplicate upstream requests, flapping status): set leaderElection=true or replicaCount=1" (int .Values.replicaCount) (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if .Values.podDisruptionBudget.enabled -}}
+{{- $min := .Values.podDisruptionBudget.minAvailable -}}
+{{- if or (and (kindIs "string" $min) (eq $min "100%")) (and (not (kindIs "string" $min)) (ge (int $min) (int .Values.replicaCount))) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable=%v with replicaCount=%d would block every node drain: set it below replicaCount (or disable the budget)" $min (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* What the operator does with ConsentTokens and Secrets, wherever it watches. Every verb is

@@ -1,0 +1,185 @@
+//! `kubectl consent`: the operator's kubectl plugin (binary `kubectl-consent`). It talks only
+//! to the API server, as the user running it, with that user's permissions.
+//!
+//! - `status [NAME] [-l SELECTOR] [-A]`: a table of ConsentTokens with time to expiry, next
+//!   refresh, reason and message;
+//! - `refresh NAME | -l SELECTOR | --all`: asks for a new token (the refresh annotation), at a
+//!   capped rate, and waits for the operator's answer;
+//! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token).
+
+mod inspect;
+mod refresh;
+mod status;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::crd::ConsentToken;
+
+/// Look after ConsentTokens: their state, a refresh on demand, what their tokens say.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl consent", bin_name = "kubectl consent", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A table of ConsentTokens: Ready reason, time to expiry, next refresh, message.
+    Status {
+        /// One ConsentToken; without it, all of the namespace (or of the selector).
+        name: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Ask the operator for a new token now, and wait until it has answered.
+    Refresh {
+        /// One ConsentToken (or use --selector or --all).
+        name: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
+        /// Every ConsentToken in the namespace (or with -A, the cluster).
+        #[arg(long, conflicts_with_all = ["name", "selector"])]
+        all: bool,
+        /// Refresh requests sent per second at most: each may cost a provider request, and
+        /// providers rate-limit.
+        #[arg(long, default_value_t = 2.0, value_parser = positive)]
+        rate: f64,
+        /// How long to wait for the operator's answers (0s: do not wait).
+        #[arg(long, default_value = "60s", value_parser = duration)]
+        timeout: Duration,
+    },
+    /// The token's non-secret claims (expiry, issue time, collection point version). The token
+    /// itself, and claims that may identify a customer, are never printed.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
+}
+
+/// Which namespaces and objects.
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Only ConsentTokens with these labels (`key=value,...`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot read the kubeconfig: {0}")]
+    Config(#[from] kube::config::InferConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs a command; what it prints goes to `out`.
+pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginError> {
+    let config = kube::Config::infer().await?;
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config)?;
+    let write = |e: std::io::Error| PluginError::Failed(format!("cannot write the output: {e}"));
+    match cli.command {
+        Command::Status { name, scope } => {
+            let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
+            let table = status::table(&tokens, jiff::Timestamp::now(), scope.all_namespaces);
+            out.write_all(table.as_bytes()).map_err(write)
+        }
+        Command::Refresh { name, scope, all, rate, timeout } => {
+            if name.is_none() && scope.selector.is_none() && !all {
+                return Err(PluginError::Usage("name a ConsentToken, or use --selector or --all".into()));
+            }
+            let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
+            refresh::refresh(&client, &tokens, rate, timeout, out).await
+        }
+        Command::Inspect { name, scope } => {
+            let namespace = scope.namespace.unwrap_or(default_namespace);
+            let text = inspect::inspect(&client, &namespace, &name).await?;
+            out.write_all(text.as_bytes()).map_err(write)
+        }
+    }
+}
+
+/// The ConsentTokens a command acts on.
+async fn select(
+    client: &Client,
+    scope: &Scope,
+    default_namespace: &str,
+    name: Option<&str>,
+) -> Result<Vec<ConsentToken>, PluginError> {
+    let namespace = scope.namespace.as_deref().unwrap_or(default_namespace);
+    let api: Api<ConsentToken> =
+        if scope.all_namespaces { Api::all(client.clone()) } else { Api::namespaced(client.clone(), namespace) };
+    if let Some(name) = name {
+        if scope.all_namespaces {
+            return Err(PluginError::Usage("a name needs one namespace (-n), not -A".into()));
+        }
+        return Ok(vec![api.get(name).await?]);
+    }
+    let mut params = ListParams::default();
+    if let Some(selector) = &scope.selector {
+        params = params.labels(selector);
+    }
+    let mut tokens = api.list(&params).await?.items;
+    tokens.sort_by_key(|t| (t.metadata.namespace.clone(), t.metadata.name.clone()));
+    Ok(tokens)
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::schedule::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 30s or 2m"))
+}
+
+/// `2m10s`, `45s`, `3h5m`, `4d2h`: how people read a span at a glance (as kubectl's AGE).
+pub(crate) fn short_duration(seconds: i64) -> String {
+    let s = seconds.unsigned_abs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_kubectl() {
+        assert_eq!(short_duration(45), "45s");
+        assert_eq!(short_duration(-130), "2m10s");
+        assert_eq!(short_duration(3 * 3600 + 300), "3h5m");
+        assert_eq!(short_duration(4 * 86400 + 7200), "4d2h");
+    }
+
+    #[test]
+    fn the_command_line() {
+        let cli = Cli::try_parse_from(["kubectl-consent", "refresh", "-l", "team=web", "--rate", "5"]).unwrap();
+        assert!(matches!(cli.command, Command::Refresh { rate, .. } if rate == 5.0));
+        assert!(Cli::try_parse_from(["kubectl-consent", "refresh", "a", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-consent", "refresh", "--all", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-consent", "status", "-A", "-n", "x"]).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `kubectl consent inspect`: what a token says about itself, without the token.
+//!
+//! Only claims known to be harmless are shown with their values (times, issuer, audience, the
+//! OneTrust collection point version). Every other claim is named without its value: an MX
+//! token's `scopes` carry the customer's id, which is personal data.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use super::{PluginError, short_duration};
+use crate::crd::ConsentToken;
+
+/// Claims whose values are shown; dates are shown as times.
+const SHOWN: [&str; 6] = ["exp", "iat", "nbf", "iss", "aud", "processVersion"];
+const DATES: [&str; 3] = ["exp", "iat", "nbf"];
+
+pub async fn inspect(client: &Client, namespace: &str, name: &str) -> Result<String, PluginError> {
+    let ct = Api::<ConsentToken>::namespaced(client.clone(), namespace).get(name).await?;
+    let secret_name = ct.target_secret_name();
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get(&secret_name).await?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(ct.target_key()))
+        .ok_or_else(|| PluginError::Failed(format!("Secret {secret_name} has no key {:?} yet", ct.target_key())))?;
+    let mut out = format!("ConsentToken {namespace}/{name}, Secret {secret_name} key {:?}\n", ct.target_key());
+    out.push_str(&describe(&token.0, Timestamp::now()));
+    Ok(out)
+}
+
+/// The description of raw token bytes at `now`.
+pub fn describe(token: &[u8], now: Timestamp) -> String {
+    let mut out = format!("fingerprint:    {}\n", crate::token::fingerprint(token));
+    let claims = std::str::from_utf8(token)
+        .ok()
+        .and_then(|t| jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(t).ok());
+    let Some(serde_json::Value::Object(claims)) = claims else {
+        out.push_str("the value is not a JWT with a JSON object of claims\n");
+        return out;
+    };
+    for name in SHOWN {
+        let Some(value) = claims.get(name) else { continue };
+        let shown = match value.as_i64() {
+            Some(seconds) if DATES.contains(&name) => date(seconds, now),
+            _ => value.to_string(),
+        };
+        let _ = writeln!(out, "{:<16}{shown}", format!("{name}:"));
+    }
+    let hidden: Vec<&str> = claims.keys().map(String::as_str).filter(|k| !SHOWN.contains(k)).collect();
+    if !hidden.is_empty() {
+        let _ = writeln!(out, "other claims:   {} (values not shown)", hidden.join(", "));
+    }
+    out
+}
+
+fn date(seconds: i64, now: Timestamp) -> String {
+    let Ok(at) = Timestamp::from_second(seconds) else { return seconds.to_string() };
+    let delta = seconds.saturating_sub(now.as_second());
+    if delta >= 0 {
+        format!("{at} (in {})", short_duration(delta))
+    } else {
+        format!("{at} ({} ago)", short_duration(delta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mx_sample_shows_its_times_and_hides_the_customer() {
+        // The MX document's sample: its scopes carry the customer id fN7SsIMfJvJJcNjKBmB6Kg.
+        let sample = "eyJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiY29uc2VudF9tYW5hZ2VtZW50Iiwic2NvcGVzIjp7ImN1c3RvbWVyLm1vZGlmeV9jb25zZW50IjoiZk43U3NJTWZKdkpKY05qS0JtQjZLZyJ9LCJleHAiOjE3NDYxNDM1MTMsImlhdCI6MTc0NjE0MzIxMywianRpIjoiYmQ0MWY3N2UtNjg4NC00MThjLTg2ZTAtM2JiMGRiYzEyYTc3IiwiX3R5cGUiOiJJbnN0aXR1dGlvbiIsIl9pZCI6ImJrdSJ9.q9dvdMTW9kiKOSAeSNICoSWWKsmsCW4MEk85JQA9OWY";
+        let now = Timestamp::from_second(1_746_143_313).unwrap();
+        let text = describe(sample.as_bytes(), now);
+        assert!(text.contains("exp:            2025-05-01T23:51:53Z (in 3m20s)"), "{text}");
+        assert!(text.contains("iat:            2025-05-01T23:46:53Z (1m40s ago)"), "{text}");
+        assert!(text.contains("other claims:   _id, _type, jti, name, scopes (values not shown)"), "{text}");
+        assert!(!text.contains("fN7SsIMfJvJJcNjKBmB6Kg") && !text.contains("q9dvdMTW"), "{text}");
+    }
+
+    #[test]
+    fn no_value_panics_or_is_printed() {
+        for value in [&b""[..], b"not a jwt", b"a.b.c", &[0xff, 0xfe, 0x00], b"eyJhbGciOiJub25lIn0.WzEsMl0."] {
+            let text = describe(value, Timestamp::UNIX_EPOCH);
+            assert!(text.contains("not a JWT"), "{text}");
+        }
+    }
+}

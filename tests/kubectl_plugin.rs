@@ -1,0 +1,115 @@
+//! `kubectl consent`, run by the real kubectl (found on the PATH as a plugin) against the real
+//! control plane and a running operator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
+
+mod support;
+
+use std::path::Path;
+
+use fake_provider::Endpoint;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use support::operator::TestEnv;
+
+/// `kubectl consent ARGS`, with the plugin of this build first on the PATH; (exit code, stdout,
+/// stderr). Awaited, not blocking: the fake provider answers on this test's runtime meanwhile.
+async fn kubectl_consent(args: &[&str]) -> (i32, String, String) {
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-consent")).parent().unwrap();
+    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let output = tokio::process::Command::new("kubectl")
+        .arg("consent")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", support::kubeconfig())
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test]
+async fn status_refresh_and_inspect_through_kubectl() {
+    let env = TestEnv::start("plugin").await;
+    let ns = env.namespace.clone();
+    for (name, customer) in
+        [("alice", "plugin-customer-alice"), ("bob", "plugin-customer-bob"), ("carol", "plugin-customer-carol")]
+    {
+        env.fdx_token(name, customer).await;
+    }
+    for name in ["alice", "bob"] {
+        let patch = serde_json::json!({"metadata": {"labels": {"team": "web"}}});
+        env.tokens().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    for name in ["alice", "bob", "carol"] {
+        env.wait_for_ready(name, "True", "TokenValid").await;
+    }
+
+    // status: a line per ConsentToken, with the reason and times to expiry and refresh.
+    let (code, table, err) = kubectl_consent(&["status", "-n", &ns]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("EXPIRES") && lines[0].contains("NEXT REFRESH"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 4, "{table}");
+    for (line, name) in lines[1..].iter().zip(["alice", "bob", "carol"]) {
+        assert!(
+            line.starts_with(name) && line.contains("FDX") && line.contains("True") && line.contains("TokenValid"),
+            "{table}"
+        );
+        let cells: Vec<&str> = line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert!(cells[4].starts_with("in ") && cells[5].starts_with("in "), "expiry and next refresh ahead: {line}");
+    }
+    let (code, all, _) = kubectl_consent(&["status", "-A", "-l", "team=web"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        all.starts_with("NAMESPACE") && all.contains(&ns) && all.contains("alice") && !all.contains("carol"),
+        "{all}"
+    );
+
+    // refresh NAME: a new token, and the operator's answer waited for.
+    let before = env.token_in_secret("alice", "token").await.unwrap();
+    let requests = env.fake.requests(Endpoint::FdxToken);
+    let (code, said, err) = kubectl_consent(&["refresh", "alice", "-n", &ns]).await;
+    assert_eq!(code, 0, "{said}{err}");
+    assert_eq!(said.trim(), format!("{ns}/alice: refreshed"));
+    assert_ne!(env.token_in_secret("alice", "token").await.unwrap(), before);
+    assert_eq!(env.fake.requests(Endpoint::FdxToken), requests + 1);
+
+    // refresh -l at a capped rate: one request a second here, so the annotations the plugin
+    // wrote are at least a second apart.
+    let (code, said, err) = kubectl_consent(&["refresh", "-n", &ns, "-l", "team=web", "--rate", "1"]).await;
+    assert_eq!(code, 0, "{said}{err}");
+    assert_eq!(said.lines().filter(|l| l.ends_with(": refreshed")).count(), 2, "{said}");
+    let mut requested = Vec::new();
+    for name in ["alice", "bob"] {
+        let ct = env.tokens().get(name).await.unwrap();
+        requested.push(ct.annotations()["consent.dev/refresh-requested-at"].parse::<Timestamp>().unwrap());
+    }
+    let gap = requested[1].duration_since(requested[0]).as_secs_f64();
+    assert!(gap >= 0.99, "requests {gap}s apart");
+    assert!(env.tokens().get("carol").await.unwrap().annotations().get("consent.dev/refresh-requested-at").is_none());
+
+    // Without a target, refresh refuses (exit 2) and sends nothing.
+    let (code, _, err) = kubectl_consent(&["refresh", "-n", &ns]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--selector or --all"), "{err}");
+
+    // inspect: the claims, never the token or the customer's id.
+    let token = env.token_in_secret("bob", "token").await.unwrap();
+    let (code, said, err) = kubectl_consent(&["inspect", "bob", "-n", &ns]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("exp:") && said.contains("iat:") && said.contains("(values not shown)"), "{said}");
+    let fingerprint = env.tokens().get("bob").await.unwrap().status.unwrap().token_fingerprint.unwrap();
+    assert!(said.contains(&fingerprint), "{said}");
+    assert!(!said.contains(&token) && !said.contains(token.split('.').nth(2).unwrap()), "the token was printed");
+    assert!(!said.contains("plugin-customer-bob"), "the customer id was printed: {said}");
+
+    // A name that does not exist: the API server's answer, exit 1.
+    let (code, _, err) = kubectl_consent(&["inspect", "nobody", "-n", &ns]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
