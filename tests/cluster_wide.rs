@@ -22,7 +22,8 @@ async fn cluster_wide_under_the_charts_cluster_role_across_namespaces() {
 
     // The chart's defaults: cluster-wide. Its RBAC applied for real (no node runs the Deployment).
     let rendered = render(&release_ns, &[]);
-    assert_eq!(rendered.matches("\nkind: ClusterRole\n").count(), 1);
+    // The operator's ClusterRole, and the two that extend the built-in view and edit roles.
+    assert_eq!(rendered.matches("\nkind: ClusterRole\n").count(), 3);
     apply(
         &only_kinds(&rendered, &["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]),
         false,
