@@ -35,26 +35,55 @@ pub struct ObjectMetrics {
     objects: Mutex<HashMap<(String, String), ObjectFacts>>,
 }
 
-/// One gauge per object: (name, help, value; `None` leaves the object out).
-type Series = (&'static str, &'static str, fn(&ObjectFacts) -> Option<i64>);
+/// A gauge per object: its name, help, value (`None` leaves the object out) and, for the series
+/// that carry one, the `reason` label.
+struct Series {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&ObjectFacts) -> Option<i64>,
+    reason: Option<fn(&ObjectFacts) -> &str>,
+}
 
-const SERIES: [Series; 3] = [
-    (
-        "consent_token_expiry_timestamp_seconds",
-        "When the token in the target Secret expires (Unix seconds); absent for tokens without expiry",
-        |f| f.expires_at,
-    ),
-    (
-        "consent_token_next_refresh_timestamp_seconds",
-        "When the operator will next fetch the token, or retry (Unix seconds)",
-        |f| Some(f.next_refresh),
-    ),
-    (
-        "consent_token_last_refresh_timestamp_seconds",
-        "When the token in the target Secret was fetched (Unix seconds); absent before the first",
-        |f| f.last_refresh,
-    ),
+const SERIES: [Series; 5] = [
+    Series {
+        name: "consent_token_ready",
+        help: "1 while the target Secret holds a token that has not expired; reason is the Ready condition's",
+        value: |f| Some(i64::from(f.ready)),
+        reason: Some(ready_reason),
+    },
+    Series {
+        name: "consent_token_consecutive_failures",
+        help: "Failed attempts since the last successful refresh; reason is the last failure's",
+        value: |f| Some(i64::from(f.consecutive_failures)),
+        reason: Some(failure_reason),
+    },
+    Series {
+        name: "consent_token_expiry_timestamp_seconds",
+        help: "When the token in the target Secret expires (Unix seconds); absent for tokens without expiry",
+        value: |f| f.expires_at,
+        reason: None,
+    },
+    Series {
+        name: "consent_token_next_refresh_timestamp_seconds",
+        help: "When the operator will next fetch the token, or retry (Unix seconds)",
+        value: |f| Some(f.next_refresh),
+        reason: None,
+    },
+    Series {
+        name: "consent_token_last_refresh_timestamp_seconds",
+        help: "When the token in the target Secret was fetched (Unix seconds); absent before the first",
+        value: |f| f.last_refresh,
+        reason: None,
+    },
 ];
+
+fn ready_reason(facts: &ObjectFacts) -> &str {
+    &facts.reason
+}
+
+fn failure_reason(facts: &ObjectFacts) -> &str {
+    &facts.failure_reason
+}
 
 impl ObjectMetrics {
     pub fn set(&self, namespace: &str, name: &str, facts: ObjectFacts) {
@@ -71,49 +100,25 @@ impl ObjectMetrics {
 impl Collector for ObjectMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        {
+        for series in &SERIES {
             let mut family = encoder.encode_descriptor(
-                "consent_token_ready",
-                "1 while the target Secret holds a token that has not expired; reason is the Ready condition's",
+                series.name,
+                series.help,
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             for ((namespace, name), facts) in objects.iter() {
+                let Some(value) = (series.value)(facts) else { continue };
+                let reason = series.reason.map(|reason| reason(facts));
                 let labels = [
                     ("namespace", namespace.as_str()),
                     ("name", name.as_str()),
                     ("provider", facts.provider),
-                    ("reason", facts.reason.as_str()),
+                    ("reason", reason.unwrap_or_default()),
                 ];
-                ConstGauge::new(i64::from(facts.ready)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "consent_token_consecutive_failures",
-                "Failed attempts since the last successful refresh; reason is the last failure's",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for ((namespace, name), facts) in objects.iter() {
-                let labels = [
-                    ("namespace", namespace.as_str()),
-                    ("name", name.as_str()),
-                    ("provider", facts.provider),
-                    ("reason", facts.failure_reason.as_str()),
-                ];
-                ConstGauge::new(i64::from(facts.consecutive_failures)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        for (metric, help, value) in SERIES {
-            let mut family =
-                encoder.encode_descriptor(metric, help, None, prometheus_client::metrics::MetricType::Gauge)?;
-            for ((namespace, name), facts) in objects.iter() {
-                if let Some(value) = value(facts) {
-                    let labels =
-                        [("namespace", namespace.as_str()), ("name", name.as_str()), ("provider", facts.provider)];
-                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-                }
+                // The reason label only on the series that carry one.
+                let labels = &labels[..if reason.is_some() { 4 } else { 3 }];
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
