@@ -390,7 +390,6 @@ impl TestEnv {
         String::from_utf8(bytes.0).ok()
     }
 
-    /// Sets the force-refresh annotation to a new value.
     /// Sets the refresh annotation to a new value; returns the value.
     pub async fn request_refresh(&self, name: &str) -> String {
         let value = jiff::Timestamp::now().to_string();
@@ -411,7 +410,6 @@ impl TestEnv {
     }
 }
 
-/// Decodes a JWT's claims without verification, for assertions.
 /// The message of a ConsentToken's Ready condition ("" without one).
 pub fn ready_message(ct: &ConsentToken) -> String {
     let conditions = ct.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
