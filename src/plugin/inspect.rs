@@ -82,6 +82,40 @@ mod tests {
         assert!(!text.contains("fN7SsIMfJvJJcNjKBmB6Kg") && !text.contains("q9dvdMTW"), "{text}");
     }
 
+    fn hs256(claims: serde_json::Value) -> String {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(b"k")).unwrap()
+    }
+
+    proptest::proptest! {
+        /// No bytes in a Secret panic `inspect`.
+        #[test]
+        fn no_bytes_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = describe(&bytes, Timestamp::now());
+        }
+
+        /// No claim value panics it (numbers of any size as dates included), and a claim it does
+        /// not know is never shown, whatever it holds.
+        #[test]
+        fn no_claim_panics_and_unknown_ones_stay_hidden(
+            number in proptest::prelude::any::<i64>(),
+            float in proptest::prelude::any::<f64>(),
+            text in "[a-z]{12,20}",
+            pick in 0u8..4,
+        ) {
+            let value = match pick {
+                0 => serde_json::json!(number),
+                1 => serde_json::json!(float),
+                2 => serde_json::json!(text),
+                _ => serde_json::json!({"nested": number}),
+            };
+            let token = hs256(serde_json::json!({"exp": value, "iat": value, "nbf": value, "secretive": text}));
+            let shown = describe(token.as_bytes(), Timestamp::now());
+            proptest::prop_assert!(shown.contains("secretive"));
+            proptest::prop_assert!(pick == 2 || !shown.contains(&text), "{shown}");
+        }
+    }
+
     #[test]
     fn no_value_panics_or_is_printed() {
         for value in [&b""[..], b"not a jwt", b"a.b.c", &[0xff, 0xfe, 0x00], b"eyJhbGciOiJub25lIn0.WzEsMl0."] {
