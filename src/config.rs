@@ -200,7 +200,7 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(text).map(|_| text.to_owned()).map_err(|_| refused())
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::schedule::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 10s, 2m or 1h"))
 }
 

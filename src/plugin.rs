@@ -50,7 +50,7 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0, value_parser = positive)]
         rate: f64,
         /// How long to wait for the operator's answers (0s: do not wait).
-        #[arg(long, default_value = "60s", value_parser = duration)]
+        #[arg(long, default_value = "60s", value_parser = crate::config::parse_duration)]
         timeout: Duration,
     },
     /// The token's non-secret claims (expiry, issue time, collection point version). The token
@@ -147,8 +147,10 @@ fn positive(text: &str) -> Result<f64, String> {
     }
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    crate::schedule::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 30s or 2m"))
+/// `in 4m10s` for a time ahead of `now`, `1m40s ago` for one behind it.
+pub(crate) fn relative(at_seconds: i64, now: jiff::Timestamp) -> String {
+    let delta = at_seconds.saturating_sub(now.as_second());
+    if delta >= 0 { format!("in {}", short_duration(delta)) } else { format!("{} ago", short_duration(delta)) }
 }
 
 /// `2m10s`, `45s`, `3h5m`, `4d2h`: how people read a span at a glance (as kubectl's AGE).
@@ -172,6 +174,8 @@ mod tests {
         assert_eq!(short_duration(-130), "2m10s");
         assert_eq!(short_duration(3 * 3600 + 300), "3h5m");
         assert_eq!(short_duration(4 * 86400 + 7200), "4d2h");
+        let now = jiff::Timestamp::from_second(1_000).unwrap();
+        assert_eq!((relative(1_250, now), relative(900, now)), ("in 4m10s".into(), "1m40s ago".into()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use super::{PluginError, short_duration};
+use super::{PluginError, relative};
 use crate::crd::ConsentToken;
 
 /// Claims whose values are shown; dates are shown as times.
@@ -57,12 +57,9 @@ pub fn describe(token: &[u8], now: Timestamp) -> String {
 }
 
 fn date(seconds: i64, now: Timestamp) -> String {
-    let Ok(at) = Timestamp::from_second(seconds) else { return seconds.to_string() };
-    let delta = seconds.saturating_sub(now.as_second());
-    if delta >= 0 {
-        format!("{at} (in {})", short_duration(delta))
-    } else {
-        format!("{at} ({} ago)", short_duration(delta))
+    match Timestamp::from_second(seconds) {
+        Ok(at) => format!("{at} ({})", relative(seconds, now)),
+        Err(_) => seconds.to_string(),
     }
 }
 

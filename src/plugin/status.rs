@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::short_duration;
+use super::relative;
 use crate::crd::ConsentToken;
 use crate::status;
 
@@ -42,14 +42,10 @@ fn header(with_namespace: bool) -> Vec<String> {
 fn row(ct: &ConsentToken, now: Timestamp, with_namespace: bool) -> Vec<String> {
     let status = ct.status.as_ref();
     let condition = status.and_then(status::ready_condition);
-    let relative = |at: Option<Timestamp>, none: &str| match at {
-        None => none.to_owned(),
-        Some(at) if at >= now => format!("in {}", short_duration(at.as_second().saturating_sub(now.as_second()))),
-        Some(at) => format!("{} ago", short_duration(now.as_second().saturating_sub(at.as_second()))),
-    };
+    let when = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), |at| relative(at.as_second(), now));
     let expires = match (status.and_then(|s| s.expires_at.as_ref()), status.and_then(|s| s.token_fingerprint.as_ref()))
     {
-        (Some(exp), _) => relative(Some(exp.0), "-"),
+        (Some(exp), _) => when(Some(exp.0)),
         (None, Some(_)) => "never".into(),
         (None, None) => "-".into(),
     };
@@ -59,7 +55,7 @@ fn row(ct: &ConsentToken, now: Timestamp, with_namespace: bool) -> Vec<String> {
         condition.map_or("Unknown".into(), |c| c.status.clone()),
         condition.map_or("-".into(), |c| c.reason.clone()),
         expires,
-        relative(status.and_then(|s| s.next_refresh_time.as_ref()).map(|t| t.0), "-"),
+        when(status.and_then(|s| s.next_refresh_time.as_ref()).map(|t| t.0)),
         condition.map_or(String::new(), |c| c.message.clone()),
     ];
     if with_namespace {
