@@ -1,7 +1,7 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
 
-.PHONY: demo test bench control-plane check-generated generate lint
+.PHONY: demo test e2e bench control-plane check-generated generate lint image
 SIZES ?= 1000,10000
 STEADY ?= 330
 
@@ -10,13 +10,19 @@ demo:
 	scripts/demo
 
 ## Build what is missing, check generated files and lints, run every test against a real control plane
-## (test binaries two at a time, each with its own control plane: scripts/run-tests).
+## (test binaries two at a time, each with its own control plane: scripts/run-tests), among them
+## the chart on a real node (tests/node.rs: scripts/node, the image of `make image`).
 test:
-	@# The Go tools and the Rust lint build side by side: on a fresh machine both take minutes.
-	$(MAKE) --no-print-directory -j2 --output-sync=target control-plane lint
+	@# The Go tools, the Rust lint and the image build side by side: on a fresh machine each takes minutes.
+	$(MAKE) --no-print-directory -j2 --output-sync=target control-plane lint image
 	$(MAKE) --no-print-directory check-generated
 	cargo build --workspace --bins --locked
 	scripts/run-tests
+
+## Only the real-node test (tests/node.rs), with its figures: the chart from `make image` on a
+## node of scripts/node, handover, helm upgrade, and workload pods reading the mounted token.
+e2e: control-plane image
+	cargo test --locked --test node -- --nocapture
 
 ## Formatting (rustfmt.toml) and clippy with warnings as errors (Cargo.toml's [lints] deny
 ## unwrap/expect/panic outside tests).
@@ -24,10 +30,15 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool and helm-docs into ~/.cache
-## (once per version).
+## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool, helm-docs and the test
+## node (kubelet, kube-scheduler, containerd, its images) into ~/.cache (once per version).
 control-plane:
 	scripts/control-plane build
+
+## The operator's image without Docker or a registry: a static build in an OCI archive
+## (scripts/image), which tests/node.rs runs on the test node.
+image:
+	scripts/image operator target/image/consent-token-operator.tar
 
 ## Regenerate the CRDs (crds/ and the chart's copy), the chart's README and the plain manifests in deploy/.
 generate:

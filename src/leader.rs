@@ -14,8 +14,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a stopping replica waits for its Lease to be released before it exits anyway (the
+/// standby then waits for the Lease to expire).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Renewal happens this long before the Lease would expire: it is renewed every third of its
 /// duration, so one failed renewal does not lose it.
@@ -31,6 +36,8 @@ fn fence_deadline(duration: Duration) -> Duration {
 
 pub struct Leadership {
     is_leader: watch::Receiver<bool>,
+    /// kube-lease-manager's task: renews while `is_leader` has a receiver, then releases.
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
     identity: String,
     lease: Api<Lease>,
     lease_name: String,
@@ -45,33 +52,59 @@ impl Leadership {
         identity: String,
         duration: Duration,
     ) -> Result<Self, LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(client.clone(), lease_name)
-            .with_namespace(namespace)
-            .with_identity(identity.clone())
-            .with_duration(duration.as_secs().max(2))
-            .with_grace(grace(duration).as_secs().max(1))
-            .with_field_manager("consent-token-operator-leader")
-            .build()
-            .await?;
-        // The task renews the Lease for as long as `is_leader` has a receiver; dropping it
-        // (at shutdown) releases the Lease so a standby can take over at once.
-        let (is_leader, _task) = manager.watch().await;
-        Ok(Self {
-            is_leader,
-            identity,
-            lease: Api::namespaced(client, namespace),
-            lease_name: lease_name.to_owned(),
-            duration,
-        })
+        let lease = Api::namespaced(client, namespace);
+        let (is_leader, task) = watch_lease(&lease, lease_name, &identity, duration).await?;
+        Ok(Self { is_leader, task, identity, lease, lease_name: lease_name.to_owned(), duration })
     }
 
     pub fn identity(&self) -> &str {
         &self.identity
     }
 
+    /// Gives the Lease up (at shutdown, after the last write), so that a standby takes over at
+    /// once instead of a whole Lease duration later. The release runs in kube-lease-manager's
+    /// task, which a returning `main` would cancel: it is awaited here.
+    pub async fn release(self) {
+        let Self { is_leader, task, identity, .. } = self;
+        drop(is_leader);
+        match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+            Ok(Ok(Ok(_))) => tracing::info!(identity, "Lease released"),
+            Ok(Ok(Err(err))) => tracing::warn!(identity, error = %err, "could not release the Lease"),
+            Ok(Err(err)) => tracing::warn!(identity, error = %err, "the Lease task failed"),
+            Err(_) => tracing::warn!(identity, "the Lease was not released in time"),
+        }
+    }
+
     /// Resolves once this replica holds the Lease.
-    pub async fn acquired(&mut self) {
-        let _ = self.is_leader.wait_for(|leader| *leader).await.map(drop);
+    ///
+    /// kube-lease-manager has a standby sleep until the Lease it saw would expire, so a Lease
+    /// its leader gave up (at shutdown) would wait a whole duration for its successor. A standby
+    /// therefore also reads the Lease every tenth of the duration, and when it finds it vacant
+    /// starts its manager again, whose first look takes a vacant Lease at once.
+    pub async fn acquired(&mut self) -> Result<(), LeaseManagerError> {
+        let poll = (self.duration / 10).max(Duration::from_millis(300));
+        loop {
+            let manager_ended = tokio::select! {
+                changed = self.is_leader.wait_for(|leader| *leader) => match changed {
+                    Ok(_) => return Ok(()),
+                    // The manager's task ended (an API error it gave up on): never a reason to
+                    // believe this replica leads.
+                    Err(_) => true,
+                },
+                () = vacant(&self.lease, &self.lease_name, poll) => false,
+            };
+            if manager_ended {
+                tracing::warn!(identity = self.identity, "the Lease manager stopped; starting it again");
+            } else {
+                tracing::debug!(identity = self.identity, "the Lease is vacant; taking it");
+            }
+            // The old manager must be gone before the new one starts: its release (on the
+            // closed channel) would otherwise clear the Lease the new one takes for this identity.
+            let (is_leader, task) = watch_lease(&self.lease, &self.lease_name, &self.identity, self.duration).await?;
+            let old_task = std::mem::replace(&mut self.task, task);
+            drop(std::mem::replace(&mut self.is_leader, is_leader));
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, old_task).await;
+        }
     }
 
     /// Resolves when this replica must stop writing: the Lease went to another holder, or the
@@ -105,6 +138,39 @@ impl Leadership {
             if !fence.keep_writing(read_started, seen, Instant::now()) {
                 return;
             }
+        }
+    }
+}
+
+/// kube-lease-manager's task for this identity: it renews (or waits for) the Lease for as long as
+/// the returned receiver lives, then releases it if held.
+async fn watch_lease(
+    lease: &Api<Lease>,
+    lease_name: &str,
+    identity: &str,
+    duration: Duration,
+) -> Result<(watch::Receiver<bool>, JoinHandle<Result<LeaseManager, LeaseManagerError>>), LeaseManagerError> {
+    let client: Client = lease.clone().into_client();
+    let manager = LeaseManagerBuilder::new(client, lease_name)
+        .with_namespace(lease.namespace().unwrap_or("default"))
+        .with_identity(identity)
+        .with_duration(duration.as_secs().max(2))
+        .with_grace(grace(duration).as_secs().max(1))
+        .with_field_manager("consent-token-operator-leader")
+        .build()
+        .await?;
+    Ok(manager.watch().await)
+}
+
+/// Resolves once a read of the Lease finds no holder (read every `poll`; a failed read is
+/// tried again at the next).
+async fn vacant(lease: &Api<Lease>, lease_name: &str, poll: Duration) {
+    loop {
+        tokio::time::sleep(poll).await;
+        if let Ok(lease) = lease.get(lease_name).await
+            && lease.spec.and_then(|spec| spec.holder_identity).is_none_or(|holder| holder.is_empty())
+        {
+            return;
         }
     }
 }

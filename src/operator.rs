@@ -70,7 +70,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // Controllers start once this replica leads (at once without leader election).
     let (leading_tx, mut leading) = tokio::sync::watch::channel(!config.leader_election.enabled);
-    let leadership = hold_leadership(client, &config.leader_election, &readiness, leading_tx);
+    let (release_tx, release) = tokio::sync::oneshot::channel();
+    let leadership = hold_leadership(client, &config.leader_election, &readiness, leading_tx, release);
+    tokio::pin!(leadership);
     let leader_gauge = shared.metrics.leader.clone();
     let controllers = async {
         tokio::select! {
@@ -83,8 +85,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let result = tokio::select! {
         // Losing the Lease stops the controllers at once (this future wins and they are dropped):
         // another replica is about to write.
-        result = leadership => result,
-        () = controllers => Ok(()),
+        result = &mut leadership => result,
+        // Shut down, and the reconciles under way have finished: only now may a standby write,
+        // and it need not wait for the Lease to expire.
+        () = controllers => {
+            let _ = release_tx.send(());
+            leadership.await
+        }
     };
     if result.is_ok() {
         match server.await {
@@ -95,28 +102,45 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     result
 }
 
-/// Takes part in leader election: sends `true` on `leading` once this replica holds the Lease,
-/// and returns when it lost it. Never returns with leader election off.
+/// Takes part in leader election: sends `true` on `leading` once this replica holds the Lease.
+/// Returns an error when it lost the Lease, and `Ok` once it gave the Lease up after `release`
+/// fired (at shutdown; with leader election off, at once then).
 async fn hold_leadership(
     client: Client,
     args: &LeaderElectionArgs,
     readiness: &Readiness,
     leading: tokio::sync::watch::Sender<bool>,
+    mut release: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), StartError> {
     if !args.enabled {
-        return std::future::pending().await;
+        let _ = release.await;
+        return Ok(());
     }
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut election =
         Leadership::start(client, &args.lease_namespace, &args.lease_name, identity, args.lease_duration).await?;
     tracing::info!(identity = election.identity(), lease = %args.lease_name, "waiting to become leader");
     readiness.set_standby(true);
-    election.acquired().await;
+    let released = tokio::select! {
+        acquired = election.acquired() => { acquired?; false }
+        _ = &mut release => true,
+    };
+    if released {
+        election.release().await;
+        return Ok(());
+    }
     tracing::info!(identity = election.identity(), "became leader");
     readiness.set_standby(false);
     leading.send_replace(true);
-    election.lost().await;
-    Err(StartError::LostLeadership)
+    let released = tokio::select! {
+        () = election.lost() => false,
+        _ = release => true,
+    };
+    if !released {
+        return Err(StartError::LostLeadership);
+    }
+    election.release().await;
+    Ok(())
 }
 
 /// The pod name when set (the chart sets CONSENT_IDENTITY to it), else the host name and a random suffix.

@@ -1,12 +1,14 @@
 //! Two replicas: one leads and writes; the other waits. Killing the leader hard hands over
-//! within the Lease duration, and tokens keep being refreshed.
+//! within the Lease duration, and tokens keep being refreshed; stopping it (SIGTERM, as on a
+//! rollout or drain) hands over at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::operator::{Operator, TestEnv};
+use fake_provider::FakeProvider;
+use support::operator::{Launch, Operator, TestEnv};
 
 /// Sum of a counter family in a Prometheus exposition (0 when absent).
 fn counter_total(metrics: &str, name: &str) -> f64 {
@@ -43,4 +45,34 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     env.wait_for_ready("mx", "True", "TokenValid").await;
     assert!(counter_total(&standby.metrics().await, "consent_token_refreshes_total") >= 1.0);
     eprintln!("leader takeover after a hard kill: {takeover:?}");
+}
+
+/// A leader stopped as the kubelet stops a pod gives the Lease up after its last write, so the
+/// standby leads at once rather than when the Lease expires. (Found on the test node,
+/// tests/node.rs: the release ran in a task that the exiting process cancelled, so the standby
+/// took over only when the Lease expired.)
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_expires() {
+    support::install_crds();
+    let client = support::admin_client().await;
+    let namespace = support::namespace(&client, "ha-term").await;
+    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
+    // A long Lease, renewed every 10 s: without a release no standby could lead until the
+    // Lease expired, at least 20 s after the stop.
+    let launch = || Launch { lease_duration: "30s", ..Launch::new(&namespace, fake.ca_pem()) };
+    let leader = Operator::launch(launch()).await;
+    leader.wait_until_leader(&namespace).await;
+    let standby = Operator::launch(launch()).await;
+    let mut env = TestEnv::from_parts(client, namespace.clone(), fake, leader);
+
+    let stopped = Instant::now();
+    assert!(env.operator.terminate().await, "the leader exits with success on SIGTERM");
+    standby.wait_until_leader(&env.namespace).await;
+    let takeover = stopped.elapsed();
+    assert!(
+        takeover < Duration::from_secs(20),
+        "the standby led {takeover:?} after the stop: the Lease was not released"
+    );
+    assert_eq!(env.operator.log_times("Lease released").len(), 1, "the leader says it released the Lease");
+    eprintln!("leader takeover after SIGTERM: {takeover:?}");
 }

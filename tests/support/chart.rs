@@ -7,11 +7,32 @@ pub const RELEASE: &str = "cto";
 /// `cto.fullname` for release `cto`: release name plus chart name.
 pub const FULLNAME: &str = "cto-consent-token-operator";
 
-pub fn helm_output(args: &[&str]) -> std::process::Output {
+/// The path of a program `scripts/control-plane build` made (`helm`, `ctr`, ...).
+pub fn control_plane_bin(name: &str) -> std::path::PathBuf {
     let script = super::repo_root().join("scripts/control-plane");
-    let path = Command::new(script).args(["bin", "helm"]).output().expect("find helm");
-    let helm = String::from_utf8(path.stdout).unwrap();
-    Command::new(helm.trim()).args(args).current_dir(super::repo_root()).output().expect("run helm")
+    let path = Command::new(script).args(["bin", name]).output().expect("find a built program");
+    String::from_utf8(path.stdout).unwrap().trim().into()
+}
+
+pub fn helm_output(args: &[&str]) -> std::process::Output {
+    Command::new(control_plane_bin("helm")).args(args).current_dir(super::repo_root()).output().expect("run helm")
+}
+
+/// Runs helm against this test binary's control plane (install, upgrade); panics on failure.
+pub fn helm_in_cluster(args: &[&str]) -> String {
+    let output = Command::new(control_plane_bin("helm"))
+        .args(args)
+        .current_dir(super::repo_root())
+        .env("KUBECONFIG", super::kubeconfig())
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 pub fn helm(args: &[&str]) -> String {

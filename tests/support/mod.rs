@@ -13,6 +13,7 @@
 
 pub mod chart;
 pub mod faults;
+pub mod node;
 pub mod operator;
 pub mod proxy;
 pub mod secrecy;
@@ -47,12 +48,19 @@ struct Started {
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
+/// Set before the control plane starts (by `node::node`): pods get ServiceAccount tokens.
+static SERVICE_ACCOUNT_ADMISSION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn start_control_plane() -> ControlPlane {
     if let Ok(path) = std::env::var("CONSENT_TEST_KUBECONFIG") {
         return ControlPlane { kubeconfig: path.into(), process: None };
     }
-    let mut child = Command::new(repo_root().join("scripts/control-plane"))
-        .arg("up")
+    let mut command = Command::new(repo_root().join("scripts/control-plane"));
+    command.arg("up");
+    if SERVICE_ACCOUNT_ADMISSION.load(std::sync::atomic::Ordering::SeqCst) {
+        command.arg("--service-accounts");
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -222,6 +222,23 @@ impl Operator {
         .await
     }
 
+    /// Stops the process as the kubelet does on a pod's deletion or rollout (SIGTERM) and
+    /// waits until it has exited (at most 30 s, a pod's default grace period); returns whether
+    /// it exited with success.
+    pub async fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+        assert!(sent.success(), "SIGTERM to {}", self.identity);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(std::time::Instant::now() < deadline, "{} did not exit 30 s after SIGTERM", self.identity);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,96 @@
+//! The image built here without Docker (scripts/image, what the test node runs) and the published
+//! recipe (the Dockerfile's final stage) agree on what a cluster sees: user, entrypoint, port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::repo_root;
+
+/// The final stage's instructions of the Dockerfile: (instruction, arguments).
+fn dockerfile_final_stage() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).expect("a FROM");
+    lines[last_from..]
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(instruction, rest)| (instruction.to_string(), rest.trim().to_string()))
+        .collect()
+}
+
+fn instruction<'a>(stage: &'a [(String, String)], name: &str) -> &'a str {
+    stage
+        .iter()
+        .find(|(i, _)| i == name)
+        .map(|(_, a)| a.as_str())
+        .unwrap_or_else(|| panic!("no {name} in the final stage"))
+}
+
+/// Unpacks an OCI archive into `dir` and returns its image config.
+fn image_config(archive: &Path, dir: &Path) -> serde_json::Value {
+    let status = Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(dir).status().expect("run tar");
+    assert!(status.success(), "tar -xf {}", archive.display());
+    let blob = |digest: &str| -> serde_json::Value {
+        let path = dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().expect("a manifest"));
+    blob(manifest["config"]["digest"].as_str().expect("a config"))
+}
+
+#[test]
+fn the_image_built_without_docker_has_the_dockerfiles_user_entrypoint_and_port() {
+    let archive = repo_root().join("target/image/consent-token-operator.tar");
+    assert!(archive.exists(), "{} is missing: `make image` builds it", archive.display());
+    let dir = tempfile::tempdir().unwrap();
+    let config = image_config(&archive, dir.path());
+    let stage = dockerfile_final_stage();
+
+    assert_eq!(config["config"]["User"], instruction(&stage, "USER"));
+    let entrypoint: Vec<String> =
+        serde_json::from_str(instruction(&stage, "ENTRYPOINT")).expect("exec-form ENTRYPOINT");
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(entrypoint));
+    let port = instruction(&stage, "EXPOSE");
+    let exposed: Vec<&String> = config["config"]["ExposedPorts"].as_object().expect("exposed ports").keys().collect();
+    assert_eq!(exposed, [&format!("{port}/tcp")]);
+    // The file the Dockerfile copies is where the entrypoint says, and the image runs it as the
+    // non-root user of distroless/static.
+    let copy = instruction(&stage, "COPY");
+    assert!(copy.ends_with(&format!(" {}", entrypoint[0])), "COPY puts the binary at the entrypoint: {copy}");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], "amd64");
+}
+
+/// The image holds the entrypoint as a static executable and the passwd entry of its user.
+#[test]
+fn the_images_layers_hold_a_static_entrypoint_and_its_user() {
+    let archive = repo_root().join("target/image/consent-token-operator.tar");
+    assert!(archive.exists(), "{} is missing: `make image` builds it", archive.display());
+    let dir = tempfile::tempdir().unwrap();
+    let config = image_config(&archive, dir.path());
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    let layers = config["rootfs"]["diff_ids"].as_array().expect("layers").len();
+    // Layers are gzipped tarballs named by their compressed digest; the other blobs (JSON) are
+    // not tarballs and unpack nothing.
+    let mut unpacked = 0;
+    for blob in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().flatten() {
+        let output = Command::new("tar").arg("-xzf").arg(blob.path()).arg("-C").arg(&rootfs).output().unwrap();
+        unpacked += usize::from(output.status.success());
+    }
+    assert_eq!(unpacked, layers, "every layer is a whole tar stream");
+    let binary = rootfs.join("usr/local/bin/consent-token-operator");
+    let elf = std::fs::read(&binary).expect("the binary is in the image");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    let ldd = Command::new("ldd").arg(&binary).output().expect("run ldd");
+    assert!(!ldd.status.success() || String::from_utf8_lossy(&ldd.stdout).contains("statically linked"), "static");
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("nonroot:x:65532:65532:")), "{passwd}");
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l.starts_with("nonroot:x:65532:")), "{group}");
+    assert!(rootfs.join("tmp").is_dir(), "a /tmp, as distroless/static has");
+}

@@ -1,0 +1,453 @@
+//! The promise to users ends at a running pod that mounts the target Secret: here, on a real node
+//! (scripts/node: containerd, runc, kubelet, kube-scheduler), the chart runs the project's own
+//! image (scripts/image), and workload pods read the token from their mounted files.
+//!
+//! Two replicas on one node with `hostNetwork` cannot share a port, so they are two releases of
+//! the chart with one Lease (`lease.name`), each with its own `metrics.port`: the same two pods,
+//! probes, leader election and handover as one release with `replicaCount: 2` on two nodes.
+//!
+//! The figures (time from Secret write to file, least lifetime left in a mounted file, handover)
+//! are written to stderr past the test harness's capture, so `make test` shows them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use consent_token_operator::crd::ConsentToken;
+use fake_provider::{Endpoint, FakeProvider};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use sha2::{Digest, Sha256};
+use support::chart::{CHART, helm_in_cluster};
+use support::{admin_client, eventually, kubectl, node, repo_root};
+use tokio::sync::Mutex;
+
+/// MX / FDX tokens live five minutes; the test watches at least two lifetimes.
+const LIFETIME: u64 = 300;
+/// Built by `make image` (scripts/image operator).
+const IMAGE: &str = "target/image/consent-token-operator.tar";
+/// The chart's default `lease.duration`: a handover must take no longer.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const NAME: &str = "consent-token-operator";
+
+/// Every version of the watched target Secrets: when it was seen, fingerprint, expiry.
+#[derive(Default)]
+struct SecretHistory {
+    versions: HashMap<String, Vec<(Timestamp, String, Timestamp)>>,
+}
+
+/// What `sha256sum /token/token | cut -c1-16` prints in the workload pods.
+fn fingerprint(token: &[u8]) -> String {
+    Sha256::digest(token).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn expiry(token: &str) -> Timestamp {
+    let exp = support::operator::claims(token)["exp"].as_i64().expect("exp claim");
+    Timestamp::from_second(exp).expect("exp in range")
+}
+
+fn report(line: &str) {
+    // Past the harness's capture of print!/eprint!: figures belong in make test's output.
+    let _ = writeln!(std::io::stderr().lock(), "[node] {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_handover_and_upgrade() {
+    let image = repo_root().join(IMAGE);
+    assert!(image.exists(), "{IMAGE} is missing: `make image` builds it (scripts/image operator {IMAGE})");
+    let node = node::node();
+    node.import_image(&image, "localhost/consent-token-operator");
+    node.wait_ready().await;
+    let client = admin_client().await;
+    let ns = support::namespace(&client, "node").await;
+    let _logs_on_failure = node.logs_on_failure(&ns);
+
+    // The fake provider on the host, as the demo runs it; pods reach it on 127.0.0.1. What it
+    // issues and the examples' secrets and customer ids are scanned for in the pods' logs.
+    support::secrecy::start_recording();
+    for secret in ["demo-mx-secret", "demo-onetrust-secret", "fN7SsIMfJvJJcNjKBmB6Kg", "Qm9iLWN1c3RvbWVyLTQy"] {
+        support::secrecy::remember(secret);
+    }
+    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
+    fake.set_fdx_lifetime(LIFETIME);
+    fake.add_fdx_client("demo-mx-client", "demo-mx-secret");
+    fake.add_onetrust_client("demo-onetrust-client", "demo-onetrust-secret");
+    let ca: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "fake-provider-ca"}, "data": {"ca.pem": fake.ca_pem()}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ca).await.expect("CA ConfigMap");
+
+    // Two releases, one Lease: the second replica needs a port of its own on the one node.
+    let api_port = api_server_port();
+    let releases = [("a", free_port()), ("b", free_port())];
+    for (release, port) in releases {
+        install(&ns, release, port, &api_port);
+    }
+    let pods = operator_pods(&client, &ns).await;
+    assert_eq!(pods.len(), 2, "one pod per release: {pods:?}");
+    let leader = eventually("one replica to lead", Duration::from_secs(60), || async {
+        let holder = lease_holder(&client, &ns).await?;
+        pods.contains(&holder).then_some(holder)
+    })
+    .await;
+    report(&format!("both replicas Ready from the image localhost/{NAME}:dev; {leader} leads"));
+
+    // The examples, pointed at the fake provider exactly as `make demo` points them.
+    apply_examples(&ns, fake.addr().port());
+    let tokens: Api<ConsentToken> = Api::all(client.clone());
+    let ready = eventually("every example ConsentToken to be Ready", Duration::from_secs(120), || async {
+        let list = tokens.list(&ListParams::default()).await.ok()?.items;
+        let is_ready = |t: &ConsentToken| {
+            t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        (list.len() >= 4 && list.iter().all(is_ready)).then_some(list.len())
+    })
+    .await;
+    report(&format!("{ready} example ConsentTokens Ready (MX, OneTrust, a ClusterConsentProvider's)"));
+
+    // Every version of the two MX targets, as it is written.
+    let history = std::sync::Arc::new(Mutex::new(SecretHistory::default()));
+    let sampler = tokio::spawn(sample_secrets(client.clone(), ns.clone(), history.clone()));
+
+    // Workload pods: two mount customer-alice (a volume, and a subPath of it), one customer-bob.
+    for (pod, secret, sub_path) in [
+        ("alice-volume", "customer-alice", false),
+        ("alice-subpath", "customer-alice", true),
+        ("bob-volume", "customer-bob", false),
+    ] {
+        create_reader(&client, &ns, pod, secret, sub_path).await;
+    }
+    let started = eventually("the workload pods to read their files", Duration::from_secs(120), || async {
+        let all = ["alice-volume", "alice-subpath", "bob-volume"];
+        all.iter().all(|pod| !node.container_lines(&ns, pod, "reader").is_empty()).then(Timestamp::now)
+    })
+    .await;
+
+    // The leader goes (as on a node drain): the standby leads within the Lease's duration.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let deleted = Timestamp::now();
+    Api::<Pod>::namespaced(client.clone(), &ns).delete(&leader, &DeleteParams::default()).await.expect("delete leader");
+    // The standby, or the leader's replacement if it is quicker (the leader releases the Lease).
+    let new_leader = eventually("another replica to lead", Duration::from_secs(60), || async {
+        let holder = lease_holder(&client, &ns).await?;
+        (!holder.is_empty() && holder != leader).then_some(holder)
+    })
+    .await;
+    let handover = Timestamp::now().duration_since(deleted);
+    report(&format!("handover: {new_leader} led {:.1} s after {leader} was deleted", handover.as_secs_f64()));
+    assert!(handover <= SignedDuration::try_from(LEASE_DURATION).unwrap(), "handover took {handover:?}");
+    wait_for_two_ready_pods(&client, &ns).await;
+
+    // A changed value rolls the leading release's pod; the other leads meanwhile.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let leading_release = if new_leader.starts_with("a-") { "a" } else { "b" };
+    let before = operator_pods(&client, &ns).await;
+    helm_in_cluster(&[
+        "upgrade",
+        leading_release,
+        CHART,
+        "--namespace",
+        &ns,
+        "--reuse-values",
+        "--set",
+        "log.level=debug",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    let after = wait_for_two_ready_pods(&client, &ns).await;
+    let rolled: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(rolled.len(), 1, "helm upgrade replaced the upgraded release's pod: before {before:?}, after {after:?}");
+    report(&format!("helm upgrade of release {leading_release} rolled its pod to {}", rolled[0]));
+
+    // Two lifetimes of the tokens, and a minute more for the last one to reach the files.
+    let end = started + SignedDuration::from_secs(2 * LIFETIME as i64 + 60);
+    while Timestamp::now() < end {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    sampler.abort();
+    let history = history.lock().await;
+
+    let alice = &history.versions["customer-alice"];
+    let bob = &history.versions["customer-bob"];
+    for (name, versions) in [("customer-alice", alice), ("customer-bob", bob)] {
+        // The Secret itself never held an expired token, through the handover and the upgrade.
+        for pair in versions.windows(2) {
+            assert!(pair[1].0 < pair[0].2, "{name} held a token past its expiry until {}", pair[1].0);
+        }
+        assert!(versions.len() >= 3, "{name} was renewed at least twice in two lifetimes: {} versions", versions.len());
+    }
+    let volume = mounted_view(&node.container_lines(&ns, "alice-volume", "reader"), alice, "alice-volume");
+    let bob_view = mounted_view(&node.container_lines(&ns, "bob-volume", "reader"), bob, "bob-volume");
+    for view in [&volume, &bob_view] {
+        report(&view.summary());
+        assert!(view.least_left > SignedDuration::ZERO, "{}: a mounted token was read expired", view.pod);
+        assert!(view.updates.len() >= 2, "{}: the file followed at least two renewals", view.pod);
+    }
+
+    // subPath: the documented difference. The file keeps the token of the pod's start, which
+    // then expires in the pod.
+    let sub_lines = node.container_lines(&ns, "alice-subpath", "reader");
+    let seen: std::collections::BTreeSet<&str> = sub_lines.iter().map(|(_, fp)| fp.as_str()).collect();
+    assert_eq!(seen.len(), 1, "a subPath mount never follows the Secret: {seen:?}");
+    let first = alice.iter().find(|v| seen.contains(v.1.as_str())).expect("the subPath token was one the Secret held");
+    let last_read = sub_lines.last().expect("lines").0;
+    assert!(last_read > first.2, "the subPath file held its first token past its expiry");
+    report(&format!(
+        "subPath mount: never updated; its token expired {:.0} s before the test's last read of it",
+        last_read.duration_since(first.2).as_secs_f64()
+    ));
+
+    // No replica ever failed a liveness probe or restarted; readiness failed only before a pod
+    // was first Ready (while its watches synced).
+    check_probes(&client, &ns).await;
+    assert!(fake.requests(Endpoint::FdxToken) >= 6, "the MX tokens were renewed from the pods");
+
+    // Nothing secret in what the pods wrote (the operators log at debug after the upgrade).
+    let needles = support::secrecy::needles();
+    let mut findings = Vec::new();
+    for (file, text) in node.namespace_logs(&ns) {
+        findings.extend(support::secrecy::findings(&file.display().to_string(), &text, &needles));
+    }
+    support::secrecy::assert_none(&findings);
+}
+
+struct MountedView {
+    pod: &'static str,
+    least_left: SignedDuration,
+    /// Secret write to file, for each renewal the pod saw.
+    updates: Vec<SignedDuration>,
+    reads: usize,
+}
+
+impl MountedView {
+    fn summary(&self) -> String {
+        let secs: Vec<String> = self.updates.iter().map(|d| format!("{:.1}", d.as_secs_f64())).collect();
+        format!(
+            "{}: {} reads; least lifetime left in the file {:.1} s; Secret write to file [{}] s",
+            self.pod,
+            self.reads,
+            self.least_left.as_secs_f64(),
+            secs.join(", ")
+        )
+    }
+}
+
+/// Each read of the file against the Secret's versions: how much life the token in the file had
+/// left, and how long after each Secret write the file first held the new token.
+fn mounted_view(
+    lines: &[(Timestamp, String)],
+    versions: &[(Timestamp, String, Timestamp)],
+    pod: &'static str,
+) -> MountedView {
+    let expiry_of: HashMap<&str, Timestamp> = versions.iter().map(|(_, fp, exp)| (fp.as_str(), *exp)).collect();
+    let mut least_left = SignedDuration::MAX;
+    let mut first_read: HashMap<&str, Timestamp> = HashMap::new();
+    for (time, fp) in lines {
+        let exp = expiry_of.get(fp.as_str()).unwrap_or_else(|| panic!("{pod} read a token the Secret never held"));
+        least_left = least_left.min(exp.duration_since(*time));
+        first_read.entry(fp.as_str()).or_insert(*time);
+    }
+    let pod_start = lines.first().map(|l| l.0).unwrap_or_default();
+    let updates = versions
+        .iter()
+        .filter(|(written, _, _)| *written > pod_start)
+        .filter_map(|(written, fp, _)| Some(first_read.get(fp.as_str())?.duration_since(*written)))
+        .collect();
+    MountedView { pod, least_left, updates, reads: lines.len() }
+}
+
+async fn sample_secrets(client: Client, ns: String, history: std::sync::Arc<Mutex<SecretHistory>>) {
+    use futures::StreamExt;
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let mut stream = watcher(secrets, watcher::Config::default()).applied_objects().boxed();
+    while let Some(Ok(secret)) = stream.next().await {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        if name != "customer-alice" && name != "customer-bob" {
+            continue;
+        }
+        let Some(token) = secret.data.as_ref().and_then(|d| d.get("token")) else { continue };
+        let fp = fingerprint(&token.0);
+        let exp = expiry(&String::from_utf8_lossy(&token.0));
+        let mut history = history.lock().await;
+        let versions = history.versions.entry(name).or_default();
+        if versions.last().map(|v| &v.1) != Some(&fp) {
+            versions.push((Timestamp::now(), fp, exp));
+        }
+    }
+}
+
+async fn create_reader(client: &Client, ns: &str, name: &str, secret: &str, sub_path: bool) {
+    // busybox from Debian, FROM scratch; one line a second: the fingerprint of the file's token.
+    let script = "B=/bin/busybox; while :; do $B sha256sum /token/token | $B cut -c1-16; $B sleep 1; done";
+    let mount = if sub_path {
+        serde_json::json!({"name": "token", "mountPath": "/token/token", "subPath": "token", "readOnly": true})
+    } else {
+        serde_json::json!({"name": "token", "mountPath": "/token", "readOnly": true})
+    };
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "reader", "image": "localhost/busybox:latest", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sh", "-c", script],
+                "volumeMounts": [mount],
+                "securityContext": {"runAsUser": 65532, "runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                                    "allowPrivilegeEscalation": false}
+            }],
+            "volumes": [{"name": "token", "secret": {"secretName": secret}}]
+        }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.expect("create reader pod");
+}
+
+fn install(ns: &str, release: &str, port: u16, api_port: &str) {
+    let values = serde_json::json!({
+        "image": {"repository": format!("localhost/{NAME}"), "tag": "dev", "pullPolicy": "Never"},
+        "replicaCount": 1,
+        "hostNetwork": true,
+        "metrics": {"port": port},
+        // One release installs the CRDs.
+        "crds": {"enabled": release == "a"},
+        // No Service IPs on this node: the API server on loopback, as the node reaches it.
+        "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+                     {"name": "KUBERNETES_SERVICE_PORT", "value": api_port}],
+        "extraCABundle": {"configMapName": "fake-provider-ca", "key": "ca.pem"},
+        "allowedPrivateNetworks": ["127.0.0.0/8"],
+        // The new pod cannot start beside the old one on the same host port.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.json");
+    std::fs::write(&file, values.to_string()).unwrap();
+    helm_in_cluster(&[
+        "install",
+        release,
+        CHART,
+        "--namespace",
+        ns,
+        "--values",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+}
+
+fn apply_examples(ns: &str, port: u16) {
+    for example in [
+        "mx-credentials",
+        "mx-customer-tokens",
+        "onetrust-credentials",
+        "onetrust-collection-point",
+        "onetrust-cluster-provider",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(format!("deploy/examples/{example}.yaml"))).unwrap();
+        let text = text
+            .replace("https://consent.bank.example", &format!("https://localhost:{port}"))
+            .replace("app-eu.onetrust.com", &format!("localhost:{port}"))
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("consent.dev/allowed-hosts:") {
+                    "    consent.dev/allowed-hosts: localhost".to_string()
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("example.yaml");
+        std::fs::write(&file, text).unwrap();
+        // The cluster provider's example names its own namespace (team-web) for what it creates.
+        let namespace = if example == "onetrust-cluster-provider" { "team-web" } else { ns };
+        kubectl(&["apply", "--namespace", namespace, "-f", file.to_str().unwrap()]);
+    }
+}
+
+fn api_server_port() -> String {
+    let kubeconfig = std::fs::read_to_string(support::kubeconfig()).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server in kubeconfig");
+    server.rsplit(':').next().unwrap().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns).get(NAME).await.ok()?.spec?.holder_identity
+}
+
+fn selector() -> ListParams {
+    ListParams::default().labels(&format!("app.kubernetes.io/name={NAME}"))
+}
+
+async fn operator_pods(client: &Client, ns: &str) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector()).await.expect("list pods");
+    pods.items.into_iter().filter_map(|p| p.metadata.name).collect()
+}
+
+/// Waits until exactly two operator pods exist (none terminating) and both are Ready.
+async fn wait_for_two_ready_pods(client: &Client, ns: &str) -> Vec<String> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    eventually("two Ready operator pods", Duration::from_secs(180), || async {
+        let pods = api.list(&selector()).await.ok()?.items;
+        let ready = |p: &Pod| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        (pods.len() == 2 && pods.iter().all(ready)).then(|| pods.into_iter().filter_map(|p| p.metadata.name).collect())
+    })
+    .await
+}
+
+async fn check_probes(client: &Client, ns: &str) {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector()).await.expect("list pods");
+    for pod in &pods.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = pod.status.as_ref().expect("pod status");
+        for container in status.container_statuses.iter().flatten() {
+            assert_eq!(container.restart_count, 0, "{name} restarted");
+        }
+    }
+    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.expect("events");
+    let mut readiness = 0;
+    for event in events.items.iter().filter(|e| e.reason.as_deref() == Some("Unhealthy")) {
+        let message = event.message.clone().unwrap_or_default();
+        assert!(!message.starts_with("Liveness"), "a replica failed its liveness probe: {message}");
+        // A readiness failure is the pod saying it is not ready yet; after its first Ready it
+        // would mean a replica dropped out.
+        let pod = event.involved_object.name.clone().unwrap_or_default();
+        let first_ready = kubectl(&[
+            "get",
+            "pod",
+            &pod,
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        ]);
+        if let (Ok(ready), Some(last)) = (first_ready.trim().parse::<Timestamp>(), event.last_timestamp.as_ref()) {
+            assert!(last.0 <= ready, "{pod} failed readiness after it was Ready: {message}");
+        }
+        readiness += event.count.unwrap_or(1);
+    }
+    report(&format!("probes: no liveness failure, no restart; {readiness} readiness failures, all before first Ready"));
+}
