@@ -37,7 +37,8 @@ fn fence_deadline(duration: Duration) -> Duration {
 pub struct Leadership {
     is_leader: watch::Receiver<bool>,
     /// kube-lease-manager's task: renews while `is_leader` has a receiver, then releases.
-    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    /// `None` only while a standby replaces it.
+    task: Option<JoinHandle<Result<LeaseManager, LeaseManagerError>>>,
     identity: String,
     lease: Api<Lease>,
     lease_name: String,
@@ -54,7 +55,7 @@ impl Leadership {
     ) -> Result<Self, LeaseManagerError> {
         let lease = Api::namespaced(client, namespace);
         let (is_leader, task) = watch_lease(&lease, lease_name, &identity, duration).await?;
-        Ok(Self { is_leader, task, identity, lease, lease_name: lease_name.to_owned(), duration })
+        Ok(Self { is_leader, task: Some(task), identity, lease, lease_name: lease_name.to_owned(), duration })
     }
 
     pub fn identity(&self) -> &str {
@@ -67,6 +68,7 @@ impl Leadership {
     pub async fn release(self) {
         let Self { is_leader, task, identity, .. } = self;
         drop(is_leader);
+        let Some(task) = task else { return };
         match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
             Ok(Ok(Ok(_))) => tracing::info!(identity, "Lease released"),
             Ok(Ok(Err(err))) => tracing::warn!(identity, error = %err, "could not release the Lease"),
@@ -99,11 +101,15 @@ impl Leadership {
                 tracing::debug!(identity = self.identity, "the Lease is vacant; taking it");
             }
             // The old manager must be gone before the new one starts: its release (on the
-            // closed channel) would otherwise clear the Lease the new one takes for this identity.
+            // closed channel) would otherwise clear the Lease the new one takes for this
+            // identity. Until the new one is up, `is_leader` is a closed channel saying false.
+            drop(std::mem::replace(&mut self.is_leader, watch::channel(false).1));
+            if let Some(old_task) = self.task.take() {
+                let _ = tokio::time::timeout(RELEASE_TIMEOUT, old_task).await;
+            }
             let (is_leader, task) = watch_lease(&self.lease, &self.lease_name, &self.identity, self.duration).await?;
-            let old_task = std::mem::replace(&mut self.task, task);
-            drop(std::mem::replace(&mut self.is_leader, is_leader));
-            let _ = tokio::time::timeout(RELEASE_TIMEOUT, old_task).await;
+            self.is_leader = is_leader;
+            self.task = Some(task);
         }
     }
 

@@ -146,27 +146,33 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     assert!(handover <= SignedDuration::try_from(LEASE_DURATION).unwrap(), "handover took {handover:?}");
     wait_for_two_ready_pods(&client, &ns).await;
 
-    // A changed value rolls the leading release's pod; the other leads meanwhile.
+    // A changed value rolls each release's pod in turn, the leading one first: the other
+    // release's pod leads meanwhile, and the tokens keep being renewed.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let leading_release = if new_leader.starts_with("a-") { "a" } else { "b" };
-    let before = operator_pods(&client, &ns).await;
-    helm_in_cluster(&[
-        "upgrade",
-        leading_release,
-        CHART,
-        "--namespace",
-        &ns,
-        "--reuse-values",
-        "--set",
-        "log.level=debug",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
-    let after = wait_for_two_ready_pods(&client, &ns).await;
-    let rolled: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
-    assert_eq!(rolled.len(), 1, "helm upgrade replaced the upgraded release's pod: before {before:?}, after {after:?}");
-    report(&format!("helm upgrade of release {leading_release} rolled its pod to {}", rolled[0]));
+    let other_release = if leading_release == "a" { "b" } else { "a" };
+    for release in [leading_release, other_release] {
+        let before = operator_pods(&client, &ns).await;
+        helm_in_cluster(&[
+            "upgrade",
+            release,
+            CHART,
+            "--namespace",
+            &ns,
+            "--reuse-values",
+            "--set",
+            "log.level=debug",
+            "--wait",
+            "--timeout",
+            "5m",
+        ]);
+        let after = wait_for_two_ready_pods(&client, &ns).await;
+        let rolled: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+        assert_eq!(rolled.len(), 1, "helm upgrade of {release} replaced its pod: before {before:?}, after {after:?}");
+        assert!(rolled[0].starts_with(&format!("{release}-")), "the upgraded release's pod rolled: {rolled:?}");
+        let holder = lease_holder(&client, &ns).await.unwrap_or_default();
+        report(&format!("helm upgrade of release {release} rolled its pod to {}; {holder} leads", rolled[0]));
+    }
 
     // Two lifetimes of the tokens, and a minute more for the last one to reach the files.
     let end = started + SignedDuration::from_secs(2 * LIFETIME as i64 + 60);
