@@ -42,12 +42,18 @@ fn image_config(archive: &Path, dir: &Path) -> serde_json::Value {
     blob(manifest["config"]["digest"].as_str().expect("a config"))
 }
 
-#[test]
-fn the_image_built_without_docker_has_the_dockerfiles_user_entrypoint_and_port() {
+/// `make image`'s archive unpacked into a directory of its own, and its image config.
+fn unpacked_image() -> (tempfile::TempDir, serde_json::Value) {
     let archive = repo_root().join("target/image/consent-token-operator.tar");
     assert!(archive.exists(), "{} is missing: `make image` builds it", archive.display());
     let dir = tempfile::tempdir().unwrap();
     let config = image_config(&archive, dir.path());
+    (dir, config)
+}
+
+#[test]
+fn the_image_built_without_docker_has_the_dockerfiles_user_entrypoint_and_port() {
+    let (_dir, config) = unpacked_image();
     let stage = dockerfile_final_stage();
 
     assert_eq!(config["config"]["User"], instruction(&stage, "USER"));
@@ -68,10 +74,7 @@ fn the_image_built_without_docker_has_the_dockerfiles_user_entrypoint_and_port()
 /// The image holds the entrypoint as a static executable and the passwd entry of its user.
 #[test]
 fn the_images_layers_hold_a_static_entrypoint_and_its_user() {
-    let archive = repo_root().join("target/image/consent-token-operator.tar");
-    assert!(archive.exists(), "{} is missing: `make image` builds it", archive.display());
-    let dir = tempfile::tempdir().unwrap();
-    let config = image_config(&archive, dir.path());
+    let (dir, config) = unpacked_image();
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     let layers = config["rootfs"]["diff_ids"].as_array().expect("layers").len();
