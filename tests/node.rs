@@ -26,6 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 use support::chart::{CHART, helm_in_cluster};
+use support::operator::free_port;
 use support::{admin_client, eventually, kubectl, node, repo_root};
 use tokio::sync::Mutex;
 
@@ -384,13 +385,9 @@ fn apply_examples(ns: &str, port: u16) {
 }
 
 fn api_server_port() -> String {
-    let kubeconfig = std::fs::read_to_string(support::kubeconfig()).unwrap();
-    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server in kubeconfig");
+    let kubeconfig = kube::config::Kubeconfig::read_from(support::kubeconfig()).expect("read kubeconfig");
+    let server = kubeconfig.clusters[0].cluster.as_ref().and_then(|c| c.server.clone()).expect("server in kubeconfig");
     server.rsplit(':').next().unwrap().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
@@ -425,11 +422,16 @@ async fn wait_for_two_ready_pods(client: &Client, ns: &str) -> Vec<String> {
 
 async fn check_probes(client: &Client, ns: &str) {
     let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector()).await.expect("list pods");
+    let mut became_ready: HashMap<String, Timestamp> = HashMap::new();
     for pod in &pods.items {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let status = pod.status.as_ref().expect("pod status");
         for container in status.container_statuses.iter().flatten() {
             assert_eq!(container.restart_count, 0, "{name} restarted");
+        }
+        let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        if let Some(at) = ready.and_then(|c| c.last_transition_time.as_ref()) {
+            became_ready.insert(name, at.0);
         }
     }
     let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.expect("events");
@@ -438,20 +440,10 @@ async fn check_probes(client: &Client, ns: &str) {
         let message = event.message.clone().unwrap_or_default();
         assert!(!message.starts_with("Liveness"), "a replica failed its liveness probe: {message}");
         // A readiness failure is the pod saying it is not ready yet; after its first Ready it
-        // would mean a replica dropped out.
+        // would mean a replica dropped out. (Pods gone since are not listed.)
         let pod = event.involved_object.name.clone().unwrap_or_default();
-        let first_ready = kubectl(&[
-            "get",
-            "pod",
-            &pod,
-            "-n",
-            ns,
-            "--ignore-not-found",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
-        ]);
-        if let (Ok(ready), Some(last)) = (first_ready.trim().parse::<Timestamp>(), event.last_timestamp.as_ref()) {
-            assert!(last.0 <= ready, "{pod} failed readiness after it was Ready: {message}");
+        if let (Some(ready), Some(last)) = (became_ready.get(&pod), event.last_timestamp.as_ref()) {
+            assert!(last.0 <= *ready, "{pod} failed readiness after it was Ready: {message}");
         }
         readiness += event.count.unwrap_or(1);
     }

@@ -14,18 +14,20 @@ pub fn control_plane_bin(name: &str) -> std::path::PathBuf {
     String::from_utf8(path.stdout).unwrap().trim().into()
 }
 
+/// Helm from the repository's root, where the chart's path is relative to.
+fn helm_command(args: &[&str]) -> Command {
+    let mut command = Command::new(control_plane_bin("helm"));
+    command.args(args).current_dir(super::repo_root());
+    command
+}
+
 pub fn helm_output(args: &[&str]) -> std::process::Output {
-    Command::new(control_plane_bin("helm")).args(args).current_dir(super::repo_root()).output().expect("run helm")
+    helm_command(args).output().expect("run helm")
 }
 
 /// Runs helm against this test binary's control plane (install, upgrade); panics on failure.
 pub fn helm_in_cluster(args: &[&str]) -> String {
-    let output = Command::new(control_plane_bin("helm"))
-        .args(args)
-        .current_dir(super::repo_root())
-        .env("KUBECONFIG", super::kubeconfig())
-        .output()
-        .expect("run helm");
+    let output = helm_command(args).env("KUBECONFIG", super::kubeconfig()).output().expect("run helm");
     assert!(
         output.status.success(),
         "helm {args:?}: {}{}",

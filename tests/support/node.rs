@@ -134,25 +134,22 @@ impl Node {
     /// The lines a container wrote so far, each with the time the runtime received it (the CRI
     /// log format), across its restarts: `{namespace}_{pod}_{uid}/{container}/{restart}.log`.
     pub fn container_lines(&self, namespace: &str, pod: &str, container: &str) -> Vec<(jiff::Timestamp, String)> {
-        let prefix = format!("{namespace}_{pod}_");
+        let pod_dir = format!("{namespace}_{pod}_");
+        let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
         let mut lines = Vec::new();
-        let Ok(pods) = std::fs::read_dir(&self.pod_logs) else { return lines };
-        for entry in pods.flatten() {
-            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+        for (file, text) in self.namespace_logs(namespace) {
+            let container_dir = file.parent();
+            if name(container_dir).as_deref() != Some(container)
+                || !name(container_dir.and_then(Path::parent)).is_some_and(|p| p.starts_with(&pod_dir))
+            {
                 continue;
             }
-            let Ok(files) = std::fs::read_dir(entry.path().join(container)) else { continue };
-            let mut files: Vec<PathBuf> = files.flatten().map(|f| f.path()).collect();
-            files.sort();
-            for file in files {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                // `2026-11-26T13:00:00.123456789Z stdout F message`
-                lines.extend(text.lines().filter_map(|line| {
-                    let mut parts = line.splitn(4, ' ');
-                    let time = parts.next()?.parse().ok()?;
-                    Some((time, parts.nth(2)?.to_string()))
-                }));
-            }
+            // `2026-11-26T13:00:00.123456789Z stdout F message`
+            lines.extend(text.lines().filter_map(|line| {
+                let mut parts = line.splitn(4, ' ');
+                let time = parts.next()?.parse().ok()?;
+                Some((time, parts.nth(2)?.to_string()))
+            }));
         }
         lines
     }
