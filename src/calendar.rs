@@ -16,6 +16,8 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
+use crate::object_id::ObjectId;
+
 #[derive(Default)]
 pub struct Calendar(Mutex<Plans>);
 
@@ -24,7 +26,7 @@ struct Plans {
     /// Planned refreshes per second (Unix time).
     per_second: BTreeMap<i64, u32>,
     /// The second each object is planned at, by uid.
-    by_object: HashMap<String, i64>,
+    by_object: HashMap<ObjectId, i64>,
 }
 
 impl Calendar {
@@ -60,7 +62,7 @@ impl Calendar {
     /// Records a plan made elsewhere (a schedule read back after a restart, a retry time).
     pub fn keep(&self, object: &str, at: Timestamp) {
         let mut plans = self.lock();
-        if plans.by_object.get(object) != Some(&at.as_second()) {
+        if plans.by_object.get(&ObjectId::of(object)) != Some(&at.as_second()) {
             plans.unplan(object);
             plans.plan(object, at.as_second());
         }
@@ -86,11 +88,11 @@ impl Plans {
     fn plan(&mut self, object: &str, second: i64) {
         let count = self.per_second.entry(second).or_default();
         *count = count.saturating_add(1);
-        self.by_object.insert(object.to_owned(), second);
+        self.by_object.insert(ObjectId::of(object), second);
     }
 
     fn unplan(&mut self, object: &str) {
-        let Some(second) = self.by_object.remove(object) else { return };
+        let Some(second) = self.by_object.remove(&ObjectId::of(object)) else { return };
         if let Some(count) = self.per_second.get_mut(&second) {
             *count = count.saturating_sub(1);
             if *count == 0 {

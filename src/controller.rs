@@ -2,14 +2,14 @@
 //!
 //! - ConsentTokens: cached (the controller needs them); a reconcile runs when the spec
 //!   (generation) or the annotations change, never for the operator's own status writes.
-//! - Secrets the operator manages (label-selected): cached without their tokens (each value is
-//!   replaced by its fingerprint, see `target_secret::summarize`) and without managed fields;
-//!   any change to one (an edit, a deletion) reconciles its owner, which puts it back.
+//! - Secrets the operator manages (label-selected): cached as summaries without their tokens
+//!   (each value is replaced by its fingerprint, see [`OwnedSecrets`]); any change to one (an
+//!   edit, a deletion) reconciles its owner, which puts it back.
 //! - ConsentProviders, ClusterConsentProviders and Namespace labels (metadata only): cached, few
 //!   and small; a change to one reconciles the ConsentTokens that name it (or, for a
 //!   namespace, that use a cluster provider from it).
-//! - All other Secrets: watched metadata-only and not cached, so the operator's memory does not
-//!   grow with the cluster's Secrets. A change to a Secret some ConsentToken uses as credentials
+//! - All other Secrets: watched metadata-only and not cached (a hash of each name is kept, see
+//!   [`SecretNames`]), so the operator's memory barely grows with the cluster's Secrets. A change to a Secret some ConsentToken uses as credentials
 //!   (directly or through its provider object, in any namespace) refreshes that ConsentToken at
 //!   once: every credentials watch publishes its changes to every controller
 //!   ([`SecretChanges`]).
@@ -27,8 +27,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
@@ -37,14 +36,18 @@ use crate::calendar::Calendar;
 use crate::config::ControllerArgs;
 use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken, ProviderRefKind};
 use crate::credentials::{CredentialChanges, CredentialsCache, SecretChange};
+use crate::credentials_index::CredentialsIndex;
 use crate::metrics::Metrics;
+use crate::owned_secrets::OwnedSecrets;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::provider_status;
 use crate::reconcile::{self, Context};
-use crate::resolve::{self, Catalog};
+use crate::resolve::{self, Catalog, ProviderKey};
+use crate::secret_names::SecretNames;
 use crate::server::Readiness;
-use crate::target_secret::{self, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
+use crate::target_secret::{MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
 use crate::watch_backoff::WatchBackoff;
+use crate::watch_filters::{generation_or_annotation_changes, spec_changes};
 
 /// What the controllers share, built once by the caller.
 #[derive(Clone)]
@@ -100,6 +103,7 @@ pub async fn run(
         credential_changes: Arc::new(CredentialChanges::default()),
         credentials_namespaces,
         changes: changes.clone(),
+        secret_names: Arc::new(SecretNames::default()),
     };
     let mut runs = Vec::new();
     let mut listed = Vec::new();
@@ -118,7 +122,13 @@ pub async fn run(
         watched_for_credentials.push(Some(shared.operator_namespace.clone()));
     }
     for scope in watched_for_credentials {
-        let watch = credentials_watch(&shared.client, scope, common.credentials.clone(), changes.clone());
+        let watch = credentials_watch(
+            &shared.client,
+            scope,
+            common.credentials.clone(),
+            common.secret_names.clone(),
+            changes.clone(),
+        );
         let mut ready = all_listed.clone();
         let watch = async move {
             let _ = ready.wait_for(|listed| *listed).await.map(drop);
@@ -159,6 +169,7 @@ struct Common {
     credential_changes: Arc<CredentialChanges>,
     credentials_namespaces: Option<Arc<BTreeSet<String>>>,
     changes: SecretChanges,
+    secret_names: Arc<SecretNames>,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -211,11 +222,17 @@ where
     let (cluster_listed_tx, cluster_listed) = listed_flag();
     let (namespaces_listed_tx, namespaces_listed) = listed_flag();
 
-    let (owned_store, owned_writer) = reflector::store::<Secret>();
+    let owned_store = Arc::new(OwnedSecrets::default());
+    let caching = owned_store.clone();
     let owned_secrets = watcher(secrets, watcher::Config::default().labels(MANAGED_SELECTOR))
         .backoff(WatchBackoff::default())
-        .modify(target_secret::summarize)
-        .reflect(owned_writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                caching.apply(event);
+            }
+        })
+        // Downstream only the owner reference is read: no token goes further.
+        .modify(|secret| secret.data = None)
         .inspect(mark_listed(secrets_listed_tx))
         .touched_objects();
 
@@ -270,6 +287,7 @@ where
         credentials_namespaces: common.credentials_namespaces.clone(),
         credentials: common.credentials.clone(),
         credential_changes: common.credential_changes.clone(),
+        secret_names: common.secret_names.clone(),
         calendar: shared.calendar.clone(),
         reporter: shared.reporter.clone(),
         metrics: shared.metrics.clone(),
@@ -283,6 +301,8 @@ where
     let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let forget = context.clone();
     let cached = token_store.clone();
+    let index = Arc::new(CredentialsIndex::default());
+    let indexing = index.clone();
     // The objects cached when a (re)list began: those missing from its result were deleted
     // while the watch was disconnected, and their records go as a deletion's would.
     let mut before_relist: Vec<Arc<ConsentToken>> = Vec::new();
@@ -291,7 +311,11 @@ where
         .modify(slim_consent_token)
         .reflect(token_writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(ct)) => forget_object(&forget, ct),
+            Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => indexing.insert(ct),
+            Ok(watcher::Event::Delete(ct)) => {
+                indexing.remove(ct);
+                forget_object(&forget, ct);
+            }
             Ok(watcher::Event::Init) => before_relist = cached.state(),
             Ok(watcher::Event::InitDone) => {
                 for ct in gone(std::mem::take(&mut before_relist), &cached) {
@@ -300,27 +324,34 @@ where
                         name = ct.name_any(),
                         "deleted while the watch was away"
                     );
+                    indexing.remove(&ct);
                     forget_object(&forget, &ct);
                 }
                 tokens_listed_tx.send_replace(true);
             }
             _ => {}
-        })
-        .applied_objects()
-        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+        });
+    let tokens = generation_or_annotation_changes(tokens);
 
     let credential_users = {
         let (tokens, catalog, changes) = (token_store.clone(), catalog.clone(), common.credential_changes.clone());
-        secret_changes(common.changes.subscribe())
-            .flat_map(move |change| futures::stream::iter(users_of(&tokens, &catalog, &changes, change.as_ref())))
+        let index = index.clone();
+        secret_changes(common.changes.subscribe()).flat_map(move |change| {
+            futures::stream::iter(users_of(&tokens, &index, &catalog, &changes, change.as_ref()))
+        })
     };
     let by_provider = {
-        let tokens = token_store.clone();
-        move |p: ConsentProvider| naming(&tokens, ProviderRefKind::ConsentProvider, p.namespace(), &p.name_any())
+        let index = index.clone();
+        move |p: ConsentProvider| {
+            index.users_of_provider(ProviderKey::Namespaced {
+                namespace: p.namespace().unwrap_or_default(),
+                name: p.name_any(),
+            })
+        }
     };
     let by_cluster_provider = {
-        let tokens = token_store.clone();
-        move |p: ClusterConsentProvider| naming(&tokens, ProviderRefKind::ClusterConsentProvider, None, &p.name_any())
+        let index = index.clone();
+        move |p: ClusterConsentProvider| index.users_of_provider(ProviderKey::Cluster { name: p.name_any() })
     };
     let by_namespace = {
         let tokens = token_store.clone();
@@ -363,34 +394,6 @@ where
     Scope { run: Box::pin(run), listed: Box::pin(listed), tokens: token_store, catalog }
 }
 
-/// The objects of a watch whose spec changed (a new generation) or that were deleted: not the
-/// operator's own status writes, which would otherwise reconcile every ConsentToken of a
-/// provider each time its status changes.
-fn spec_changes<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send
-where
-    K: kube::Resource + Send,
-{
-    let mut generations: std::collections::HashMap<String, Option<i64>> = Default::default();
-    events.filter_map(move |event| {
-        let changed = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                let generation = object.meta().generation;
-                let before = generations.insert(object.uid().unwrap_or_default(), generation);
-                (before != Some(generation)).then_some(Ok(object))
-            }
-            Ok(watcher::Event::Delete(object)) => {
-                generations.remove(&object.uid().unwrap_or_default());
-                Some(Ok(object))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
-        };
-        futures::future::ready(changed)
-    })
-}
-
 /// The objects of `before` that are no longer in `store` (or are another object of that name).
 fn gone(before: Vec<Arc<ConsentToken>>, store: &Store<ConsentToken>) -> Vec<Arc<ConsentToken>> {
     before
@@ -409,10 +412,15 @@ fn forget_object(context: &Context, ct: &ConsentToken) {
     context.calendar.forget(&uid);
 }
 
-/// Drops from a cached ConsentToken what no reconcile reads: the field managers and a client-side
-/// `kubectl apply`'s copy of the whole object.
-fn slim_consent_token(ct: &mut ConsentToken) {
+/// Drops from a cached ConsentToken what no reconcile reads: the field managers, its labels,
+/// its resource version and a client-side `kubectl apply`'s copy of the whole object. (Other
+/// annotations stay: a change to any annotation makes the operator look again.)
+/// `lifecycle::a_cached_object_has_every_field_the_reconcile_reads` shows that what remains is
+/// all a reconcile needs.
+pub fn slim_consent_token(ct: &mut ConsentToken) {
     ct.metadata.managed_fields = None;
+    ct.metadata.labels = None;
+    ct.metadata.resource_version = None;
     if let Some(annotations) = ct.metadata.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
@@ -424,6 +432,7 @@ fn credentials_watch(
     client: &Client,
     namespace: Option<String>,
     cache: Arc<CredentialsCache>,
+    names: Arc<SecretNames>,
     changes: SecretChanges,
 ) -> impl Future<Output = ()> + Send + use<> {
     let secret_metadata: Api<PartialObjectMeta<Secret>> = match &namespace {
@@ -433,10 +442,15 @@ fn credentials_watch(
     tracing::debug!(namespace = ?namespace, "watching credentials Secrets");
     watcher(secret_metadata, watcher::Config::default()).backoff(WatchBackoff::default()).for_each(move |event| {
         let publish = |secret: &PartialObjectMeta<Secret>, version: Option<String>| {
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
             if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
+                names.remove(&namespace, &name);
                 return; // a target Secret, not credentials
             }
-            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            match version {
+                Some(_) => names.add(&namespace, &name),
+                None => names.remove(&namespace, &name),
+            }
             cache.observe(&namespace, &name, version.as_deref());
             // Nobody listening (no controller yet, or shutting down) is not an error.
             let _ = changes.send(SecretChange { namespace, name, version });
@@ -446,8 +460,11 @@ fn credentials_watch(
                 publish(secret, secret.resource_version());
             }
             Ok(watcher::Event::Delete(secret)) => publish(secret, None),
-            Ok(watcher::Event::Init) => cache.clear(namespace.as_deref()),
-            Ok(watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Init) => {
+                cache.clear(namespace.as_deref());
+                names.relisting(namespace.as_deref());
+            }
+            Ok(watcher::Event::InitDone) => names.listed(namespace.as_deref()),
             Err(err) => tracing::warn!(error = %err, "credentials watch failed; retrying with backoff"),
         }
         async {}
@@ -471,15 +488,24 @@ fn secret_changes(receiver: broadcast::Receiver<SecretChange>) -> impl Stream<It
 
 /// The ConsentTokens that use the changed Secret as credentials (directly or through their
 /// provider object) and did not get their token from this version of it. Each is marked so its
-/// next reconcile fetches with the new credentials.
+/// next reconcile fetches with the new credentials. The index names the candidates; each is
+/// checked against its cached object.
 fn users_of(
     tokens: &Store<ConsentToken>,
+    index: &CredentialsIndex,
     catalog: &Catalog,
     changes: &CredentialChanges,
     change: Option<&SecretChange>,
 ) -> Vec<ObjectRef<ConsentToken>> {
-    let users: Vec<_> = tokens
-        .state()
+    let candidates: Vec<Arc<ConsentToken>> = match change {
+        Some(change) => index
+            .users_of_secret(catalog, &change.namespace, &change.name)
+            .iter()
+            .filter_map(|object| tokens.get(object))
+            .collect(),
+        None => tokens.state(),
+    };
+    let users: Vec<_> = candidates
         .into_iter()
         .filter(|ct| {
             let Some(change) = change else { return true };
@@ -506,24 +532,6 @@ fn users_of(
         );
     }
     users
-}
-
-/// The ConsentTokens that name a provider object.
-fn naming(
-    tokens: &Store<ConsentToken>,
-    kind: ProviderRefKind,
-    namespace: Option<String>,
-    name: &str,
-) -> Vec<ObjectRef<ConsentToken>> {
-    tokens
-        .state()
-        .into_iter()
-        .filter(|ct| {
-            ct.spec.provider_ref.as_ref().is_some_and(|r| r.kind == kind && r.name == name)
-                && (namespace.is_none() || ct.namespace() == namespace)
-        })
-        .map(|ct| ObjectRef::from_obj(&*ct))
-        .collect()
 }
 
 #[cfg(test)]

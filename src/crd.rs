@@ -90,12 +90,12 @@ pub struct ConsentTokenSpec {
     /// Fetch a OneTrust collection point token (a JWT used as `requestInformation` when
     /// posting consent receipts). Mutually exclusive with `fdx`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub one_trust: Option<OneTrustSource>,
+    pub one_trust: Option<Box<OneTrustSource>>,
 
     /// Fetch an MX / FDX Consent Management Dashboard token for one customer (a JWT that
     /// lives five minutes). Mutually exclusive with `oneTrust`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fdx: Option<FdxSource>,
+    pub fdx: Option<Box<FdxSource>>,
 
     /// Where the token is written. Defaults to a Secret named after this resource, key `token`.
     #[serde(default)]
@@ -292,7 +292,7 @@ pub struct TargetSecret {
 
     /// More keys to write next to the token, each under the key name given here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_keys: Option<ExtraKeys>,
+    pub extra_keys: Option<Box<ExtraKeys>>,
 }
 
 /// What the API server says when an extra key would overwrite the token or another extra key.
@@ -453,12 +453,12 @@ pub struct ConsentTokenStatus {
 
     /// Set while the provider is rate limiting requests: what it said in its 429 answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitStatus>,
+    pub rate_limit: Option<Box<RateLimitStatus>>,
 
     /// The last failed refresh, kept while `consecutiveFailures` is above zero: also while the
     /// operator waits for the next attempt, after a restart, and once the token has expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<FailureStatus>,
+    pub last_failure: Option<Box<FailureStatus>>,
 }
 
 /// A failed refresh attempt.

@@ -62,7 +62,7 @@ pub fn fdx_consent_token(base_url: &str) -> ConsentToken {
         collection_point: None,
         customer_id: None,
         one_trust: None,
-        fdx: Some(fdx_source(base_url)),
+        fdx: Some(Box::new(fdx_source(base_url))),
         target: Default::default(),
         refresh: Default::default(),
     };

@@ -16,10 +16,13 @@ pub mod target_secret;
 // Talking to the providers and to Kubernetes.
 pub mod api_writes;
 pub mod credentials;
+pub mod credentials_index;
 pub mod hosts;
+pub mod owned_secrets;
 pub mod provider;
 pub mod provider_status;
 pub mod rate_limit;
+pub mod secret_names;
 pub mod time_math;
 pub mod token;
 // Running it.
@@ -27,12 +30,14 @@ pub mod config;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod object_id;
 pub mod object_metrics;
 pub mod operator;
 pub mod plugin;
 pub mod process_metrics;
 pub mod server;
 pub mod watch_backoff;
+pub mod watch_filters;
 
 pub mod error;
 

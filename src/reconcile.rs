@@ -24,10 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api_writes::ApiWrites;
@@ -58,7 +57,7 @@ pub struct Context {
     pub providers: Arc<Providers>,
     pub policy: Arc<UpstreamPolicy>,
     /// Cache of the Secrets this operator manages (label-selected), fed by the controller's watch.
-    pub owned_secrets: Store<Secret>,
+    pub owned_secrets: Arc<crate::owned_secrets::OwnedSecrets>,
     /// Turns true once `owned_secrets` has listed every managed Secret and `catalog` every
     /// provider and namespace: from then on, what is missing from them is missing from the
     /// cluster (or, for a Secret, not labelled as ours).
@@ -69,6 +68,8 @@ pub struct Context {
     pub credentials_namespaces: Option<Arc<std::collections::BTreeSet<String>>>,
     pub credentials: Arc<CredentialsCache>,
     pub credential_changes: Arc<CredentialChanges>,
+    /// Names of Secrets that are not ours, to create a new target Secret without a read first.
+    pub secret_names: Arc<crate::secret_names::SecretNames>,
     pub calendar: Arc<Calendar>,
     /// Who the Events are from.
     pub reporter: Reporter,

@@ -79,8 +79,8 @@ mod tests {
 
     fn inline(ct: &ConsentToken) -> Resolution {
         let provider = match (&ct.spec.one_trust, &ct.spec.fdx) {
-            (Some(source), None) => Resolved::OneTrust(source.clone()),
-            (None, Some(source)) => Resolved::Fdx(source.clone()),
+            (Some(source), None) => Resolved::OneTrust((**source).clone()),
+            (None, Some(source)) => Resolved::Fdx((**source).clone()),
             _ => panic!("one inline provider expected"),
         };
         Resolution { provider, credentials_namespace: "team".into(), via: None }
@@ -129,7 +129,8 @@ mod tests {
         assert!(err.to_string().contains("--allow-insecure-http"), "{err}");
 
         let mut clash = fixtures::fdx_consent_token("https://bank.example");
-        clash.spec.target.extra_keys = Some(ExtraKeys { document: Some("token".into()), ..Default::default() });
+        clash.spec.target.extra_keys =
+            Some(Box::new(ExtraKeys { document: Some("token".into()), ..Default::default() }));
         let err = validate(&clash, &inline(&clash), &UpstreamPolicy::default()).unwrap_err();
         assert_eq!(err.to_string(), EXTRA_KEYS_DIFFER);
     }

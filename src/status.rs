@@ -59,7 +59,7 @@ impl Failure {
             reason: last.reason.clone(),
             message: last.message.clone(),
             time: last.time.clone(),
-            rate_limit: status.rate_limit.clone(),
+            rate_limit: status.rate_limit.as_deref().cloned(),
         })
     }
 }
@@ -113,8 +113,8 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         collection_point_version: current.and_then(|c| c.collection_point_version),
         credentials_version: current.map(|c| c.credentials_version.clone()),
         refresh_requested_at: observed.refresh_requested_at.clone(),
-        rate_limit,
-        last_failure,
+        rate_limit: rate_limit.map(Box::new),
+        last_failure: last_failure.map(Box::new),
     }
 }
 

@@ -348,3 +348,53 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
         last_spread.duration_since(restarted)
     );
 }
+
+/// The operator caches ConsentTokens and its Secrets slimmed (`controller::slim_consent_token`,
+/// `target_secret::summarize`) to keep its memory small. What a reconcile derives from the cached
+/// copies must be what it derives from the whole objects the API server returns: the same
+/// object key, spec, status and refresh request, the same desired Secret, and the written Secret
+/// recognised as intact and as the spec wants it (so no rewrite and no refetch).
+#[tokio::test]
+async fn a_cached_object_has_every_field_the_reconcile_reads() {
+    use consent_token_operator::controller::slim_consent_token;
+    use consent_token_operator::target_secret;
+    use consent_token_operator::token::Token;
+    use kube::Resource;
+    use kube::runtime::reflector::ObjectRef;
+
+    let env = TestEnv::start("cache").await;
+    env.fdx_token("mx", "customer-1").await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    // What users and their tools put on objects, next to the operator's own annotation.
+    let whole_object = serde_json::to_string(&env.tokens().get("mx").await.unwrap()).unwrap();
+    let patch = serde_json::json!({"metadata": {
+        "labels": {"team": "web", "app.kubernetes.io/part-of": "shop"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": whole_object, "example.com/owner": "web"}}});
+    env.tokens().patch("mx", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let requested = env.request_refresh("mx").await;
+    let full = support::eventually("the refresh request handled", Duration::from_secs(20), || async {
+        let ct = env.tokens().get("mx").await.ok()?;
+        let status = ct.status.as_ref()?;
+        (status.refresh_requested_at.as_deref() == Some(requested.as_str())).then_some(ct)
+    })
+    .await;
+
+    let mut cached = full.clone();
+    slim_consent_token(&mut cached);
+    assert!(cached.metadata.managed_fields.is_none() && cached.metadata.labels.is_none(), "something was dropped");
+    assert_eq!(ObjectRef::from_obj(&cached), ObjectRef::from_obj(&full));
+    assert_eq!((cached.uid(), cached.meta().generation), (full.uid(), full.meta().generation));
+    assert_eq!(cached.spec, full.spec);
+    assert_eq!(cached.status, full.status);
+    let refresh = |ct: &consent_token_operator::crd::ConsentToken| {
+        ct.annotations().get(consent_token_operator::reconcile::REFRESH_REQUESTED_AT).cloned()
+    };
+    assert_eq!(refresh(&cached), Some(requested));
+
+    let summary = target_secret::SecretSummary::of(&env.secrets().get("mx").await.unwrap());
+    let record = target_secret::read(&summary, cached.target_key()).expect("the cached Secret's token is intact");
+    assert!(target_secret::matches(&summary, &cached, &record), "the cached Secret is as the spec wants it");
+    let token = Token::new("header.payload.signature".into());
+    assert_eq!(target_secret::desired(&cached, &token, &record), target_secret::desired(&full, &token, &record));
+    assert!(summary.is_controlled_by(&cached));
+}

@@ -149,6 +149,45 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
+/// The processes of this control plane (kube-apiserver, etcd, kube-controller-manager): those
+/// whose command line names its directory, by program name.
+pub fn control_plane_processes(kubeconfig: &Path) -> BTreeMap<String, u32> {
+    let Some(dir) = kubeconfig.parent().map(|d| d.to_string_lossy().into_owned()) else { return BTreeMap::new() };
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let program = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default().to_owned();
+        if ["kube-apiserver", "etcd", "kube-controller-manager"].contains(&program.as_str())
+            && args.iter().any(|a| a.contains(&dir))
+        {
+            found.insert(program, pid);
+        }
+    }
+    found
+}
+
+/// CPU time of each of `processes` so far.
+pub fn cpu_times(processes: &BTreeMap<String, u32>) -> BTreeMap<String, Duration> {
+    processes.iter().filter_map(|(name, pid)| Some((name.clone(), cpu_time(*pid)?))).collect()
+}
+
+/// Cores used by each process between two readings `wall` apart.
+pub fn cores(
+    before: &BTreeMap<String, Duration>,
+    after: &BTreeMap<String, Duration>,
+    wall: Duration,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, t)| {
+            let used = t.saturating_sub(before.get(name).copied().unwrap_or_default());
+            (name.clone(), (used.as_secs_f64() / wall.as_secs_f64().max(0.001) * 100.0).round() / 100.0)
+        })
+        .collect()
+}
+
 /// Writes the API server has served for Secrets and ConsentTokens so far (create, update,
 /// patch, apply), from its own `apiserver_request_total`.
 pub async fn api_writes(client: &Client) -> Result<f64, Error> {

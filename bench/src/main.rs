@@ -87,6 +87,13 @@ pub struct Result_ {
     /// Busiest minute after the restart over the steady window's own busiest minute.
     restart_peak_over_steady_peak: f64,
     restart_time_to_all_ready_s: f64,
+    /// CPU cores used on average, by process (the operator, kube-apiserver, etcd,
+    /// kube-controller-manager), while the floor client wrote, while the operator brought every
+    /// object to Ready, and in the steady window: where the API server's share nears the
+    /// machine's cores, the API server is the limit.
+    floor_cores: BTreeMap<String, f64>,
+    ready_cores: BTreeMap<String, f64>,
+    steady_cores: BTreeMap<String, f64>,
     #[serde(skip)]
     lateness_ms: Vec<f64>,
 }
@@ -111,6 +118,7 @@ async fn main() -> Result<(), Error> {
     std::fs::write(args.out.join("results.md"), plot::markdown(&results, &machine))?;
     plot::lateness(&results, &args.out.join("lateness.png"))?;
     plot::memory(&results, &args.out.join("memory.png"))?;
+    plot::time_to_ready(&results, &args.out.join("ready.png"))?;
     println!("{}", plot::markdown(&results, &machine));
     Ok(())
 }
@@ -150,8 +158,11 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let onetrust_credentials = 5;
     workload::namespace(&client, "floor").await?;
     workload::create_consent_tokens(&client, "floor", n, onetrust_credentials, &fake).await?;
+    let control_plane_pids = cluster::control_plane_processes(&control_plane.kubeconfig);
     let floor_before = cluster::api_requests(&client).await?;
+    let floor_cpu_before = cluster::cpu_times(&control_plane_pids);
     let floor = workload::floor(&client, "floor", n, "a", true).await?;
+    let floor_cores = cluster::cores(&floor_cpu_before, &cluster::cpu_times(&control_plane_pids), floor);
     let floor_requests = per(&cluster::difference(&floor_before, &cluster::api_requests(&client).await?), n);
     let floor_without_events = workload::floor(&client, "floor", n, "b", false).await?;
     eprintln!("floor: {floor:?} ({floor_without_events:?} without Events)");
@@ -165,6 +176,9 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let mut operator =
         Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
     let pid = operator.pid();
+    let mut processes = control_plane_pids.clone();
+    processes.insert("operator".into(), pid);
+    let ready_cpu_before = cluster::cpu_times(&processes);
     let peak = Arc::new(Mutex::new(0u64));
     let sampler = rss_sampler(pid, peak.clone());
     let time_to_ready = cluster::wait_until("all Ready", Duration::from_secs(1800), Duration::from_millis(250), || {
@@ -173,6 +187,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     })
     .await?;
     eprintln!("all {n} Ready after {time_to_ready:?}");
+    let ready_cores = cluster::cores(&ready_cpu_before, &cluster::cpu_times(&processes), time_to_ready);
     let ready_requests = per(&cluster::difference(&ready_before, &cluster::api_requests(&client).await?), n);
 
     // Steady state.
@@ -183,6 +198,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let writes_before = cluster::api_writes(&client).await?;
     let steady_before = cluster::api_requests(&client).await?;
     let cpu_before = cluster::cpu_time(pid).unwrap_or_default();
+    let steady_cpu_before = cluster::cpu_times(&processes);
     let window_start = Instant::now();
     let mut rss_samples = Vec::new();
     let per_10s_start = upstream_total(&fake);
@@ -194,6 +210,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     }
     let window = window_start.elapsed();
     let cpu = cluster::cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+    let steady_cores = cluster::cores(&steady_cpu_before, &cluster::cpu_times(&processes), window);
     let writes = cluster::api_writes(&client).await? - writes_before;
     let steady_after = cluster::api_requests(&client).await?;
     let requests = upstream_counts(&fake);
@@ -277,6 +294,9 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
         restart_peak_ratio: first_minute.max(second_minute) as f64 / normal_minute.max(1) as f64,
         restart_peak_over_steady_peak: first_minute.max(second_minute) as f64 / steady_peak_minute.max(1) as f64,
         restart_time_to_all_ready_s: restart_ready.as_secs_f64(),
+        floor_cores,
+        ready_cores,
+        steady_cores,
         lateness_ms: lateness,
     };
     drop(control_plane);

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{ConsentTokenStatus, FailureStatus, RateLimitStatus};
+use crate::object_id::ObjectId;
 use crate::status::{self, Ready};
 
 /// The decision-relevant part of the last status written for one object.
@@ -21,8 +22,9 @@ pub struct Written {
     refresh_requested_at: Option<String>,
     consecutive_failures: i32,
     next_refresh_time: Option<Time>,
-    last_failure: Option<FailureStatus>,
-    rate_limit: Option<RateLimitStatus>,
+    // Boxed (as in the status): rare, and large next to the rest (one record per object).
+    last_failure: Option<Box<FailureStatus>>,
+    rate_limit: Option<Box<RateLimitStatus>>,
     /// Ready as last written, so a transition gets exactly one Event.
     pub ready: Option<Ready>,
     /// Hash of the status written, and of the cached status it replaced: a cache still showing
@@ -87,22 +89,22 @@ pub fn needs_status_write(
 
 /// [`Written`] records by object uid.
 #[derive(Default)]
-pub struct StatusMemory(Mutex<HashMap<String, Written>>);
+pub struct StatusMemory(Mutex<HashMap<ObjectId, Written>>);
 
 impl StatusMemory {
     pub fn recall(&self, uid: &str) -> Option<Written> {
-        self.lock().get(uid).cloned()
+        self.lock().get(&ObjectId::of(uid)).cloned()
     }
 
-    pub fn remember(&self, uid: String, written: Written) {
-        self.lock().insert(uid, written);
+    pub fn remember(&self, uid: &str, written: Written) {
+        self.lock().insert(ObjectId::of(uid), written);
     }
 
     pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+        self.lock().remove(&ObjectId::of(uid));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Written>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -124,7 +124,7 @@ fn remember(
     };
     let uid = ct.uid().unwrap_or_default();
     ctx.calendar.keep(&uid, next_refresh);
-    ctx.status_memory.remember(uid, record);
+    ctx.status_memory.remember(&uid, record);
 }
 
 /// One Event per Ready transition (not per refresh).

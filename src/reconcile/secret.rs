@@ -6,22 +6,20 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, FIELD_MANAGER};
 use crate::crd::{ConsentToken, ConsentTokenStatus};
 use crate::error::Error;
-use crate::target_secret::{self, TokenRecord};
+use crate::target_secret::{self, SecretSummary, TokenRecord};
 
 /// The target Secret as the reconcile finds it.
 pub enum Target {
     Missing,
     /// A Secret of that name this ConsentToken does not control: never overwritten.
     Foreign,
-    /// Summarized (see [`target_secret::summarize`]): no token in it. Shared with the cache
-    /// when it came from there.
-    Ours(Arc<Secret>),
+    /// Summarized: no token in it. Shared with the cache when it came from there.
+    Ours(Arc<SecretSummary>),
 }
 
 impl Target {
@@ -39,15 +37,19 @@ impl Target {
 pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenStatus) -> Result<Target, Error> {
     let namespace = ct.namespace().unwrap_or_default();
     let name = ct.target_secret_name();
-    let secret = match ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+    let secret = match ctx.owned_secrets.get(&namespace, &name) {
         Some(cached) => Some(cached),
-        // For a new object (no token yet) a metadata read from the API server's watch cache
-        // tells: cheap, and a foreign Secret is found before a token is fetched for it. Where a
-        // Secret of ours was expected, it is read in full (its token may still be good).
+        // For a new object (no token yet) whose name no Secret of someone else's has (as far as
+        // the watch of all Secrets knows), there is nothing to read: the create that follows
+        // refuses if one appeared meanwhile. Else a metadata read from the API server's watch
+        // cache tells, before a token is fetched. Where a Secret of ours was expected, it is read
+        // in full (its token may still be good).
         None => {
             let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
             let expected = previous.token_fingerprint.is_some();
-            let read = if expected {
+            let read = if !expected && ctx.secret_names.taken(&namespace, &name) == Some(false) {
+                None
+            } else if expected {
                 api.get_opt(&name).await?
             } else {
                 match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
@@ -56,15 +58,12 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
                     None => None,
                 }
             };
-            read.map(|mut secret| {
-                target_secret::summarize(&mut secret);
-                Arc::new(secret)
-            })
+            read.map(|secret| Arc::new(SecretSummary::of(&secret)))
         }
     };
     Ok(match secret {
         None => Target::Missing,
-        Some(secret) if target_secret::is_controlled_by(&*secret, ct) => Target::Ours(secret),
+        Some(secret) if secret.is_controlled_by(ct) => Target::Ours(secret),
         Some(_) => Target::Foreign,
     })
 }
@@ -80,9 +79,8 @@ pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: &
 
 /// Reshapes the Secret when the spec's target changed (labels, annotations, extra keys) and
 /// puts back what someone else changed (an edited token is not intact, so a new one is fetched
-/// instead), keeping the token. `target` is the Secret as cached (see
-/// [`target_secret::summarize`]): the token itself is read from the API server only when
-/// something has to be written.
+/// instead), keeping the token. `target` is the Secret as cached (a summary): the token itself
+/// is read from the API server only when something has to be written.
 pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &TokenRecord) -> Result<(), Error> {
     let Target::Ours(summary) = target else { return Ok(()) };
     // The Secret records the spec generation it was last written for.
@@ -97,7 +95,7 @@ pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &
     if let Some(secret) = secret
         && let Some(token) = target_secret::intact_token(&secret, ct.target_key(), record)
     {
-        apply(ctx, &target_secret::desired(ct, &token, record), &secret).await?;
+        apply(ctx, &target_secret::desired(ct, &token, record), &SecretSummary::of(&secret)).await?;
     }
     Ok(())
 }
@@ -116,7 +114,7 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
             // yet), or someone else's.
             match api.get_opt(&name).await? {
                 Some(existing) if target_secret::is_controlled_by(&existing, ct) => {
-                    apply(ctx, desired, &existing).await
+                    apply(ctx, desired, &SecretSummary::of(&existing)).await
                 }
                 _ => Err(Error::TargetConflict(name)),
             }
@@ -130,11 +128,11 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
 /// and recreated by someone else meanwhile is refused by the API server, never taken over
 /// (`TargetConflict`). What an earlier spec had written and this one does not is removed first
 /// (see [`target_secret::leftovers`]): a rare second request, only after a change of the target.
-async fn apply(ctx: &Context, desired: &Secret, current: &Secret) -> Result<(), Error> {
+async fn apply(ctx: &Context, desired: &Secret, current: &SecretSummary) -> Result<(), Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let uid = current.metadata.uid.clone();
+    let uid = current.uid.as_deref().map(str::to_owned);
     if let Some(mut removal) = target_secret::leftovers(current, desired) {
         removal["metadata"]["uid"] = serde_json::json!(uid);
         ctx.api_writes.permit().await;
@@ -167,27 +165,29 @@ fn replaced(err: kube::Error, name: &str) -> Error {
 pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Error> {
     let current = ct.target_secret_name();
     let namespace = ct.namespace().unwrap_or_default();
-    let renamed: Vec<Arc<Secret>> = ctx
+    let renamed: Vec<Arc<SecretSummary>> = ctx
         .owned_secrets
-        .state()
+        .in_namespace(&namespace)
         .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|s| s.name_any() != current && target_secret::is_controlled_by(&**s, ct))
+        .filter(|s| *s.name != *current && s.is_controlled_by(ct))
         .collect();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     for secret in renamed {
         tracing::info!(
             namespace,
             name = ct.name_any(),
-            secret = secret.name_any(),
+            secret = &*secret.name,
             "deleting the Secret of an earlier target name"
         );
         let params = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions { uid: secret.uid(), resource_version: None }),
+            preconditions: Some(kube::api::Preconditions {
+                uid: secret.uid.as_deref().map(str::to_owned),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         ctx.api_writes.permit().await;
-        match api.delete(&secret.name_any(), &params).await {
+        match api.delete(&secret.name, &params).await {
             Ok(_) => {}
             // Gone already, or replaced by someone else's: not ours to delete.
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::object_id::ObjectId;
 use crate::provider::FetchedToken;
 
 /// One fetched token and what it was fetched for.
@@ -22,26 +23,26 @@ pub struct Unwritten {
 
 /// By ConsentToken uid.
 #[derive(Default)]
-pub struct UnwrittenTokens(Mutex<HashMap<String, Unwritten>>);
+pub struct UnwrittenTokens(Mutex<HashMap<ObjectId, Unwritten>>);
 
 impl UnwrittenTokens {
     pub fn keep(&self, uid: &str, unwritten: Unwritten) {
-        self.lock().insert(uid.to_owned(), unwritten);
+        self.lock().insert(ObjectId::of(uid), unwritten);
     }
 
     /// The token kept for `uid`, if it answers `request` with these credentials (`None`: any
     /// version). Taken out either way: it is used now or never.
     pub fn take(&self, uid: &str, request: &str, credentials_version: Option<&str>) -> Option<Unwritten> {
-        let kept = self.lock().remove(uid)?;
+        let kept = self.lock().remove(&ObjectId::of(uid))?;
         let same_credentials = credentials_version.is_none_or(|v| v == kept.credentials_version);
         (kept.request == request && same_credentials).then_some(kept)
     }
 
     pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+        self.lock().remove(&ObjectId::of(uid));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Unwritten>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Unwritten>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

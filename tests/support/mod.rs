@@ -178,14 +178,23 @@ pub fn install_crds() {
     INSTALLED.get_or_init(|| {
         let crds = repo_root().join("crds");
         kubectl(&["apply", "--server-side", "--field-manager=consent-tests", "-f", crds.to_str().unwrap()]);
-        kubectl(&[
+        let wait = [
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "crd/consenttokens.consent.dev",
             "crd/consentproviders.consent.dev",
             "crd/clusterconsentproviders.consent.dev",
-        ]);
+        ];
+        // `kubectl wait` fails at once ("accessor error: <nil>") when it reads a CRD before the
+        // API server has given it any condition: ask again.
+        for _ in 0..20 {
+            if kubectl_output(&wait).status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        kubectl(&wait);
         // Established comes a moment before the API server serves the new resource.
         for _ in 0..100 {
             if kubectl_output(&["get", "consenttokens,consentproviders,clusterconsentproviders", "--all-namespaces"])

@@ -1,0 +1,205 @@
+//! Which ConsentTokens take their credentials through which Secret or provider object, kept in
+//! step with the ConsentToken watch, so that a change to a credentials Secret finds its users
+//! without looking at every cached ConsentToken (at 30,000 objects that scan ran once per change
+//! of any Secret in the watched namespaces).
+//!
+//! The index names candidates; the caller still checks each one against its cached object, so an
+//! index that is briefly behind the cache can cost a look, never a missed or a wrong reconcile.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::crd::{ConsentToken, ProviderRefKind};
+use crate::resolve::{Catalog, ProviderKey};
+
+/// What a ConsentToken takes its credentials through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialsSource {
+    /// A Secret it names itself (in its own namespace).
+    Secret { namespace: String, name: String },
+    /// A provider object, whose credentials Secret may change without the ConsentToken changing.
+    Provider(ProviderKey),
+}
+
+impl CredentialsSource {
+    pub fn of(ct: &ConsentToken) -> Option<Self> {
+        let namespace = ct.namespace()?;
+        if let Some(inline) = ct.spec.inline_provider() {
+            return Some(Self::Secret { namespace, name: inline.credentials_secret_ref().name.clone() });
+        }
+        let reference = ct.spec.provider_ref.as_ref()?;
+        Some(Self::Provider(match reference.kind {
+            ProviderRefKind::ConsentProvider => ProviderKey::Namespaced { namespace, name: reference.name.clone() },
+            ProviderRefKind::ClusterConsentProvider => ProviderKey::Cluster { name: reference.name.clone() },
+        }))
+    }
+}
+
+/// The ConsentTokens of each credentials source.
+#[derive(Default)]
+pub struct CredentialsIndex(Mutex<Index>);
+
+/// Sources and objects are keyed by their hashes, so each object costs its key and two words; a
+/// hash collision could only make a candidate of an object that is not one, which the caller's
+/// check drops.
+#[derive(Default)]
+struct Index {
+    users: HashMap<u64, HashSet<ObjectRef<ConsentToken>>>,
+    source_of: HashMap<u64, u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Index {
+    fn hash(&self, value: &impl Hash) -> u64 {
+        self.hasher.hash_one(value)
+    }
+
+    fn remove(&mut self, object: &ObjectRef<ConsentToken>) {
+        let Some(source) = self.source_of.remove(&self.hash(object)) else { return };
+        if let Some(users) = self.users.get_mut(&source) {
+            users.remove(object);
+            if users.is_empty() {
+                self.users.remove(&source);
+            }
+        }
+    }
+
+    fn users(&self, source: &CredentialsSource) -> impl Iterator<Item = &ObjectRef<ConsentToken>> {
+        self.users.get(&self.hash(source)).into_iter().flatten()
+    }
+}
+
+impl CredentialsIndex {
+    /// Records `ct` as it is now (a new or changed object).
+    pub fn insert(&self, ct: &ConsentToken) {
+        let object = key(ct);
+        let mut index = self.lock();
+        let object_hash = index.hash(&object);
+        let source = CredentialsSource::of(ct).map(|source| index.hash(&source));
+        if source.is_some() && index.source_of.get(&object_hash).copied() == source {
+            return; // unchanged: the common case, one event per status write
+        }
+        index.remove(&object);
+        if let Some(source) = source {
+            index.source_of.insert(object_hash, source);
+            index.users.entry(source).or_default().insert(object);
+        }
+    }
+
+    pub fn remove(&self, ct: &ConsentToken) {
+        self.lock().remove(&key(ct));
+    }
+
+    /// The ConsentTokens that may use the Secret `namespace/name` as credentials: those naming
+    /// it, and those naming a provider object that names it.
+    pub fn users_of_secret(&self, catalog: &Catalog, namespace: &str, name: &str) -> Vec<ObjectRef<ConsentToken>> {
+        let mut sources = vec![CredentialsSource::Secret { namespace: namespace.to_owned(), name: name.to_owned() }];
+        for provider in catalog.providers.state() {
+            let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
+            if provider.namespace().as_deref() == Some(namespace) && credentials.as_deref() == Some(name) {
+                sources.push(CredentialsSource::Provider(ProviderKey::Namespaced {
+                    namespace: namespace.to_owned(),
+                    name: provider.name_any(),
+                }));
+            }
+        }
+        for provider in catalog.cluster_providers.state() {
+            let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
+            let credentials_namespace =
+                provider.spec.credentials_namespace.as_deref().unwrap_or(&catalog.operator_namespace);
+            if credentials_namespace == namespace && credentials.as_deref() == Some(name) {
+                sources.push(CredentialsSource::Provider(ProviderKey::Cluster { name: provider.name_any() }));
+            }
+        }
+        let index = self.lock();
+        sources.iter().flat_map(|source| index.users(source)).cloned().collect()
+    }
+
+    /// The ConsentTokens that name a provider object.
+    pub fn users_of_provider(&self, provider: ProviderKey) -> Vec<ObjectRef<ConsentToken>> {
+        self.lock().users(&CredentialsSource::Provider(provider)).cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The object's key without its resource version and uid (as the reflector store keys it).
+fn key(ct: &ConsentToken) -> ObjectRef<ConsentToken> {
+    let object = ObjectRef::new(&ct.name_any());
+    match ct.namespace() {
+        Some(namespace) => object.within(&namespace),
+        None => object,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ProviderRef;
+    use kube::runtime::reflector::store;
+
+    fn catalog() -> Catalog {
+        Catalog {
+            providers: store::Writer::default().as_reader(),
+            cluster_providers: store::Writer::default().as_reader(),
+            namespaces: store::Writer::default().as_reader(),
+            operator_namespace: "operator".into(),
+        }
+    }
+
+    fn token(namespace: &str, name: &str, credentials: &str) -> ConsentToken {
+        let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");
+        ct.metadata.name = Some(name.into());
+        ct.metadata.namespace = Some(namespace.into());
+        if let Some(inline) = ct.spec.fdx.as_mut() {
+            inline.credentials_secret_ref.name = credentials.into();
+        }
+        ct
+    }
+
+    fn names(mut refs: Vec<ObjectRef<ConsentToken>>) -> Vec<String> {
+        refs.sort_by(|a, b| a.name.cmp(&b.name));
+        refs.into_iter().map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name)).collect()
+    }
+
+    #[test]
+    fn a_secret_finds_the_tokens_that_name_it_in_its_namespace_only() {
+        let index = CredentialsIndex::default();
+        index.insert(&token("a", "one", "mx"));
+        index.insert(&token("a", "two", "mx"));
+        index.insert(&token("a", "three", "other"));
+        index.insert(&token("b", "four", "mx"));
+        assert_eq!(names(index.users_of_secret(&catalog(), "a", "mx")), ["a/one", "a/two"]);
+        assert_eq!(names(index.users_of_secret(&catalog(), "b", "mx")), ["b/four"]);
+        assert!(index.users_of_secret(&catalog(), "c", "mx").is_empty());
+    }
+
+    #[test]
+    fn a_token_that_changes_its_credentials_moves_and_a_deleted_one_goes() {
+        let index = CredentialsIndex::default();
+        index.insert(&token("a", "one", "mx"));
+        index.insert(&token("a", "one", "new"));
+        assert!(index.users_of_secret(&catalog(), "a", "mx").is_empty());
+        assert_eq!(names(index.users_of_secret(&catalog(), "a", "new")), ["a/one"]);
+        index.remove(&token("a", "one", "new"));
+        assert!(index.users_of_secret(&catalog(), "a", "new").is_empty());
+        assert!(index.lock().users.is_empty() && index.lock().source_of.is_empty());
+    }
+
+    #[test]
+    fn a_provider_reference_is_found_by_the_provider() {
+        let index = CredentialsIndex::default();
+        let mut ct = token("team-a", "web", "unused");
+        ct.spec.fdx = None;
+        ct.spec.provider_ref = Some(ProviderRef { kind: ProviderRefKind::ClusterConsentProvider, name: "bank".into() });
+        index.insert(&ct);
+        assert_eq!(names(index.users_of_provider(ProviderKey::Cluster { name: "bank".into() })), ["team-a/web"]);
+        assert!(index.users_of_provider(ProviderKey::Cluster { name: "other".into() }).is_empty());
+    }
+}
