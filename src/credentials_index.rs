@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::crd::{ConsentToken, ProviderRefKind};
-use crate::resolve::{Catalog, ProviderKey};
+use crate::crd::ConsentToken;
+use crate::resolve::{self, Catalog, ProviderKey};
 
 /// What a ConsentToken takes its credentials through.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,11 +31,7 @@ impl CredentialsSource {
         if let Some(inline) = ct.spec.inline_provider() {
             return Some(Self::Secret { namespace, name: inline.credentials_secret_ref().name.clone() });
         }
-        let reference = ct.spec.provider_ref.as_ref()?;
-        Some(Self::Provider(match reference.kind {
-            ProviderRefKind::ConsentProvider => ProviderKey::Namespaced { namespace, name: reference.name.clone() },
-            ProviderRefKind::ClusterConsentProvider => ProviderKey::Cluster { name: reference.name.clone() },
-        }))
+        resolve::provider_key(ct).map(Self::Provider)
     }
 }
 
@@ -109,9 +105,7 @@ impl CredentialsIndex {
         }
         for provider in catalog.cluster_providers.state() {
             let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
-            let credentials_namespace =
-                provider.spec.credentials_namespace.as_deref().unwrap_or(&catalog.operator_namespace);
-            if credentials_namespace == namespace && credentials.as_deref() == Some(name) {
+            if catalog.credentials_namespace_of(&provider) == namespace && credentials.as_deref() == Some(name) {
                 sources.push(CredentialsSource::Provider(ProviderKey::Cluster { name: provider.name_any() }));
             }
         }
@@ -141,7 +135,7 @@ fn key(ct: &ConsentToken) -> ObjectRef<ConsentToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ProviderRef;
+    use crate::crd::{ProviderRef, ProviderRefKind};
     use kube::runtime::reflector::store;
 
     fn catalog() -> Catalog {

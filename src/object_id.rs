@@ -10,9 +10,23 @@ pub struct ObjectId(u128);
 
 impl ObjectId {
     pub fn of(uid: &str) -> Self {
-        let hex: String = uid.chars().filter(|c| *c != '-').collect();
-        match u128::from_str_radix(&hex, 16) {
-            Ok(number) if hex.len() == 32 => Self(number),
+        // Called several times per reconcile: read the digits in place, no string built.
+        let mut number: u128 = 0;
+        let mut digits = 0;
+        for c in uid.chars().filter(|c| *c != '-') {
+            match c.to_digit(16) {
+                Some(digit) if digits < 32 => {
+                    number = (number << 4) | u128::from(digit);
+                    digits += 1;
+                }
+                _ => {
+                    digits = 0;
+                    break;
+                }
+            }
+        }
+        match digits {
+            32 => Self(number),
             _ => {
                 // Fixed keys: the same uid maps to the same id in every table of the process.
                 let hasher = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();

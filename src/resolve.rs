@@ -27,6 +27,13 @@ pub struct Catalog {
     pub operator_namespace: String,
 }
 
+impl Catalog {
+    /// Where a ClusterConsentProvider's credentials Secret is.
+    pub fn credentials_namespace_of<'a>(&'a self, provider: &'a ClusterConsentProvider) -> &'a str {
+        provider.spec.credentials_namespace.as_deref().unwrap_or(&self.operator_namespace)
+    }
+}
+
 /// Which provider object a ConsentToken uses; also its metric and status name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ProviderKey {
@@ -105,8 +112,7 @@ pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error
             if !provider.spec.allowed_namespaces.allows(&namespace, &namespace_labels(catalog, &namespace)) {
                 return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
             }
-            let credentials_namespace =
-                provider.spec.credentials_namespace.clone().unwrap_or_else(|| catalog.operator_namespace.clone());
+            let credentials_namespace = catalog.credentials_namespace_of(&provider).to_owned();
             let key = ProviderKey::Cluster { name: reference.name.clone() };
             (combine(ct, provider.spec.endpoints.endpoint())?, credentials_namespace, key)
         }
@@ -162,8 +168,7 @@ pub fn credentials_secret_of(ct: &ConsentToken, catalog: &Catalog) -> Option<(St
         }
         ProviderRefKind::ClusterConsentProvider => {
             let provider = catalog.cluster_providers.get(&ObjectRef::new(&reference.name))?;
-            let credentials_namespace =
-                provider.spec.credentials_namespace.clone().unwrap_or_else(|| catalog.operator_namespace.clone());
+            let credentials_namespace = catalog.credentials_namespace_of(&provider).to_owned();
             Some((credentials_namespace, provider.spec.endpoints.endpoint()?.credentials_secret_ref().name.clone()))
         }
     }

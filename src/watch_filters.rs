@@ -6,7 +6,7 @@
 //! slot, measured with heaptrack at 3,000); here each object costs two words.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, RandomState};
 
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
@@ -20,22 +20,7 @@ pub fn generation_or_annotation_changes<K>(
 where
     K: kube::Resource + Send,
 {
-    let mut seen = Seen::default();
-    events.filter_map(move |event| {
-        let changed = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                let fingerprint = seen.hash(&(object.meta().generation, object.annotations()));
-                seen.changed(&object, fingerprint).then_some(Ok(object))
-            }
-            Ok(watcher::Event::Delete(object)) => {
-                seen.forget(&object);
-                None
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
-        };
-        futures::future::ready(changed)
-    })
+    changes(events, |object: &K, h: &RandomState| h.hash_one((object.meta().generation, object.annotations())), false)
 }
 
 /// The objects of a watch whose spec changed (a new generation) or that were deleted.
@@ -45,16 +30,29 @@ pub fn spec_changes<K>(
 where
     K: kube::Resource + Send,
 {
+    changes(events, |object: &K, h: &RandomState| h.hash_one(object.meta().generation), true)
+}
+
+/// The objects whose `fingerprint` differs from the one last let through (or that are new), and
+/// with `deletions`, the deleted ones.
+fn changes<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    fingerprint: impl Fn(&K, &RandomState) -> u64 + Send,
+    deletions: bool,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: kube::Resource + Send,
+{
     let mut seen = Seen::default();
     events.filter_map(move |event| {
         let changed = match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                let fingerprint = seen.hash(&object.meta().generation);
-                seen.changed(&object, fingerprint).then_some(Ok(object))
+                let print = fingerprint(&object, &seen.hasher);
+                seen.changed(&object, print).then_some(Ok(object))
             }
             Ok(watcher::Event::Delete(object)) => {
                 seen.forget(&object);
-                Some(Ok(object))
+                deletions.then_some(Ok(object))
             }
             Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
             Err(err) => Some(Err(err)),
@@ -67,7 +65,7 @@ where
 #[derive(Default)]
 struct Seen {
     fingerprints: HashMap<u64, u64>,
-    hasher: std::hash::RandomState,
+    hasher: RandomState,
 }
 
 impl Seen {
