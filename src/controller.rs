@@ -37,6 +37,7 @@ use crate::config::ControllerArgs;
 use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken, ProviderRefKind};
 use crate::credentials::{CredentialChanges, CredentialsCache, SecretChange};
 use crate::credentials_index::CredentialsIndex;
+use crate::first_tokens::FirstTokens;
 use crate::metrics::Metrics;
 use crate::owned_secrets::OwnedSecrets;
 use crate::provider::{Providers, UpstreamPolicy};
@@ -45,7 +46,7 @@ use crate::reconcile::{self, Context};
 use crate::resolve::{self, Catalog, ProviderKey};
 use crate::secret_names::SecretNames;
 use crate::server::Readiness;
-use crate::target_secret::{MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR};
+use crate::target_secret::{MANAGED_SELECTOR, NOT_MANAGED_SELECTOR};
 use crate::watch_backoff::WatchBackoff;
 use crate::watch_filters::{generation_or_annotation_changes, spec_changes};
 
@@ -60,6 +61,8 @@ pub struct Shared {
     pub reporter: Reporter,
     /// One calendar for every namespace: the provider sees the sum.
     pub calendar: Arc<Calendar>,
+    /// The objects of every namespace still waiting for a first token.
+    pub first_tokens: Arc<FirstTokens>,
     /// The namespace the operator runs in: where ClusterConsentProviders keep credentials by
     /// default.
     pub operator_namespace: String,
@@ -277,6 +280,7 @@ where
         caches_listed_tx.send_replace(true);
     });
 
+    let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let context = Arc::new(Context {
         client: shared.client.clone(),
         providers: shared.providers.clone(),
@@ -289,6 +293,7 @@ where
         credential_changes: common.credential_changes.clone(),
         secret_names: common.secret_names.clone(),
         calendar: shared.calendar.clone(),
+        first_tokens: shared.first_tokens.clone(),
         reporter: shared.reporter.clone(),
         metrics: shared.metrics.clone(),
         api_writes: shared.api_writes.clone(),
@@ -298,11 +303,11 @@ where
         min_token_lifetime: args.min_token_lifetime,
     });
 
-    let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let forget = context.clone();
     let cached = token_store.clone();
     let index = Arc::new(CredentialsIndex::default());
     let indexing = index.clone();
+    let first_tokens = shared.first_tokens.clone();
     // The objects cached when a (re)list began: those missing from its result were deleted
     // while the watch was disconnected, and their records go as a deletion's would.
     let mut before_relist: Vec<Arc<ConsentToken>> = Vec::new();
@@ -311,7 +316,11 @@ where
         .modify(slim_consent_token)
         .reflect(token_writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => indexing.insert(ct),
+            Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => {
+                indexing.insert(ct);
+                let waiting = ct.status.is_none();
+                first_tokens.observe(&ct.uid().unwrap_or_default(), waiting, jiff::Timestamp::now());
+            }
             Ok(watcher::Event::Delete(ct)) => {
                 indexing.remove(ct);
                 forget_object(&forget, ct);
@@ -410,6 +419,7 @@ fn forget_object(context: &Context, ct: &ConsentToken) {
     context.status_memory.forget(&uid);
     context.unwritten.forget(&uid);
     context.calendar.forget(&uid);
+    context.first_tokens.forget(&uid);
 }
 
 /// Drops from a cached ConsentToken what no reconcile reads: the field managers, its labels,
@@ -440,13 +450,13 @@ fn credentials_watch(
         None => Api::all(client.clone()),
     };
     tracing::debug!(namespace = ?namespace, "watching credentials Secrets");
-    watcher(secret_metadata, watcher::Config::default()).backoff(WatchBackoff::default()).for_each(move |event| {
+    // Our own Secrets are left out by the API server: each write of a token would otherwise be
+    // sent (and encoded) a second time, for nothing. A Secret that gains our label leaves this
+    // watch as a deletion, one that loses it enters as an addition.
+    let not_ours = watcher::Config::default().labels(NOT_MANAGED_SELECTOR);
+    watcher(secret_metadata, not_ours).backoff(WatchBackoff::default()).for_each(move |event| {
         let publish = |secret: &PartialObjectMeta<Secret>, version: Option<String>| {
             let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) {
-                names.remove(&namespace, &name);
-                return; // a target Secret, not credentials
-            }
             match version {
                 Some(_) => names.add(&namespace, &name),
                 None => names.remove(&namespace, &name),

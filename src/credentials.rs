@@ -164,7 +164,14 @@ impl CredentialChanges {
     }
 
     pub fn take(&self, object: &ObjectRef<ConsentToken>) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(object)
+        let mut changes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = changes.remove(object);
+        // The first sight of a credentials Secret after a start records a change for each of
+        // its users: do not keep room for thousands once they are handled.
+        if taken.is_some() && changes.is_empty() {
+            changes.shrink_to_fit();
+        }
+        taken
     }
 }
 

@@ -9,6 +9,7 @@ pub mod resolve;
 pub mod spec;
 // One reconcile and its pure parts.
 pub mod calendar;
+pub mod first_tokens;
 pub mod reconcile;
 pub mod schedule;
 pub mod status;

@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             instance: config.leader_election.identity.clone(),
         },
         calendar: Default::default(),
+        first_tokens: Default::default(),
         operator_namespace: config
             .controller
             .operator_namespace

@@ -34,6 +34,7 @@ use crate::calendar::Calendar;
 use crate::crd::{ConsentToken, ConsentTokenStatus};
 use crate::credentials::{CredentialChanges, CredentialsCache};
 use crate::error::Error;
+use crate::first_tokens::FirstTokens;
 use crate::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::resolve::{self, Catalog};
@@ -71,6 +72,8 @@ pub struct Context {
     /// Names of Secrets that are not ours, to create a new target Secret without a read first.
     pub secret_names: Arc<crate::secret_names::SecretNames>,
     pub calendar: Arc<Calendar>,
+    /// The objects still waiting for a first token (a first renewal is not planned among them).
+    pub first_tokens: Arc<FirstTokens>,
     /// Who the Events are from.
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,

@@ -1,5 +1,5 @@
 //! Which Secret names are taken by Secrets that are not the operator's, in the namespaces the
-//! credentials watch covers (it sees every Secret's metadata anyway). A new ConsentToken's
+//! credentials watch covers (it sees the metadata of every Secret not labelled as ours anyway). A new ConsentToken's
 //! target name that is neither here nor among the operator's own Secrets is free: the Secret is
 //! created without first asking the API server whether someone else's has that name. That read
 //! was the one request per new object the floor does not make.

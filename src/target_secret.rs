@@ -22,6 +22,8 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "consent-token-operator";
 /// Label selector of every Secret this operator writes: the only Secrets it caches.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=consent-token-operator";
+/// Label selector of every other Secret (credentials, and names a new target must not take).
+pub const NOT_MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by!=consent-token-operator";
 
 const FINGERPRINT: &str = "consent.dev/token-fingerprint";
 const REFRESHED_AT: &str = "consent.dev/refreshed-at";

@@ -44,15 +44,24 @@ struct Args {
     /// Skip the restart measurement (for profiling runs).
     #[arg(long)]
     no_restart: bool,
+    /// Measure nothing: write the report (table, memory and time plots) into `--out` from the
+    /// results of earlier runs, sizes in the order given (the lateness plot needs a run's own data
+    /// and is left as it is).
+    #[arg(long, value_delimiter = ',')]
+    render: Vec<PathBuf>,
 }
 
-#[derive(Serialize, Clone, Default)]
+#[derive(Serialize, serde::Deserialize, Clone, Default)]
+#[serde(default)]
 pub struct Result_ {
     n: usize,
     onetrust_credentials: usize,
     time_to_all_ready_s: f64,
     floor_s: f64,
     ready_over_floor: f64,
+    /// The FDX tokens' lifetime: 300 s (MX), longer where the API server could not write that
+    /// many renewals (see `token_lifetime`).
+    token_lifetime_s: u64,
     /// The floor with only the Secret and the status written (the operator's Event left out).
     floor_without_events_s: f64,
     ready_over_floor_without_events: f64,
@@ -104,22 +113,37 @@ async fn main() -> Result<(), Error> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     std::fs::create_dir_all(&args.out)?;
     let mut results = Vec::new();
+    let machine = machine();
+    if !args.render.is_empty() {
+        for path in &args.render {
+            let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+            results.extend(serde_json::from_value::<Vec<Result_>>(run["results"].clone())?);
+        }
+        return write_report(&args, &results, &machine, false);
+    }
     for &n in &args.sizes {
         eprintln!("== N = {n}");
         let result = run(&root, n, Duration::from_secs(args.steady_seconds), &args).await?;
         eprintln!("{}", serde_json::to_string_pretty(&result)?);
         results.push(result);
+        // After each size: a larger one that fails or is stopped leaves the smaller ones' figures.
+        write_report(&args, &results, &machine, true)?;
     }
-    let machine = machine();
+    println!("{}", plot::markdown(&results, &machine));
+    Ok(())
+}
+
+fn write_report(args: &Args, results: &[Result_], machine: &str, lateness: bool) -> Result<(), Error> {
     std::fs::write(
         args.out.join("results.json"),
         serde_json::to_string_pretty(&serde_json::json!({"machine": machine, "results": results}))? + "\n",
     )?;
-    std::fs::write(args.out.join("results.md"), plot::markdown(&results, &machine))?;
-    plot::lateness(&results, &args.out.join("lateness.png"))?;
-    plot::memory(&results, &args.out.join("memory.png"))?;
-    plot::time_to_ready(&results, &args.out.join("ready.png"))?;
-    println!("{}", plot::markdown(&results, &machine));
+    std::fs::write(args.out.join("results.md"), plot::markdown(results, machine))?;
+    if lateness {
+        plot::lateness(results, &args.out.join("lateness.png"))?;
+    }
+    plot::memory(results, &args.out.join("memory.png"))?;
+    plot::time_to_ready(results, &args.out.join("ready.png"))?;
     Ok(())
 }
 
@@ -142,7 +166,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let fake = FakeProvider::start("127.0.0.1:0".parse()?).await?;
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, fake.ca_pem())?;
-    fake.set_fdx_lifetime(300);
+    fake.set_fdx_lifetime(MX_LIFETIME_S);
     fake.set_oauth_expires_in(3600);
     let operator_bin = args.operator.clone().unwrap_or_else(|| root.join("target/release/consent-token-operator"));
     let wrap: Vec<String> = args.wrap.iter().flat_map(|w| w.split_whitespace().map(str::to_owned)).collect();
@@ -158,14 +182,35 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let onetrust_credentials = 5;
     workload::namespace(&client, "floor").await?;
     workload::create_consent_tokens(&client, "floor", n, onetrust_credentials, &fake).await?;
-    let control_plane_pids = cluster::control_plane_processes(&control_plane.kubeconfig);
+    let mut measured_pids = cluster::control_plane_processes(&control_plane.kubeconfig);
+    // The bench itself: the floor client, then the fake provider and the watches that measure.
+    measured_pids.insert("bench".into(), std::process::id());
+    // The bench watches the operator's ConsentTokens to see them Ready, which costs the API
+    // server a watch event per status write: the floor client is watched the same way.
+    let floor_watch = workload::ReadyCounter::start(client.clone(), "floor");
+    cluster::wait_until("the floor's watch listed", Duration::from_secs(120), Duration::from_millis(100), || {
+        let floor_watch = floor_watch.clone();
+        async move { floor_watch.seen() >= n }
+    })
+    .await?;
     let floor_before = cluster::api_requests(&client).await?;
-    let floor_cpu_before = cluster::cpu_times(&control_plane_pids);
+    let floor_cpu_before = cluster::cpu_times(&measured_pids);
     let floor = workload::floor(&client, "floor", n, "a", true).await?;
-    let floor_cores = cluster::cores(&floor_cpu_before, &cluster::cpu_times(&control_plane_pids), floor);
+    let floor_cores = cluster::cores(&floor_cpu_before, &cluster::cpu_times(&measured_pids), floor);
     let floor_requests = per(&cluster::difference(&floor_before, &cluster::api_requests(&client).await?), n);
     let floor_without_events = workload::floor(&client, "floor", n, "b", false).await?;
+    floor_watch.stop();
     eprintln!("floor: {floor:?} ({floor_without_events:?} without Events)");
+
+    // MX tokens live 300 s. Renewed at half their life with two writes each, N of them need
+    // 4N/lifetime writes a second; the floor wrote 3N in `floor`. Past about 24,000 objects on
+    // this machine that is more than the API server can write at all, so larger sizes get tokens
+    // that live at least twice the floor (renewals then need at most two thirds of its rate), and
+    // the steady window covers a whole lifetime.
+    let lifetime = token_lifetime(floor);
+    fake.set_fdx_lifetime(lifetime.as_secs());
+    let steady =
+        if lifetime.as_secs() > MX_LIFETIME_S { steady.max(lifetime + Duration::from_secs(30)) } else { steady };
 
     // The operator from a standing start.
     workload::namespace(&client, "bench").await?;
@@ -176,7 +221,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let mut operator =
         Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
     let pid = operator.pid();
-    let mut processes = control_plane_pids.clone();
+    let mut processes = measured_pids.clone();
     processes.insert("operator".into(), pid);
     let ready_cpu_before = cluster::cpu_times(&processes);
     let peak = Arc::new(Mutex::new(0u64));
@@ -267,6 +312,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
         onetrust_credentials,
         time_to_all_ready_s: time_to_ready.as_secs_f64(),
         floor_s: floor.as_secs_f64(),
+        token_lifetime_s: lifetime.as_secs(),
         ready_over_floor: time_to_ready.as_secs_f64() / floor.as_secs_f64(),
         floor_without_events_s: floor_without_events.as_secs_f64(),
         ready_over_floor_without_events: time_to_ready.as_secs_f64() / floor_without_events.as_secs_f64(),
@@ -306,6 +352,15 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
 
 /// Each count divided by `n`, to two decimals, leaving out what rounds to zero (the lists
 /// and the like that happen once per run).
+/// The MX lifetime, or for a size whose floor is longer than half of it, twice the floor
+/// rounded up to whole minutes.
+fn token_lifetime(floor: Duration) -> Duration {
+    let twice = floor.as_secs().saturating_mul(2).div_ceil(60).saturating_mul(60);
+    Duration::from_secs(twice.max(MX_LIFETIME_S))
+}
+
+const MX_LIFETIME_S: u64 = 300;
+
 fn per(counts: &BTreeMap<String, f64>, n: usize) -> BTreeMap<String, f64> {
     counts
         .iter()
@@ -339,4 +394,19 @@ fn rss_sampler(pid: u32, peak: Arc<Mutex<u64>>) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_live_five_minutes_unless_the_floor_is_longer_than_half_of_that() {
+        assert_eq!(token_lifetime(Duration::from_secs(82)), Duration::from_secs(300));
+        assert_eq!(token_lifetime(Duration::from_secs(150)), Duration::from_secs(300));
+        // 30,000 objects here: the floor took 276 s; renewals of 300 s tokens would need more
+        // writes a second than the API server made at all.
+        assert_eq!(token_lifetime(Duration::from_millis(276_500)), Duration::from_secs(600));
+        assert_eq!(token_lifetime(Duration::from_secs(301)), Duration::from_secs(660));
+    }
 }

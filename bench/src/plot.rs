@@ -31,6 +31,9 @@ pub fn markdown(results: &[Result_], machine: &str) -> String {
     out += &row("floor without the Event / ratio", &|r| {
         format!("{:.1} s / {:.2}", r.floor_without_events_s, r.ready_over_floor_without_events)
     });
+    out += &row("token lifetime (FDX; 300 s unless the API server cannot renew that many)", &|r| {
+        format!("{} s", r.token_lifetime_s)
+    });
     out += &row("refreshes in the steady window", &|r| format!("{} in {:.0} s", r.refreshes, r.steady_window_s));
     out += &row("refresh lateness p50 / p99 / max (target p99 < 1 s)", &|r| {
         format!("{:.0} / {:.0} / {:.0} ms", r.lateness_p50_ms, r.lateness_p99_ms, r.lateness_max_ms)
@@ -64,23 +67,26 @@ pub fn markdown(results: &[Result_], machine: &str) -> String {
     let cores = |cores: &std::collections::BTreeMap<String, f64>| {
         let get = |name: &str| cores.get(name).copied().unwrap_or(0.0);
         format!(
-            "{:.2} / {:.2} / {:.2} / {:.2}",
+            "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
             get("kube-apiserver"),
             get("etcd"),
             get("kube-controller-manager"),
-            get("operator")
+            get("operator"),
+            get("bench")
         )
     };
-    out += &row("cores used, floor client writing: kube-apiserver / etcd / kube-controller-manager / -", &|r| {
-        cores(&r.floor_cores)
-    });
-    out +=
-        &row("cores used, operator to all Ready: kube-apiserver / etcd / kube-controller-manager / operator", &|r| {
-            cores(&r.ready_cores)
-        });
-    out += &row("cores used, steady: kube-apiserver / etcd / kube-controller-manager / operator", &|r| {
-        cores(&r.steady_cores)
-    });
+    out += &row(
+        "cores used, floor client writing: kube-apiserver / etcd / kube-controller-manager / - / bench (the floor client)",
+        &|r| cores(&r.floor_cores),
+    );
+    out += &row(
+        "cores used, operator to all Ready: kube-apiserver / etcd / kube-controller-manager / operator / bench (fake provider, watch)",
+        &|r| cores(&r.ready_cores),
+    );
+    out += &row(
+        "cores used, steady: kube-apiserver / etcd / kube-controller-manager / operator / bench (fake provider, watch)",
+        &|r| cores(&r.steady_cores),
+    );
     out += &row("upstream requests per minute: steady average / steady busiest", &|r| {
         format!("{} / {}", r.normal_minute_requests, r.steady_peak_minute_requests)
     });

@@ -167,14 +167,14 @@ pub async fn floor(client: &Client, ns: &str, n: usize, run: &str, events: bool)
 
 /// Counts the ConsentTokens of a namespace whose Ready condition is True, from a watch.
 #[derive(Clone)]
-pub struct ReadyCounter(Arc<Mutex<HashMap<String, bool>>>);
+pub struct ReadyCounter(Arc<Mutex<HashMap<String, bool>>>, tokio::task::AbortHandle);
 
 impl ReadyCounter {
     pub fn start(client: Client, ns: &str) -> Self {
         let state = Arc::new(Mutex::new(HashMap::new()));
         let seen = state.clone();
         let api: Api<ConsentToken> = Api::namespaced(client, ns);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut events = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
             while let Some(Ok(ct)) = events.next().await {
                 let ready = ct
@@ -184,11 +184,20 @@ impl ReadyCounter {
                 seen.lock().unwrap_or_else(|p| p.into_inner()).insert(ct.name_any(), ready);
             }
         });
-        Self(state)
+        Self(state, task.abort_handle())
     }
 
     pub fn count(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|r| **r).count()
+    }
+
+    /// Objects seen so far (listed or written).
+    pub fn seen(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn stop(&self) {
+        self.1.abort();
     }
 }
 

@@ -62,7 +62,11 @@ pub async fn refresh(
     };
     worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime)?;
     let first = !matches!(target, Target::Ours(_));
-    let (earliest, latest) = spec.schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
+    let (mut earliest, latest) = spec.schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
+    if first {
+        // Not among the first tokens of a fill still under way (see first_tokens).
+        earliest = earliest.max(ctx.first_tokens.expected_done(&uid, fetched.fetched_at)).min(latest);
+    }
     let record = TokenRecord {
         fingerprint: fetched.token.fingerprint(),
         refreshed_at: fetched.fetched_at,
