@@ -280,7 +280,6 @@ where
         caches_listed_tx.send_replace(true);
     });
 
-    let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let context = Arc::new(Context {
         client: shared.client.clone(),
         providers: shared.providers.clone(),
@@ -303,6 +302,7 @@ where
         min_token_lifetime: args.min_token_lifetime,
     });
 
+    let (token_store, token_writer) = reflector::store::<ConsentToken>();
     let forget = context.clone();
     let cached = token_store.clone();
     let index = Arc::new(CredentialsIndex::default());

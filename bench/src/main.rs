@@ -350,8 +350,6 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     Ok(result)
 }
 
-/// Each count divided by `n`, to two decimals, leaving out what rounds to zero (the lists
-/// and the like that happen once per run).
 /// The MX lifetime, or for a size whose floor is longer than half of it, twice the floor
 /// rounded up to whole minutes.
 fn token_lifetime(floor: Duration) -> Duration {
@@ -361,6 +359,8 @@ fn token_lifetime(floor: Duration) -> Duration {
 
 const MX_LIFETIME_S: u64 = 300;
 
+/// Each count divided by `n`, to two decimals, leaving out what rounds to zero (the lists
+/// and the like that happen once per run).
 fn per(counts: &BTreeMap<String, f64>, n: usize) -> BTreeMap<String, f64> {
     counts
         .iter()
