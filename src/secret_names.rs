@@ -1,8 +1,8 @@
 //! Which Secret names are taken by Secrets that are not the operator's, in the namespaces the
-//! credentials watch covers (it sees the metadata of every Secret not labelled as ours anyway). A new ConsentToken's
-//! target name that is neither here nor among the operator's own Secrets is free: the Secret is
-//! created without first asking the API server whether someone else's has that name. That read
-//! was the one request per new object the floor does not make.
+//! credentials watch covers (it sees the metadata of every Secret not labelled as ours anyway).
+//! A new ConsentToken's target name that is neither here nor among the operator's own Secrets is
+//! free: the Secret is created without first asking the API server whether someone else's has
+//! that name. That read was the one request per new object the floor does not make.
 //!
 //! Only hashes of the names are kept (8 bytes a Secret), so memory still does not grow with the
 //! cluster's Secrets beyond that. A hash shared by two names can only make a free name look

@@ -349,6 +349,13 @@ mod tests {
     use super::*;
     use crate::crd::ConsentTokenSpec;
 
+    #[test]
+    fn both_selectors_name_the_label_the_operator_writes() {
+        // Spelled out (a const cannot be formatted); a change to the label must change them too.
+        assert_eq!(MANAGED_SELECTOR, format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        assert_eq!(NOT_MANAGED_SELECTOR, format!("{MANAGED_BY_LABEL}!={MANAGED_BY}"));
+    }
+
     fn consent_token() -> ConsentToken {
         let mut ct = ConsentToken::new(
             "web",
