@@ -1,7 +1,9 @@
 //! Wiring: which watches trigger a reconcile, and what is cached.
 //!
-//! - ConsentTokens: cached (the controller needs them); a reconcile runs when the spec
-//!   (generation) or the annotations change, never for the operator's own status writes.
+//! - ConsentTokens: cached in the [`WorkQueue`], which also says when each is next reconciled
+//!   (first come, first served, by `--concurrency` workers); a reconcile runs when the spec
+//!   (generation) or the annotations change, never for the operator's own status writes, and
+//!   when its timer comes due.
 //! - Secrets the operator manages (label-selected): cached as summaries without their tokens
 //!   (each value is replaced by its fingerprint, see [`OwnedSecrets`]); any change to one (an
 //!   edit, a deletion) reconciles its owner, which puts it back.
@@ -26,8 +28,8 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
@@ -39,6 +41,7 @@ use crate::credentials::{CredentialChanges, CredentialsCache, SecretChange};
 use crate::credentials_index::CredentialsIndex;
 use crate::first_tokens::FirstTokens;
 use crate::metrics::Metrics;
+use crate::object_id::ObjectId;
 use crate::owned_secrets::OwnedSecrets;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::provider_status;
@@ -48,7 +51,8 @@ use crate::secret_names::SecretNames;
 use crate::server::Readiness;
 use crate::target_secret::{MANAGED_SELECTOR, NOT_MANAGED_SELECTOR};
 use crate::watch_backoff::WatchBackoff;
-use crate::watch_filters::{generation_or_annotation_changes, spec_changes};
+use crate::watch_filters::spec_changes;
+use crate::work_queue::WorkQueue;
 
 /// What the controllers share, built once by the caller.
 #[derive(Clone)]
@@ -76,7 +80,7 @@ type SecretChanges = broadcast::Sender<SecretChange>;
 struct Scope {
     run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     listed: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    tokens: Store<ConsentToken>,
+    tokens: Arc<WorkQueue>,
     catalog: Catalog,
 }
 
@@ -302,113 +306,171 @@ where
         min_token_lifetime: args.min_token_lifetime,
     });
 
-    let (token_store, token_writer) = reflector::store::<ConsentToken>();
-    let forget = context.clone();
-    let cached = token_store.clone();
+    let queue = Arc::new(WorkQueue::new(shared.metrics.reconciles_queued.clone()));
     let index = Arc::new(CredentialsIndex::default());
-    let indexing = index.clone();
-    let first_tokens = shared.first_tokens.clone();
-    // The objects cached when a (re)list began: those missing from its result were deleted
-    // while the watch was disconnected, and their records go as a deletion's would.
-    let mut before_relist: Vec<Arc<ConsentToken>> = Vec::new();
-    let tokens = watcher(consent_tokens, watcher::Config::default())
-        .backoff(WatchBackoff::default())
-        .modify(slim_consent_token)
-        .reflect(token_writer)
-        .inspect(move |event| match event {
-            Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => {
-                indexing.insert(ct);
-                let waiting = ct.status.is_none();
-                first_tokens.observe(&ct.uid().unwrap_or_default(), waiting, jiff::Timestamp::now());
-            }
-            Ok(watcher::Event::Delete(ct)) => {
-                indexing.remove(ct);
-                forget_object(&forget, ct);
-            }
-            Ok(watcher::Event::Init) => before_relist = cached.state(),
-            Ok(watcher::Event::InitDone) => {
-                for ct in gone(std::mem::take(&mut before_relist), &cached) {
-                    tracing::debug!(
-                        namespace = ct.namespace(),
-                        name = ct.name_any(),
-                        "deleted while the watch was away"
-                    );
-                    indexing.remove(&ct);
-                    forget_object(&forget, &ct);
+    // The ConsentToken watch feeds the queue's cache; a new object, or a new spec or annotation,
+    // queues it. The objects cached when a (re)list began and missing from its result were
+    // deleted while the watch was disconnected: their records go as a deletion's would.
+    let tokens = {
+        let (queue, index, context) = (queue.clone(), index.clone(), context.clone());
+        let first_tokens = shared.first_tokens.clone();
+        watcher(consent_tokens, watcher::Config::default())
+            .backoff(WatchBackoff::default())
+            .modify(slim_consent_token)
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::Apply(ct) | watcher::Event::InitApply(ct)) => {
+                        index.insert(&ct);
+                        let uid = ct.uid().unwrap_or_default();
+                        first_tokens.observe(&uid, ct.status.is_none(), jiff::Timestamp::now());
+                        queue.apply(ct);
+                    }
+                    Ok(watcher::Event::Delete(ct)) => {
+                        index.remove(&ct);
+                        queue.remove(ObjectId::of(&ct.uid().unwrap_or_default()));
+                        forget_object(&context, &ct);
+                    }
+                    Ok(watcher::Event::Init) => queue.relist_started(),
+                    Ok(watcher::Event::InitDone) => {
+                        for ct in queue.relist_done() {
+                            tracing::debug!(
+                                namespace = ct.namespace(),
+                                name = ct.name_any(),
+                                "deleted while the watch was away"
+                            );
+                            index.remove(&ct);
+                            forget_object(&context, &ct);
+                        }
+                        tokens_listed_tx.send_replace(true);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "ConsentToken watch failed; retrying with backoff"),
                 }
-                tokens_listed_tx.send_replace(true);
-            }
-            _ => {}
-        });
-    let tokens = generation_or_annotation_changes(tokens);
+                async {}
+            })
+    };
 
-    let credential_users = {
-        let (tokens, catalog, changes) = (token_store.clone(), catalog.clone(), common.credential_changes.clone());
-        let index = index.clone();
-        secret_changes(common.changes.subscribe()).flat_map(move |change| {
-            futures::stream::iter(users_of(&tokens, &index, &catalog, &changes, change.as_ref()))
+    // Whatever else a ConsentToken depends on wakes it.
+    let owned_secrets = {
+        let queue = queue.clone();
+        owned_secrets.for_each(move |secret| {
+            match secret {
+                Ok(secret) => {
+                    for owner in secret.owner_references() {
+                        if owner.kind == "ConsentToken" && owner.api_version.starts_with("consent.dev/") {
+                            queue.wake(ObjectId::of(&owner.uid));
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "Secret watch failed; retrying with backoff"),
+            }
+            async {}
         })
     };
     let by_provider = {
-        let index = index.clone();
-        move |p: ConsentProvider| {
+        let (queue, index) = (queue.clone(), index.clone());
+        wake_users(spec_changes(provider_events), queue, move |p: ConsentProvider| {
             index.users_of_provider(ProviderKey::Namespaced {
                 namespace: p.namespace().unwrap_or_default(),
                 name: p.name_any(),
             })
-        }
+        })
     };
     let by_cluster_provider = {
-        let index = index.clone();
-        move |p: ClusterConsentProvider| index.users_of_provider(ProviderKey::Cluster { name: p.name_any() })
+        let (queue, index) = (queue.clone(), index.clone());
+        wake_users(spec_changes(cluster_events), queue, move |p: ClusterConsentProvider| {
+            index.users_of_provider(ProviderKey::Cluster { name: p.name_any() })
+        })
     };
     let by_namespace = {
-        let tokens = token_store.clone();
-        move |n: PartialObjectMeta<Namespace>| {
+        let queue_of = queue.clone();
+        wake_users(namespace_events, queue.clone(), move |n: PartialObjectMeta<Namespace>| {
             let name = n.name_any();
-            tokens
-                .state()
+            queue_of
+                .objects()
                 .into_iter()
                 .filter(|ct| ct.namespace().as_deref() == Some(name.as_str()))
                 .filter(|ct| {
                     ct.spec.provider_ref.as_ref().is_some_and(|r| r.kind == ProviderRefKind::ClusterConsentProvider)
                 })
-                .map(|ct| ObjectRef::from_obj(&*ct))
+                .map(|ct| ObjectId::of(&ct.uid().unwrap_or_default()))
                 .collect::<Vec<_>>()
+        })
+    };
+    let credential_users = {
+        let (queue, catalog, changes) = (queue.clone(), catalog.clone(), common.credential_changes.clone());
+        let index = index.clone();
+        secret_changes(common.changes.subscribe()).for_each(move |change| {
+            for object in users_of(&queue, &index, &catalog, &changes, change.as_ref()) {
+                queue.wake(object);
+            }
+            async {}
+        })
+    };
+    let triggers = async move {
+        futures::join!(tokens, owned_secrets, by_provider, by_cluster_provider, by_namespace, credential_users);
+    };
+
+    // Workers start once the ConsentTokens are listed (as kube-runtime's controller did), each
+    // taking the next object due, and stop taking new ones at shutdown.
+    let workers = {
+        let (queue, shutdown) = (queue.clone(), shutdown.clone());
+        let concurrency = args.concurrency.max(1);
+        let mut tokens_listed = tokens_listed.clone();
+        async move {
+            tokio::select! {
+                _ = tokens_listed.wait_for(|listed| *listed) => {}
+                () = shutdown.clone() => return,
+            }
+            let workers = (0..concurrency).map(|_| worker(queue.clone(), context.clone(), shutdown.clone()));
+            futures::future::join_all(workers).await;
         }
+    };
+    let timers = {
+        let queue = queue.clone();
+        async move { queue.run_timers().await }
     };
 
     let listed = all_true(vec![tokens_listed, secrets_listed, providers_listed, cluster_listed, namespaces_listed]);
-    let run = Controller::for_stream(tokens, token_store.clone())
-        .owns_stream(owned_secrets)
-        .watches_stream(spec_changes(provider_events), by_provider)
-        .watches_stream(spec_changes(cluster_events), by_cluster_provider)
-        .watches_stream(namespace_events, by_namespace)
-        .reconcile_on(credential_users)
-        .with_config(controller::Config::default().concurrency(args.concurrency))
-        // The controller backs off all its triggers together after any error; by default up to
-        // 30 s, which after an API server restart delayed every watch (see watch_backoff).
-        .trigger_backoff(WatchBackoff::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                // Reported by `reconcile::error_policy` already.
-                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
-                // A trigger for an object deleted meanwhile: nothing to do.
-                Err(controller::Error::ObjectNotFound(_)) => {}
-                Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
-            }
-        });
-    Scope { run: Box::pin(run), listed: Box::pin(listed), tokens: token_store, catalog }
+    let run = async move {
+        futures::join!(until(shutdown.clone(), triggers), until(shutdown.clone(), timers), workers);
+    };
+    Scope { run: Box::pin(run), listed: Box::pin(listed), tokens: queue, catalog }
 }
 
-/// The objects of `before` that are no longer in `store` (or are another object of that name).
-fn gone(before: Vec<Arc<ConsentToken>>, store: &Store<ConsentToken>) -> Vec<Arc<ConsentToken>> {
-    before
-        .into_iter()
-        .filter(|ct| store.get(&ObjectRef::from_obj(&**ct)).is_none_or(|now| now.uid() != ct.uid()))
-        .collect()
+/// Takes objects from the queue and reconciles them until `shutdown`; a reconcile under way is
+/// finished first.
+async fn worker(queue: Arc<WorkQueue>, context: Arc<Context>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (id, ct) = tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            next = queue.next() => next,
+        };
+        let after = reconcile::reconcile(&ct, &context).await;
+        queue.done(id, after);
+    }
+}
+
+/// Wakes the ConsentTokens `users` names for each object of a watch.
+async fn wake_users<K>(
+    events: impl Stream<Item = Result<K, watcher::Error>> + Send,
+    queue: Arc<WorkQueue>,
+    users: impl Fn(K) -> Vec<ObjectId> + Send,
+) {
+    events
+        .for_each(|object| {
+            match object {
+                Ok(object) => {
+                    for user in users(object) {
+                        queue.wake(user);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
+            }
+            async {}
+        })
+        .await;
 }
 
 /// Forgets a deleted ConsentToken: its metric series (or they would raise a false expiry alert),
@@ -501,19 +563,19 @@ fn secret_changes(receiver: broadcast::Receiver<SecretChange>) -> impl Stream<It
 /// next reconcile fetches with the new credentials. The index names the candidates; each is
 /// checked against its cached object.
 fn users_of(
-    tokens: &Store<ConsentToken>,
+    tokens: &WorkQueue,
     index: &CredentialsIndex,
     catalog: &Catalog,
     changes: &CredentialChanges,
     change: Option<&SecretChange>,
-) -> Vec<ObjectRef<ConsentToken>> {
+) -> Vec<ObjectId> {
     let candidates: Vec<Arc<ConsentToken>> = match change {
         Some(change) => index
             .users_of_secret(catalog, &change.namespace, &change.name)
-            .iter()
+            .into_iter()
             .filter_map(|object| tokens.get(object))
             .collect(),
-        None => tokens.state(),
+        None => tokens.objects(),
     };
     let users: Vec<_> = candidates
         .into_iter()
@@ -524,9 +586,9 @@ fn users_of(
                 && ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != change.version.as_deref()
         })
         .map(|ct| {
-            let object = ObjectRef::from_obj(&*ct);
+            let object = ObjectId::of(&ct.uid().unwrap_or_default());
             if let Some(SecretChange { version: Some(version), .. }) = change {
-                changes.record(object.clone(), version.clone());
+                changes.record(object, version.clone());
             }
             object
         })
@@ -542,38 +604,4 @@ fn users_of(
         );
     }
     users
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::runtime::reflector::store::Writer;
-
-    fn token(name: &str, uid: &str) -> ConsentToken {
-        let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");
-        ct.metadata.name = Some(name.into());
-        ct.metadata.uid = Some(uid.into());
-        ct
-    }
-
-    /// A (re)list of the watch delivering these (name, uid) objects.
-    fn relist(writer: &mut Writer<ConsentToken>, objects: &[(&str, &str)]) {
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for (name, uid) in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(token(name, uid)));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-    }
-
-    #[test]
-    fn a_relist_finds_what_was_deleted_while_the_watch_was_away() {
-        let mut writer = Writer::<ConsentToken>::default();
-        let store = writer.as_reader();
-        relist(&mut writer, &[("kept", "1"), ("deleted", "2"), ("recreated", "3")]);
-        let before = store.state();
-        relist(&mut writer, &[("kept", "1"), ("recreated", "4"), ("new", "5")]);
-        let mut uids: Vec<String> = gone(before, &store).iter().map(|ct| ct.uid().unwrap()).collect();
-        uids.sort();
-        assert_eq!(uids, ["2", "3"]);
-    }
 }

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use secrecy::SecretString;
 
-use crate::crd::{ConsentToken, CredentialsSecretRef};
+use crate::crd::CredentialsSecretRef;
 use crate::error::Error;
 use crate::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
+use crate::object_id::ObjectId;
 use crate::provider::Credentials;
 
 /// Credentials already read, by Secret, for as long as that Secret is unchanged.
@@ -156,16 +156,16 @@ pub struct SecretChange {
 /// the watch of credentials Secrets records, the reconcile takes (and then asks the cache for
 /// exactly that version).
 #[derive(Default)]
-pub struct CredentialChanges(Mutex<HashMap<ObjectRef<ConsentToken>, String>>);
+pub struct CredentialChanges(Mutex<HashMap<ObjectId, String>>);
 
 impl CredentialChanges {
-    pub fn record(&self, object: ObjectRef<ConsentToken>, version: String) {
+    pub fn record(&self, object: ObjectId, version: String) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(object, version);
     }
 
-    pub fn take(&self, object: &ObjectRef<ConsentToken>) -> Option<String> {
+    pub fn take(&self, object: ObjectId) -> Option<String> {
         let mut changes = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let taken = changes.remove(object);
+        let taken = changes.remove(&object);
         // The first sight of a credentials Secret after a start records a change for each of
         // its users: do not keep room for thousands once they are handled.
         if taken.is_some() && changes.is_empty() {

@@ -11,9 +11,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::ConsentToken;
+use crate::object_id::ObjectId;
 use crate::resolve::{self, Catalog, ProviderKey};
 
 /// What a ConsentToken takes its credentials through.
@@ -39,13 +39,13 @@ impl CredentialsSource {
 #[derive(Default)]
 pub struct CredentialsIndex(Mutex<Index>);
 
-/// Sources and objects are keyed by their hashes, so each object costs its key and two words; a
-/// hash collision could only make a candidate of an object that is not one, which the caller's
+/// Sources are keyed by their hashes and objects by their uids, so each object costs a few words;
+/// a hash collision could only make a candidate of an object that is not one, which the caller's
 /// check drops.
 #[derive(Default)]
 struct Index {
-    users: HashMap<u64, HashSet<ObjectRef<ConsentToken>>>,
-    source_of: HashMap<u64, u64>,
+    users: HashMap<u64, HashSet<ObjectId>>,
+    source_of: HashMap<ObjectId, u64>,
     hasher: std::hash::RandomState,
 }
 
@@ -54,17 +54,17 @@ impl Index {
         self.hasher.hash_one(value)
     }
 
-    fn remove(&mut self, object: &ObjectRef<ConsentToken>) {
-        let Some(source) = self.source_of.remove(&self.hash(object)) else { return };
+    fn remove(&mut self, object: ObjectId) {
+        let Some(source) = self.source_of.remove(&object) else { return };
         if let Some(users) = self.users.get_mut(&source) {
-            users.remove(object);
+            users.remove(&object);
             if users.is_empty() {
                 self.users.remove(&source);
             }
         }
     }
 
-    fn users(&self, source: &CredentialsSource) -> impl Iterator<Item = &ObjectRef<ConsentToken>> {
+    fn users(&self, source: &CredentialsSource) -> impl Iterator<Item = &ObjectId> {
         self.users.get(&self.hash(source)).into_iter().flatten()
     }
 }
@@ -72,27 +72,26 @@ impl Index {
 impl CredentialsIndex {
     /// Records `ct` as it is now (a new or changed object).
     pub fn insert(&self, ct: &ConsentToken) {
-        let object = key(ct);
+        let object = ObjectId::of(&ct.uid().unwrap_or_default());
         let mut index = self.lock();
-        let object_hash = index.hash(&object);
         let source = CredentialsSource::of(ct).map(|source| index.hash(&source));
-        if source.is_some() && index.source_of.get(&object_hash).copied() == source {
+        if source.is_some() && index.source_of.get(&object).copied() == source {
             return; // unchanged: the common case, one event per status write
         }
-        index.remove(&object);
+        index.remove(object);
         if let Some(source) = source {
-            index.source_of.insert(object_hash, source);
+            index.source_of.insert(object, source);
             index.users.entry(source).or_default().insert(object);
         }
     }
 
     pub fn remove(&self, ct: &ConsentToken) {
-        self.lock().remove(&key(ct));
+        self.lock().remove(ObjectId::of(&ct.uid().unwrap_or_default()));
     }
 
     /// The ConsentTokens that may use the Secret `namespace/name` as credentials: those naming
     /// it, and those naming a provider object that names it.
-    pub fn users_of_secret(&self, catalog: &Catalog, namespace: &str, name: &str) -> Vec<ObjectRef<ConsentToken>> {
+    pub fn users_of_secret(&self, catalog: &Catalog, namespace: &str, name: &str) -> Vec<ObjectId> {
         let mut sources = vec![CredentialsSource::Secret { namespace: namespace.to_owned(), name: name.to_owned() }];
         for provider in catalog.providers.state() {
             let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
@@ -114,21 +113,12 @@ impl CredentialsIndex {
     }
 
     /// The ConsentTokens that name a provider object.
-    pub fn users_of_provider(&self, provider: ProviderKey) -> Vec<ObjectRef<ConsentToken>> {
+    pub fn users_of_provider(&self, provider: ProviderKey) -> Vec<ObjectId> {
         self.lock().users(&CredentialsSource::Provider(provider)).cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The object's key without its resource version and uid (as the reflector store keys it).
-fn key(ct: &ConsentToken) -> ObjectRef<ConsentToken> {
-    let object = ObjectRef::new(&ct.name_any());
-    match ct.namespace() {
-        Some(namespace) => object.within(&namespace),
-        None => object,
     }
 }
 
@@ -151,15 +141,21 @@ mod tests {
         let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");
         ct.metadata.name = Some(name.into());
         ct.metadata.namespace = Some(namespace.into());
+        ct.metadata.uid = Some(format!("{namespace}/{name}"));
         if let Some(inline) = ct.spec.fdx.as_mut() {
             inline.credentials_secret_ref.name = credentials.into();
         }
         ct
     }
 
-    fn names(mut refs: Vec<ObjectRef<ConsentToken>>) -> Vec<String> {
-        refs.sort_by(|a, b| a.name.cmp(&b.name));
-        refs.into_iter().map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name)).collect()
+    /// The objects of the (test) uids `namespace/name`, in any order.
+    fn names(ids: Vec<ObjectId>) -> Vec<String> {
+        let all = ["a/one", "a/two", "a/three", "b/four", "team-a/web"];
+        let mut names: Vec<String> =
+            ids.iter().filter_map(|id| all.iter().find(|n| ObjectId::of(n) == *id)).map(|n| (*n).to_owned()).collect();
+        names.sort();
+        assert_eq!(names.len(), ids.len(), "unknown objects");
+        names
     }
 
     #[test]

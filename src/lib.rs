@@ -39,6 +39,7 @@ pub mod process_metrics;
 pub mod server;
 pub mod watch_backoff;
 pub mod watch_filters;
+pub mod work_queue;
 
 pub mod error;
 

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
     pub reconcile_duration: Histogram,
+    /// ConsentTokens due now and waiting for one of the `--concurrency` workers.
+    pub reconciles_queued: Gauge,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,12 @@ impl Default for Metrics {
         );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        let reconciles_queued = Gauge::default();
+        registry.register(
+            "reconciles_queued",
+            "ConsentTokens due now and waiting for a worker (--concurrency); a lasting high value means more work than workers",
+            reconciles_queued.clone(),
+        );
         Self {
             registry: root,
             objects,
@@ -91,6 +99,7 @@ impl Default for Metrics {
             upstream_duration,
             rate_limit_waits,
             reconcile_duration,
+            reconciles_queued,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 
 /// An object's uid as a number. The API server gives every object a UUID; anything else (objects
 /// built by hand in tests) is hashed, which is unique enough for a handful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(u128);
 
 impl ObjectId {

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
-use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, ConsentToken, Endpoint};
+use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::credentials::{CredentialsCache, SecretChange};
 use crate::error::Error;
 use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
 use crate::reconcile::FIELD_MANAGER;
 use crate::resolve::{self, Catalog, ProviderKey};
+use crate::work_queue::WorkQueue;
 
 /// How often statuses are brought up to date.
 const PASS_EVERY: Duration = Duration::from_secs(3);
@@ -36,7 +36,7 @@ pub struct Writer {
     pub policy: Arc<UpstreamPolicy>,
     pub credentials: Arc<CredentialsCache>,
     /// Each controller's catalog and ConsentTokens.
-    pub views: Vec<(Catalog, Store<ConsentToken>)>,
+    pub views: Vec<(Catalog, Arc<WorkQueue>)>,
     /// Where a ClusterConsentProvider's credentials are when it does not say.
     pub operator_namespace: String,
     /// Changes to credentials Secrets: a provider whose Secret changed is checked again at once.
@@ -82,7 +82,7 @@ impl Writer {
     async fn pass(&self, checks: &mut HashMap<ProviderKey, Check>) {
         let mut users: HashMap<ProviderKey, i32> = HashMap::new();
         for (_, tokens) in &self.views {
-            for ct in tokens.state() {
+            for ct in tokens.objects() {
                 if let Some(key) = resolve::provider_key(&ct) {
                     *users.entry(key).or_default() += 1;
                 }

@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api_writes::ApiWrites;
@@ -36,6 +34,7 @@ use crate::credentials::{CredentialChanges, CredentialsCache};
 use crate::error::Error;
 use crate::first_tokens::FirstTokens;
 use crate::metrics::Metrics;
+use crate::object_id::ObjectId;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::resolve::{self, Catalog};
 use crate::schedule;
@@ -87,20 +86,22 @@ pub struct Context {
     pub min_token_lifetime: Duration,
 }
 
-pub async fn reconcile(ct: Arc<ConsentToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles `ct`; returns how long until it is looked at again (unless a change comes first).
+pub async fn reconcile(ct: &ConsentToken, ctx: &Context) -> Duration {
     let started = Instant::now();
-    let result = reconcile_one(&ct, &ctx).await;
+    let result = reconcile_one(ct, ctx).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    result
+    result.unwrap_or_else(|err| retry_after(&err))
 }
 
-/// Requeue after an error the reconcile could not report in status (the API server refused a write).
-pub fn error_policy(_ct: Arc<ConsentToken>, err: &Error, _ctx: Arc<Context>) -> Action {
+/// When to retry after an error the reconcile could not report in status (the API server
+/// refused a write).
+fn retry_after(err: &Error) -> Duration {
     tracing::warn!(reason = err.metric_label(), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5).saturating_add(Duration::from_millis(rand::random_range(0..5000))))
+    Duration::from_secs(5).saturating_add(Duration::from_millis(rand::random_range(0..5000)))
 }
 
-async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Error> {
     // Decisions rest on the cache of our Secrets; before it is complete a reconcile would see
     // tokens as missing. Instant once listed.
     let _ = ctx.caches_listed.clone().wait_for(|listed| *listed).await.map(drop);
@@ -113,7 +114,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
         None => cached,
     };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
-    let credentials_changed_to = ctx.credential_changes.take(&ObjectRef::from_obj(ct));
+    let credentials_changed_to = ctx.credential_changes.take(ObjectId::of(&uid));
     let resolution = resolve::resolve(ct, &ctx.catalog);
     let base = Outcome {
         now,
@@ -174,7 +175,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Action, Error
                 // usable token: no failure to report, just a place back in the queue.
                 Err(err) if err.was_held() && !urgent => {
                     if let Some(version) = credentials_changed_to {
-                        ctx.credential_changes.record(ObjectRef::from_obj(ct), version);
+                        ctx.credential_changes.record(ObjectId::of(&uid), version);
                     }
                     return Ok(held_back(&err));
                 }
@@ -223,10 +224,10 @@ fn validate(
 }
 
 /// When to look again after a request was held back without being sent.
-fn held_back(err: &Error) -> Action {
+fn held_back(err: &Error) -> Duration {
     let (at, _) = schedule::retry_window(Timestamp::now(), err.retry_class(), 1, None, false, rand::random());
     tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
-    Action::requeue(crate::time_math::between(Timestamp::now(), at))
+    crate::time_math::between(Timestamp::now(), at)
 }
 
 fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {

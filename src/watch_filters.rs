@@ -1,5 +1,6 @@
-//! Which watch events are worth a reconcile. The operator's own status writes are not: each
-//! would otherwise reconcile the object written (or every ConsentToken of a provider).
+//! Which provider watch events are worth a reconcile of the ConsentTokens that use the provider:
+//! a new spec, not the operator's own status writes (each would otherwise reconcile every
+//! ConsentToken of that provider). The ConsentTokens' own watch is filtered by the work queue.
 //!
 //! These replace kube-runtime's `predicate_filter`, whose cache keys each object by a copy of its
 //! name, namespace, uid and resource version (about 190 bytes per ConsentToken with its table
@@ -9,19 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 
 use futures::{Stream, StreamExt};
-use kube::ResourceExt;
 use kube::runtime::watcher;
-
-/// The objects of a watch whose spec changed (a new `metadata.generation`) or whose
-/// annotations changed (a refresh is requested with one), once each, and not their deletions.
-pub fn generation_or_annotation_changes<K>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send
-where
-    K: kube::Resource + Send,
-{
-    changes(events, |object: &K, h: &RandomState| h.hash_one((object.meta().generation, object.annotations())), false)
-}
 
 /// The objects of a watch whose spec changed (a new generation) or that were deleted.
 pub fn spec_changes<K>(
@@ -107,33 +96,6 @@ mod tests {
         ct.metadata.annotations =
             Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>());
         ct
-    }
-
-    fn passed(events: Vec<watcher::Event<ConsentToken>>) -> Vec<(String, i64)> {
-        let stream = generation_or_annotation_changes(futures::stream::iter(events.into_iter().map(Ok)));
-        futures::executor::block_on(stream.collect::<Vec<_>>())
-            .into_iter()
-            .map(|ct| {
-                let ct = ct.unwrap();
-                (ct.metadata.uid.unwrap(), ct.metadata.generation.unwrap())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn status_writes_are_dropped_and_spec_annotation_and_new_objects_pass() {
-        use watcher::Event::{Apply, Delete, InitApply};
-        let passed = passed(vec![
-            InitApply(token("a", 1, &[])),
-            Apply(token("a", 1, &[])), // a status write: same generation and annotations
-            Apply(token("a", 2, &[])), // a spec change
-            Apply(token("a", 2, &[("consent.dev/refresh-requested-at", "now")])), // a refresh request
-            Apply(token("a", 2, &[("consent.dev/refresh-requested-at", "now")])),
-            Delete(token("a", 2, &[])),
-            Apply(token("b", 1, &[])), // another object
-            Apply(token("a", 2, &[])), // recreated after its deletion: seen again
-        ]);
-        assert_eq!(passed, [("a".into(), 1), ("a".into(), 2), ("a".into(), 2), ("b".into(), 1), ("a".into(), 2)]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Many objects against a failing or hostile provider: a tarpit delays only its own
-//! ConsentTokens, and an outage draws fewer requests than normal operation, with everything
-//! renewed soon after it ends. The figures are printed (`-- --nocapture`) and recorded in
-//! docs/reliability.md.
+//! ConsentTokens, an outage draws fewer requests than normal operation, with everything renewed
+//! soon after it ends, and under a backlog ConsentTokens are served in the order they came. The
+//! figures are printed (`-- --nocapture`) and recorded in docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
@@ -150,5 +150,65 @@ async fn an_outage_draws_fewer_requests_than_normal_and_everything_is_renewed_so
     eprintln!(
         "outage: {during} requests in 60 s (normal {normal_per_minute:.0}/min); all renewed {:?} after the recovery",
         recovered.elapsed()
+    );
+}
+
+/// The operator's `consent_token_reconciles_queued`.
+async fn queued(env: &TestEnv) -> f64 {
+    let text = env.operator.metrics().await;
+    text.lines().find_map(|l| l.strip_prefix("consent_token_reconciles_queued ")?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_came() {
+    // One reconcile at a time and a provider that takes 2 s a token: a backlog of seconds.
+    // (kube-runtime's controller, used before, took such a backlog in hash order.)
+    let env = TestEnv::start_with("turns", &["--concurrency", "1"]).await;
+    env.fake.inject(Endpoint::FdxToken, Fault::Slow(Duration::from_secs(2)), None);
+    env.fdx_token("early-0", "turns-customer-early-0").await;
+    const EACH: usize = 6;
+    for i in 1..EACH {
+        env.create_token(
+            &format!("early-{i}"),
+            fdx(&env.fake.base_url(), &format!("turns-customer-early-{i}"), "mx-credentials"),
+        )
+        .await;
+    }
+    // Every early one is running or queued before the late ones come.
+    support::eventually("the early ones queued", Duration::from_secs(30), || async {
+        (queued(&env).await >= (EACH - 1) as f64).then_some(())
+    })
+    .await;
+    for i in 0..EACH {
+        env.create_token(
+            &format!("late-{i}"),
+            fdx(&env.fake.base_url(), &format!("turns-customer-late-{i}"), "mx-credentials"),
+        )
+        .await;
+    }
+    support::eventually("every ConsentToken Ready", Duration::from_secs(120), || async {
+        let ready = list(&env, "").await.iter().filter(|ct| ready(ct).is_some_and(|(s, _)| s == "True")).count();
+        (ready == 2 * EACH).then_some(())
+    })
+    .await;
+
+    // Fetches are 2 s apart, so their whole-second times are distinct and in fetch order.
+    let fetched = |prefix: &'static str| {
+        let env = &env;
+        async move {
+            let mut times: Vec<(Timestamp, String)> = list(env, prefix)
+                .await
+                .into_iter()
+                .map(|ct| (ct.status.unwrap().last_refresh_time.unwrap().0, ct.metadata.name.unwrap()))
+                .collect();
+            times.sort();
+            times
+        }
+    };
+    let (early, late) = (fetched("early-").await, fetched("late-").await);
+    eprintln!("turns: first tokens in this order: {early:?} then {late:?}");
+    assert!(
+        early.last().unwrap().0 < late.first().unwrap().0,
+        "a late ConsentToken got its token before an early one: {early:?} {late:?}"
     );
 }

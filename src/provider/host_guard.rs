@@ -27,6 +27,8 @@ pub const OPEN_AFTER: u32 = 5;
 const FIRST_COOLDOWN: Duration = Duration::from_secs(5);
 /// The longest pause between probes of a failing host.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(20);
+/// How long a request held back while a probe is under way waits before it looks again.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a request was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +109,10 @@ impl HostGuard {
             return Err(Held::Failing(until.saturating_duration_since(now)));
         }
         if breaker.probing {
-            return Err(Held::Failing(breaker.cooldown));
+            // The probe's answer comes within a request timeout: look again soon, not a whole
+            // cooldown later (a host that recovered would otherwise keep these waiting ~20 s
+            // after its probe succeeded).
+            return Err(Held::Failing(PROBE_WAIT));
         }
         Ok(())
     }
@@ -151,7 +156,11 @@ mod tests {
         // Cooldown over (simulated): exactly one probe goes.
         guard.hosts.lock().unwrap().get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
         let probe = guard.admit("h:443").await.unwrap();
-        assert!(matches!(guard.admit("h:443").await, Err(Held::Failing(_))), "one probe at a time");
+        assert_eq!(
+            guard.admit("h:443").await.err(),
+            Some(Held::Failing(PROBE_WAIT)),
+            "one probe at a time; the others look again as soon as it may have answered"
+        );
         guard.record(probe, Answer::Failing);
         let cooldown = guard.hosts.lock().unwrap()["h:443"].1.cooldown;
         assert_eq!(cooldown, FIRST_COOLDOWN * 2, "the pause doubles while it fails");

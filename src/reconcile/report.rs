@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 
@@ -65,7 +64,7 @@ pub async fn report(
     ctx: &Context,
     last: Option<&Written>,
     outcome: Outcome,
-) -> Result<Action, Error> {
+) -> Result<Duration, Error> {
     count_attempt(ct, ctx, &outcome);
     let failure = outcome.failure();
     let desired = status::desired(
@@ -152,10 +151,18 @@ async fn announce_transition(ct: &ConsentToken, ctx: &Context, last: Option<&Wri
     // objects turning Ready is megabytes held and quadratic work. Ours are one per
     // transition, so there are no repeats to fold.
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    if let Err(err) = recorder.publish(&event, &ct.object_ref(&())).await {
-        tracing::warn!(error = %err, "could not publish an event");
+    // An Event is not worth holding the object's next renewal for: a request stalled on a dead
+    // connection would otherwise keep this reconcile (and so the renewal timer set when it
+    // ends) waiting for the client's five-minute read timeout.
+    match tokio::time::timeout(EVENT_TIMEOUT, recorder.publish(&event, &ct.object_ref(&()))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not publish an event"),
+        Err(_) => tracing::warn!(timeout = ?EVENT_TIMEOUT, "could not publish an event: no answer in time"),
     }
 }
+
+/// How long an Event's publication may take before it is given up.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counted before the status is written: the attempt happened even if that write fails.
 fn count_attempt(ct: &ConsentToken, ctx: &Context, outcome: &Outcome) {
@@ -188,7 +195,7 @@ fn export_metrics(ct: &ConsentToken, ctx: &Context, outcome: &Outcome, desired: 
 }
 
 /// Wake at the next refresh, or at expiry if that comes first, so Ready turns False on time.
-fn requeue(outcome: &Outcome) -> Action {
+fn requeue(outcome: &Outcome) -> Duration {
     let mut wake = outcome.next_refresh;
     if let Some(exp) = outcome.token.as_ref().and_then(|c| c.expires_at)
         && exp > outcome.now
@@ -196,6 +203,5 @@ fn requeue(outcome: &Outcome) -> Action {
     {
         wake = exp;
     }
-    let wait = crate::time_math::between(Timestamp::now(), wake).max(Duration::from_millis(200));
-    Action::requeue(wait)
+    crate::time_math::between(Timestamp::now(), wake).max(Duration::from_millis(200))
 }
