@@ -166,13 +166,16 @@ async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_
     let env = TestEnv::start_with("turns", &["--concurrency", "1"]).await;
     env.fake.inject(Endpoint::FdxToken, Fault::Slow(Duration::from_secs(2)), None);
     env.fdx_token("early-0", "turns-customer-early-0").await;
+    let create = |name: String| {
+        let env = &env;
+        async move {
+            let spec = fdx(&env.fake.base_url(), &format!("turns-customer-{name}"), "mx-credentials");
+            env.create_token(&name, spec).await;
+        }
+    };
     const EACH: usize = 6;
     for i in 1..EACH {
-        env.create_token(
-            &format!("early-{i}"),
-            fdx(&env.fake.base_url(), &format!("turns-customer-early-{i}"), "mx-credentials"),
-        )
-        .await;
+        create(format!("early-{i}")).await;
     }
     // Every early one is running or queued before the late ones come.
     support::eventually("the early ones queued", Duration::from_secs(30), || async {
@@ -180,11 +183,7 @@ async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_
     })
     .await;
     for i in 0..EACH {
-        env.create_token(
-            &format!("late-{i}"),
-            fdx(&env.fake.base_url(), &format!("turns-customer-late-{i}"), "mx-credentials"),
-        )
-        .await;
+        create(format!("late-{i}")).await;
     }
     support::eventually("every ConsentToken Ready", Duration::from_secs(120), || async {
         let ready = list(&env, "").await.iter().filter(|ct| ready(ct).is_some_and(|(s, _)| s == "True")).count();
