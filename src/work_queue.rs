@@ -152,14 +152,6 @@ impl WorkQueue {
         gone.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Queues the object now (something it depends on changed).
     pub fn wake(&self, id: ObjectId) {
         let mut state = self.lock();
@@ -355,7 +347,7 @@ mod tests {
         let mut gone: Vec<String> = queue.relist_done().iter().map(|ct| ct.uid().unwrap()).collect();
         gone.sort();
         assert_eq!(gone, ["2", "3"]);
-        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.objects().len(), 3);
         assert_eq!(queue.queued.get(), 3, "1, 4 and 5 queued; the gone ones counted out");
     }
 
@@ -368,6 +360,6 @@ mod tests {
         assert_eq!(queue.queued.get(), 1);
         assert_eq!(drain(&queue).await, ["b"]);
         assert!(queue.get(ObjectId::of("1")).is_none());
-        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.objects().len(), 1);
     }
 }
