@@ -55,6 +55,7 @@ const CUSTOMER_ID_MESSAGE: &str =
     category = "consent",
     namespaced,
     status = "ConsentTokenStatus",
+    derive = "PartialEq",
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),

@@ -117,6 +117,13 @@ impl CredentialsIndex {
         self.lock().users(&CredentialsSource::Provider(provider)).cloned().collect()
     }
 
+    /// How many ConsentTokens name a provider object.
+    pub fn count_users_of_provider(&self, provider: &ProviderKey) -> usize {
+        let index = self.lock();
+        let source = index.hash(&CredentialsSource::Provider(provider.clone()));
+        index.users.get(&source).map_or(0, HashSet::len)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -190,6 +197,7 @@ mod tests {
         ct.spec.provider_ref = Some(ProviderRef { kind: ProviderRefKind::ClusterConsentProvider, name: "bank".into() });
         index.insert(&ct);
         assert_eq!(names(index.users_of_provider(ProviderKey::Cluster { name: "bank".into() })), ["team-a/web"]);
+        assert_eq!(index.count_users_of_provider(&ProviderKey::Cluster { name: "bank".into() }), 1);
         assert!(index.users_of_provider(ProviderKey::Cluster { name: "other".into() }).is_empty());
     }
 }

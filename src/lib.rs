@@ -8,6 +8,7 @@ pub mod crd;
 pub mod resolve;
 pub mod spec;
 // One reconcile and its pure parts.
+pub mod cached_token;
 pub mod calendar;
 pub mod first_tokens;
 pub mod reconcile;
@@ -20,6 +21,7 @@ pub mod credentials;
 pub mod credentials_index;
 pub mod hosts;
 pub mod owned_secrets;
+pub mod packed_strings;
 pub mod provider;
 pub mod provider_status;
 pub mod rate_limit;

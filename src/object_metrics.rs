@@ -32,8 +32,13 @@ pub struct ObjectFacts {
 
 #[derive(Debug, Default)]
 pub struct ObjectMetrics {
-    objects: Mutex<HashMap<(String, String), ObjectFacts>>,
+    /// By namespace and name. The facts are boxed: a table keeps room for up to twice as many
+    /// entries as it holds, and a slot of a few words wastes less than one of the whole facts
+    /// (about 1 MB at 10,000 objects).
+    objects: Mutex<HashMap<NamespaceAndName, Box<ObjectFacts>>>,
 }
+
+type NamespaceAndName = (Box<str>, Box<str>);
 
 /// A gauge per object: its name, help, value (`None` leaves the object out) and, for the series
 /// that carry one, the `reason` label.
@@ -88,12 +93,17 @@ fn failure_reason(facts: &ObjectFacts) -> &str {
 impl ObjectMetrics {
     pub fn set(&self, namespace: &str, name: &str, facts: ObjectFacts) {
         let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        objects.insert((namespace.to_owned(), name.to_owned()), facts);
+        match objects.get_mut(&(namespace.into(), name.into())) {
+            Some(kept) => **kept = facts,
+            None => {
+                objects.insert((namespace.into(), name.into()), Box::new(facts));
+            }
+        }
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        objects.remove(&(namespace.to_owned(), name.to_owned()));
+        objects.remove(&(namespace.into(), name.into()));
     }
 }
 
@@ -111,8 +121,8 @@ impl Collector for ObjectMetrics {
                 let Some(value) = (series.value)(facts) else { continue };
                 let reason = series.reason.map(|reason| reason(facts));
                 let labels = [
-                    ("namespace", namespace.as_str()),
-                    ("name", name.as_str()),
+                    ("namespace", &**namespace),
+                    ("name", &**name),
                     ("provider", facts.provider),
                     ("reason", reason.unwrap_or_default()),
                 ];

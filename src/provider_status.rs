@@ -2,10 +2,10 @@
 //! present and allowed for their host and, for OneTrust, an access token was obtained with them
 //! (the one all their ConsentTokens then share); and how many ConsentTokens name them.
 //!
-//! One loop for all of them, every few seconds: providers are few, counting is a pass over the
-//! caches, and a check that reached the provider is repeated only after a minute (or at once
-//! when the provider's spec or its credentials Secret changed), so a broken credential does not
-//! hammer anyone's OAuth endpoint.
+//! One loop for all of them, every few seconds: providers are few, counting is a look into the
+//! credentials index, and a check that reached the provider is repeated only after a minute (or
+//! at once when the provider's spec or its credentials Secret changed), so a broken credential
+//! does not hammer anyone's OAuth endpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,11 +19,11 @@ use tokio::sync::{broadcast, watch};
 
 use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::credentials::{CredentialsCache, SecretChange};
+use crate::credentials_index::CredentialsIndex;
 use crate::error::Error;
 use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
 use crate::reconcile::FIELD_MANAGER;
-use crate::resolve::{self, Catalog, ProviderKey};
-use crate::work_queue::WorkQueue;
+use crate::resolve::{Catalog, ProviderKey};
 
 /// How often statuses are brought up to date.
 const PASS_EVERY: Duration = Duration::from_secs(3);
@@ -35,8 +35,8 @@ pub struct Writer {
     pub providers: Arc<Providers>,
     pub policy: Arc<UpstreamPolicy>,
     pub credentials: Arc<CredentialsCache>,
-    /// Each controller's catalog and ConsentTokens.
-    pub views: Vec<(Catalog, Arc<WorkQueue>)>,
+    /// Each controller's catalog and the index of its ConsentTokens by provider.
+    pub views: Vec<(Catalog, Arc<CredentialsIndex>)>,
     /// Where a ClusterConsentProvider's credentials are when it does not say.
     pub operator_namespace: String,
     /// Changes to credentials Secrets: a provider whose Secret changed is checked again at once.
@@ -80,14 +80,6 @@ impl Writer {
     }
 
     async fn pass(&self, checks: &mut HashMap<ProviderKey, Check>) {
-        let mut users: HashMap<ProviderKey, i32> = HashMap::new();
-        for (_, tokens) in &self.views {
-            for ct in tokens.objects() {
-                if let Some(key) = resolve::provider_key(&ct) {
-                    *users.entry(key).or_default() += 1;
-                }
-            }
-        }
         let mut seen = HashSet::new();
         let namespaced: Vec<Arc<ConsentProvider>> =
             self.views.iter().flat_map(|(catalog, _)| catalog.providers.state()).collect();
@@ -129,7 +121,8 @@ impl Writer {
                 checks.insert(subject.key.clone(), check);
             }
             let Some(check) = checks.get(&subject.key) else { continue };
-            let count = users.get(&subject.key).copied().unwrap_or_default();
+            let count = self.views.iter().map(|(_, index)| index.count_users_of_provider(&subject.key)).sum::<usize>();
+            let count = i32::try_from(count).unwrap_or(i32::MAX);
             let desired = desired_status(subject.status, &subject, &check.result, count, Timestamp::now());
             if subject.status.is_some_and(|s| same(s, &desired)) {
                 continue;

@@ -6,7 +6,6 @@
 //! which credentials produced it. Written together with the token in one request, they cannot
 //! disagree with it, and a restarted operator resumes the schedule from them.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -16,6 +15,7 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::ConsentToken;
+use crate::packed_strings::PackedStrings;
 use crate::token::{self, Token};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -164,7 +164,7 @@ pub fn is_controlled_by(secret: &impl kube::Resource, ct: &ConsentToken) -> bool
 
 /// Strings the operator writes into every Secret: a summary refers to these instead of keeping
 /// a copy each.
-const WELL_KNOWN: [&str; 11] = [
+const WELL_KNOWN: [&str; 13] = [
     MANAGED_BY_LABEL,
     MANAGED_BY,
     FINGERPRINT,
@@ -176,85 +176,139 @@ const WELL_KNOWN: [&str; 11] = [
     COLLECTION_POINT_VERSION,
     REQUEST,
     WRITTEN,
+    "Opaque",
+    "token",
 ];
 
-/// A string that is usually one of [`WELL_KNOWN`], which are then not allocated per Secret.
-type Text = Cow<'static, str>;
-
 /// What the operator keeps of one of its Secrets: what a reconcile reads (names, uid, controller,
-/// type, labels, annotations) and each data value's fingerprint, never a value, in flat sorted
-/// lists instead of `Secret`'s maps. A cached `Secret` cost about 2.8 KB (three B-tree maps of at
+/// type, labels, annotations) and each data value's fingerprint, never a value, all in one
+/// allocation ([`PackedStrings`]). A cached `Secret` cost about 2.8 KB (three B-tree maps of at
 /// least one 544-byte node each, and a 456-byte struct), the largest item in the operator's
-/// memory; a summary about 1 KB. Everything that reads a Secret of ours goes through this.
-#[derive(Debug, Clone, PartialEq)]
+/// memory; a summary with a string of its own for each of these about 1.2 KB; packed about
+/// 0.5 KB. Everything that reads a Secret of ours goes through this.
+#[derive(Clone, PartialEq)]
 pub struct SecretSummary {
-    pub name: Box<str>,
-    pub namespace: Box<str>,
-    pub uid: Option<Box<str>>,
-    /// The uid of the owner reference marked as controller.
-    controller: Option<Box<str>>,
-    type_: Option<Box<str>>,
-    labels: Box<[(Text, Text)]>,
-    annotations: Box<[(Text, Text)]>,
-    /// Each data key with the fingerprint of its value.
-    data: Box<[(Box<str>, Box<str>)]>,
+    /// Name, namespace, uid, the uid of the owner reference marked as controller, type; then
+    /// each label, each annotation, and each data key with the fingerprint of its value, as key
+    /// and value, in key order.
+    strings: PackedStrings,
+    labels: usize,
+    annotations: usize,
+    data: usize,
 }
+
+/// Where the single strings are in [`SecretSummary::strings`], before the pairs.
+const NAME: usize = 0;
+const NAMESPACE: usize = 1;
+const UID: usize = 2;
+const CONTROLLER: usize = 3;
+const TYPE: usize = 4;
+const PAIRS: usize = 5;
 
 impl SecretSummary {
     pub fn of(secret: &Secret) -> Self {
-        let text = |s: &String| -> Text {
-            match WELL_KNOWN.iter().find(|w| **w == s.as_str()) {
-                Some(word) => Cow::Borrowed(word),
-                None => Cow::Owned(s.clone()),
-            }
-        };
-        // From a B-tree map: already sorted by key.
-        let pairs = |map: Option<&BTreeMap<String, String>>| -> Box<[(Text, Text)]> {
-            map.into_iter().flatten().map(|(k, v)| (text(k), text(v))).collect()
-        };
+        fn pairs(map: Option<&BTreeMap<String, String>>) -> impl Iterator<Item = Option<&str>> {
+            map.into_iter().flatten().flat_map(|(k, v)| [Some(k.as_str()), Some(v.as_str())])
+        }
+        let fingerprints: Vec<(&str, String)> =
+            secret.data.iter().flatten().map(|(key, value)| (key.as_str(), token::fingerprint(&value.0))).collect();
+        let controller = secret.owner_references().iter().find(|owner| owner.controller == Some(true));
+        let singles = [
+            secret.metadata.name.as_deref(),
+            secret.metadata.namespace.as_deref(),
+            secret.metadata.uid.as_deref(),
+            controller.map(|owner| owner.uid.as_str()),
+            secret.type_.as_deref(),
+        ];
+        let strings = singles
+            .into_iter()
+            .chain(pairs(secret.metadata.labels.as_ref()))
+            .chain(pairs(secret.metadata.annotations.as_ref()))
+            .chain(fingerprints.iter().flat_map(|(k, v)| [Some(*k), Some(v.as_str())]));
         Self {
-            name: secret.name_any().into(),
-            namespace: secret.namespace().unwrap_or_default().into(),
-            uid: secret.uid().map(Into::into),
-            controller: secret
-                .owner_references()
-                .iter()
-                .find(|owner| owner.controller == Some(true))
-                .map(|owner| owner.uid.as_str().into()),
-            type_: secret.type_.as_deref().map(Into::into),
-            labels: pairs(secret.metadata.labels.as_ref()),
-            annotations: pairs(secret.metadata.annotations.as_ref()),
-            data: secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(key, value)| (key.as_str().into(), token::fingerprint(&value.0).into()))
-                .collect(),
+            strings: PackedStrings::new(&WELL_KNOWN, strings),
+            labels: secret.metadata.labels.as_ref().map_or(0, BTreeMap::len),
+            annotations: secret.metadata.annotations.as_ref().map_or(0, BTreeMap::len),
+            data: fingerprints.len(),
         }
     }
 
+    fn single(&self, at: usize) -> Option<&str> {
+        self.strings.iter(&WELL_KNOWN).nth(at).flatten()
+    }
+
+    pub fn name(&self) -> &str {
+        self.single(NAME).unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.single(NAMESPACE).unwrap_or_default()
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        self.single(UID)
+    }
+
+    fn controller(&self) -> Option<&str> {
+        self.single(CONTROLLER)
+    }
+
+    fn type_(&self) -> Option<&str> {
+        self.single(TYPE)
+    }
+
+    /// The key-value pairs of one section: `skip` pairs after the single strings, `count` long.
+    fn pairs(&self, skip: usize, count: usize) -> impl Iterator<Item = (&str, &str)> {
+        let mut strings = self.strings.iter(&WELL_KNOWN).skip(PAIRS + 2 * skip).take(2 * count);
+        std::iter::from_fn(move || Some((strings.next()?.unwrap_or_default(), strings.next()?.unwrap_or_default())))
+    }
+
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs(0, self.labels)
+    }
+
+    fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs(self.labels, self.annotations)
+    }
+
+    /// Each data key with the fingerprint of its value.
+    fn data(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs(self.labels + self.annotations, self.data)
+    }
+
     pub fn label(&self, key: &str) -> Option<&str> {
-        find(&self.labels, key)
+        self.labels().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        find(&self.annotations, key)
+        self.annotations().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The fingerprint of the value under `key`.
     pub fn fingerprint(&self, key: &str) -> Option<&str> {
-        self.data.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+        self.data().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Whether this ConsentToken created the Secret (its controller owner reference).
     pub fn is_controlled_by(&self, ct: &ConsentToken) -> bool {
-        ct.metadata.uid.as_deref().is_some_and(|uid| self.controller.as_deref() == Some(uid))
+        ct.metadata.uid.as_deref().is_some_and(|uid| self.controller() == Some(uid))
     }
 }
 
-fn find<'a>(pairs: &'a [(Text, Text)], key: &str) -> Option<&'a str> {
-    let at = pairs.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
-    pairs.get(at).map(|(_, v)| &**v)
+/// Names, labels, annotations and data keys (no fingerprint: they say nothing to a reader).
+impl std::fmt::Debug for SecretSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSummary")
+            .field("name", &self.name())
+            .field("namespace", &self.namespace())
+            .field("uid", &self.uid())
+            .field("controller", &self.controller())
+            .field("type", &self.type_())
+            .field("labels", &self.labels().collect::<Vec<_>>())
+            .field("annotations", &self.annotations().collect::<Vec<_>>())
+            .field("data", &self.data().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The facts of the token in a Secret under `key`, if it is intact: present, and the same token
@@ -330,8 +384,8 @@ pub fn matches(actual: &SecretSummary, ct: &ConsentToken, record: &TokenRecord) 
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .all(|want| want.controller == Some(true) && actual.controller.as_deref() == Some(want.uid.as_str()));
-    let keys: std::collections::BTreeSet<String> = actual.data.iter().map(|(k, _)| k.to_string()).collect();
+        .all(|want| want.controller == Some(true) && actual.controller() == Some(want.uid.as_str()));
+    let keys: std::collections::BTreeSet<String> = actual.data().map(|(k, _)| k.to_owned()).collect();
     let keys_ok = keys == expected_keys(ct, record);
     let extras_ok = extra_values(ct, record)
         .iter()
@@ -339,7 +393,7 @@ pub fn matches(actual: &SecretSummary, ct: &ConsentToken, record: &TokenRecord) 
     contains(|k| actual.label(k), desired.labels())
         && contains(|k| actual.annotation(k), desired.annotations())
         && owners_ok
-        && actual.type_.as_deref() == desired.type_.as_deref()
+        && actual.type_() == desired.type_.as_deref()
         && keys_ok
         && extras_ok
 }

@@ -7,8 +7,9 @@
 //!   set and takes them in the set's order, so under a backlog that never empties some objects
 //!   wait for ever. Here they wait in the order they came due.
 //! - **Memory.** kube-runtime keys its store and its scheduler by copies of each object's name,
-//!   namespace and uid (about 600 bytes per ConsentToken with their table slots); here an object
-//!   costs its cached copy, a slot keyed by its uid's bits, and a timer. Every trigger names the
+//!   namespace and uid (about 600 bytes per ConsentToken with their table slots) and keeps each
+//!   object decoded; here an object costs its text ([`CachedToken`]), a slot keyed by its uid's
+//!   bits, and a timer. Every trigger names the
 //!   object by its uid (an owner reference, the credentials index), so no index by name is kept.
 //! - **CPU.** kube-runtime's runner polls every started reconcile whenever one of them wakes; here
 //!   each of `--concurrency` workers runs one reconcile at a time.
@@ -18,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use crate::cached_token::CachedToken;
 use crate::crd::ConsentToken;
 use crate::object_id::ObjectId;
 
@@ -49,7 +51,7 @@ struct State {
 }
 
 struct Slot {
-    object: Arc<ConsentToken>,
+    object: CachedToken,
     /// Of the generation and annotations: a change to either is worth a reconcile, a status
     /// write (ours) is not.
     fingerprint: u64,
@@ -93,7 +95,7 @@ impl WorkQueue {
         if let Some(relisted) = state.relisted.as_mut() {
             relisted.insert(id);
         }
-        let object = Arc::new(ct);
+        let object = CachedToken::new(ct);
         let changed = match state.objects.get_mut(&id) {
             Some(slot) => {
                 slot.object = object;
@@ -114,7 +116,7 @@ impl WorkQueue {
     }
 
     /// Forgets a deleted object; its reconcile, if one is under way, finishes.
-    pub fn remove(&self, id: ObjectId) -> Option<Arc<ConsentToken>> {
+    pub fn remove(&self, id: ObjectId) -> Option<ConsentToken> {
         let mut state = self.lock();
         let slot = state.objects.remove(&id)?;
         if let Some(at) = slot.timer {
@@ -123,17 +125,17 @@ impl WorkQueue {
         if slot.queued {
             self.queued.dec();
         }
-        Some(slot.object)
+        slot.object.decode()
     }
 
     /// The cached object.
-    pub fn get(&self, id: ObjectId) -> Option<Arc<ConsentToken>> {
-        self.lock().objects.get(&id).map(|slot| slot.object.clone())
+    pub fn get(&self, id: ObjectId) -> Option<ConsentToken> {
+        self.lock().objects.get(&id).and_then(|slot| slot.object.decode())
     }
 
-    /// Every cached object.
-    pub fn objects(&self) -> Vec<Arc<ConsentToken>> {
-        self.lock().objects.values().map(|slot| slot.object.clone()).collect()
+    /// Every cached object (each decoded: for rare events, such as a namespace's labels changing).
+    pub fn objects(&self) -> Vec<ConsentToken> {
+        self.lock().objects.values().filter_map(|slot| slot.object.decode()).collect()
     }
 
     /// The watch (re)lists: what the list does not deliver was deleted meanwhile.
@@ -143,7 +145,7 @@ impl WorkQueue {
 
     /// The (re)list is complete: forgets the cached objects it did not deliver (deleted while the
     /// watch was away) and returns them.
-    pub fn relist_done(&self) -> Vec<Arc<ConsentToken>> {
+    pub fn relist_done(&self) -> Vec<ConsentToken> {
         let gone: Vec<ObjectId> = {
             let mut state = self.lock();
             let relisted = state.relisted.take().unwrap_or_default();
@@ -178,7 +180,7 @@ impl WorkQueue {
 
     /// The next object due, in the order they came due; waits while there is none. The object is
     /// then the caller's until [`WorkQueue::done`].
-    pub async fn next(&self) -> (ObjectId, Arc<ConsentToken>) {
+    pub async fn next(&self) -> (ObjectId, ConsentToken) {
         let mut ready = self.ready_rx.lock().await;
         loop {
             let Some(id) = ready.recv().await else { return std::future::pending().await };
@@ -186,9 +188,11 @@ impl WorkQueue {
             // Deleted while it waited: `remove` counted it out already.
             let Some(slot) = state.objects.get_mut(&id) else { continue };
             slot.queued = false;
-            slot.running = true;
             self.queued.dec();
-            return (id, slot.object.clone());
+            // Cannot fail (see `CachedToken::decode`); if it did, the next watch event queues it.
+            let Some(ct) = slot.object.decode() else { continue };
+            slot.running = true;
+            return (id, ct);
         }
     }
 
@@ -245,6 +249,7 @@ impl WorkQueue {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     fn token(name: &str, uid: &str, generation: i64, annotations: &[(&str, &str)]) -> ConsentToken {
         let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");

@@ -350,12 +350,14 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
 }
 
 /// The operator caches ConsentTokens and its Secrets slimmed (`controller::slim_consent_token`,
-/// `target_secret::summarize`) to keep its memory small. What a reconcile derives from the cached
+/// then kept as text by `cached_token::CachedToken`; `target_secret::SecretSummary`) to keep its
+/// memory small. What a reconcile derives from the cached
 /// copies must be what it derives from the whole objects the API server returns: the same
 /// object key, spec, status and refresh request, the same desired Secret, and the written Secret
 /// recognised as intact and as the spec wants it (so no rewrite and no refetch).
 #[tokio::test]
 async fn a_cached_object_has_every_field_the_reconcile_reads() {
+    use consent_token_operator::cached_token::CachedToken;
     use consent_token_operator::controller::slim_consent_token;
     use consent_token_operator::target_secret;
     use consent_token_operator::token::Token;
@@ -379,8 +381,9 @@ async fn a_cached_object_has_every_field_the_reconcile_reads() {
     })
     .await;
 
-    let mut cached = full.clone();
-    slim_consent_token(&mut cached);
+    let mut slimmed = full.clone();
+    slim_consent_token(&mut slimmed);
+    let cached = CachedToken::new(slimmed).decode().expect("decodes");
     assert!(cached.metadata.managed_fields.is_none() && cached.metadata.labels.is_none(), "something was dropped");
     assert_eq!(ObjectRef::from_obj(&cached), ObjectRef::from_obj(&full));
     assert_eq!((cached.uid(), cached.meta().generation), (full.uid(), full.meta().generation));

@@ -132,7 +132,7 @@ async fn apply(ctx: &Context, desired: &Secret, current: &SecretSummary) -> Resu
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let uid = current.uid.as_deref().map(str::to_owned);
+    let uid = current.uid().map(str::to_owned);
     if let Some(mut removal) = target_secret::leftovers(current, desired) {
         removal["metadata"]["uid"] = serde_json::json!(uid);
         ctx.api_writes.permit().await;
@@ -169,25 +169,25 @@ pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Erro
         .owned_secrets
         .in_namespace(&namespace)
         .into_iter()
-        .filter(|s| *s.name != *current && s.is_controlled_by(ct))
+        .filter(|s| s.name() != current && s.is_controlled_by(ct))
         .collect();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     for secret in renamed {
         tracing::info!(
             namespace,
             name = ct.name_any(),
-            secret = &*secret.name,
+            secret = secret.name(),
             "deleting the Secret of an earlier target name"
         );
         let params = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions {
-                uid: secret.uid.as_deref().map(str::to_owned),
+                uid: secret.uid().map(str::to_owned),
                 resource_version: None,
             }),
             ..Default::default()
         };
         ctx.api_writes.permit().await;
-        match api.delete(&secret.name, &params).await {
+        match api.delete(secret.name(), &params).await {
             Ok(_) => {}
             // Gone already, or replaced by someone else's: not ours to delete.
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
