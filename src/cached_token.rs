@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use crate::crd::ConsentToken;
 
-#[derive(Debug)]
+/// Not `Debug`: the text holds the spec's customer id, which is personal data.
 pub struct CachedToken(Form);
 
-#[derive(Debug)]
 enum Form {
     Text(Box<[u8]>),
     /// Kept whole when its text would not decode to the same object (none is known: kept so a
