@@ -7,6 +7,7 @@
 //! reason: never a token, a credential or a customer id.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use prometheus_client::collector::Collector;
@@ -93,10 +94,10 @@ fn failure_reason(facts: &ObjectFacts) -> &str {
 impl ObjectMetrics {
     pub fn set(&self, namespace: &str, name: &str, facts: ObjectFacts) {
         let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match objects.get_mut(&(namespace.into(), name.into())) {
-            Some(kept) => **kept = facts,
-            None => {
-                objects.insert((namespace.into(), name.into()), Box::new(facts));
+        match objects.entry((namespace.into(), name.into())) {
+            Entry::Occupied(mut kept) => **kept.get_mut() = facts,
+            Entry::Vacant(slot) => {
+                slot.insert(Box::new(facts));
             }
         }
     }

@@ -90,12 +90,13 @@ impl WorkQueue {
     /// changed.
     pub fn apply(&self, ct: ConsentToken) -> Cached {
         let id = ObjectId::of(&ct.uid().unwrap_or_default());
+        let fingerprint = self.lock().hasher.hash_one((ct.metadata.generation, ct.annotations()));
+        // Encoding (and checking the text) takes microseconds: not while workers wait for the lock.
+        let object = CachedToken::new(ct);
         let mut state = self.lock();
-        let fingerprint = state.hasher.hash_one((ct.metadata.generation, ct.annotations()));
         if let Some(relisted) = state.relisted.as_mut() {
             relisted.insert(id);
         }
-        let object = CachedToken::new(ct);
         let changed = match state.objects.get_mut(&id) {
             Some(slot) => {
                 slot.object = object;

@@ -6,6 +6,7 @@
 //! start (nothing remembered) from later ones.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
@@ -99,11 +100,10 @@ impl StatusMemory {
     }
 
     pub fn remember(&self, uid: &str, written: Written) {
-        let mut records = self.lock();
-        match records.get_mut(&ObjectId::of(uid)) {
-            Some(kept) => **kept = written,
-            None => {
-                records.insert(ObjectId::of(uid), Box::new(written));
+        match self.lock().entry(ObjectId::of(uid)) {
+            Entry::Occupied(mut kept) => **kept.get_mut() = written,
+            Entry::Vacant(slot) => {
+                slot.insert(Box::new(written));
             }
         }
     }
