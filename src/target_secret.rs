@@ -185,7 +185,7 @@ const WELL_KNOWN: [&str; 13] = [
 /// allocation ([`PackedStrings`]). A cached `Secret` cost about 2.8 KB (three B-tree maps of at
 /// least one 544-byte node each, and a 456-byte struct), the largest item in the operator's
 /// memory; a summary with a string of its own for each of these about 1.2 KB; packed about
-/// 0.5 KB. Everything that reads a Secret of ours goes through this.
+/// 0.35 KB. Everything that reads a Secret of ours goes through this.
 #[derive(Clone, PartialEq)]
 pub struct SecretSummary {
     /// Name, namespace, uid, the uid of the owner reference marked as controller, type; then
