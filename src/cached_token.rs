@@ -39,7 +39,12 @@ impl CachedToken {
             Form::Text(text) => match serde_json::from_slice(text) {
                 Ok(ct) => Some(ct),
                 Err(err) => {
-                    tracing::error!(error = %err, "a cached ConsentToken did not decode; it waits for its next watch event");
+                    // Not the error's text: serde's messages can quote a value (a customer id).
+                    tracing::error!(
+                        category = ?err.classify(),
+                        column = err.column(),
+                        "a cached ConsentToken did not decode; it waits for its next watch event"
+                    );
                     None
                 }
             },
