@@ -345,6 +345,17 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_the_operator_gives_is_kept_without_a_copy() {
+        for reason in one_of_each().iter().map(Error::reason).chain(["TokenValid", "Pending", "Expired"]) {
+            assert!(
+                matches!(crate::status::kept_reason(reason), std::borrow::Cow::Borrowed(_)),
+                "{reason} is missing from status::OWN_REASONS"
+            );
+        }
+        assert!(matches!(crate::status::kept_reason("SomeoneElses"), std::borrow::Cow::Owned(_)));
+    }
+
+    #[test]
     fn every_reason_the_operator_gives_is_listed_in_kubectl_explain() {
         let documented = conditions_doc(&crate::crd::ConsentToken::crd());
         let reasons =

@@ -6,6 +6,7 @@
 //! Labels are the object's namespace and name, its provider kind and (on `ready`) the Ready
 //! reason: never a token, a credential or a customer id.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Mutex;
@@ -20,7 +21,7 @@ pub struct ObjectFacts {
     pub provider: &'static str,
     pub ready: bool,
     /// The Ready condition's reason (`TokenValid`, `RateLimited`, ...).
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     /// Unix seconds; `None` for tokens without an expiry (OneTrust's).
     pub expires_at: Option<i64>,
     pub next_refresh: i64,
@@ -28,7 +29,7 @@ pub struct ObjectFacts {
     pub last_refresh: Option<i64>,
     pub consecutive_failures: i32,
     /// The reason of the last failure while failures go on (`status.lastFailure`), else empty.
-    pub failure_reason: String,
+    pub failure_reason: Cow<'static, str>,
 }
 
 #[derive(Debug, Default)]
@@ -154,12 +155,12 @@ mod tests {
         ObjectFacts {
             provider: "FDX",
             ready: reason == "TokenValid",
-            reason: reason.into(),
+            reason: Cow::Owned(reason.to_owned()),
             expires_at: Some(1_700_000_300),
             next_refresh: 1_700_000_150,
             last_refresh: Some(1_700_000_000),
             consecutive_failures: 0,
-            failure_reason: String::new(),
+            failure_reason: Cow::Borrowed(""),
         }
     }
 

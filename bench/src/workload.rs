@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -116,16 +117,28 @@ pub async fn create_consent_tokens(
 /// The floor: the API writes the operator makes to bring `n` ConsentTokens to Ready (a Secret
 /// created with a token and its annotations, a status applied and, with `events`, the Event
 /// announcing the first token), by a minimal client with the same client library and
-/// concurrency, and no operator logic. `run` tells the Secrets of two runs apart.
+/// concurrency, and no operator logic. `run` tells the Secrets of two runs apart. Each Secret
+/// is the operator's: the same annotations and an owner reference to its ConsentToken, which
+/// makes kube-controller-manager's garbage collector look at it as it does at the operator's.
 pub async fn floor(client: &Client, ns: &str, n: usize, run: &str, events: bool) -> Result<Duration, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let tokens: Api<ConsentToken> = Api::namespaced(client.clone(), ns);
+    // Read before the clock starts: the operator knows its objects from its watch.
+    let owners: Arc<HashMap<String, OwnerReference>> = Arc::new(
+        tokens
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter_map(|ct| Some((ct.name_any(), ct.controller_owner_ref(&())?)))
+            .collect(),
+    );
     let token = vec![b'x'; 600];
     let reporter = Reporter { controller: "bench-floor".into(), instance: None };
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let (secrets, tokens, token) = (secrets.clone(), tokens.clone(), token.clone());
+            let (secrets, tokens, token, owners) = (secrets.clone(), tokens.clone(), token.clone(), owners.clone());
             let recorder = events.then(|| (Recorder::new(client.clone(), reporter.clone()), ns.to_owned()));
             async move {
                 let now = Timestamp::now().to_string();
@@ -135,8 +148,13 @@ pub async fn floor(client: &Client, ns: &str, n: usize, run: &str, events: bool)
                     ["token-fingerprint", "refreshed-at", "expires-at", "next-refresh-at", "generation", "credentials-version"]
                         .iter()
                         .map(|k| (format!("consent.dev/{k}"), now.clone()))
+                        .chain([
+                            ("consent.dev/request-fingerprint".into(), format!("sha256:{i:064x}")),
+                            ("consent.dev/written-keys".into(), "labels=;annotations=;data=token".into()),
+                        ])
                         .collect(),
                 );
+                s.metadata.owner_references = owners.get(&format!("ct-{i}")).map(|owner| vec![owner.clone()]);
                 secrets.create(&PostParams::default(), &s).await?;
                 let status = serde_json::json!({
                     "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",

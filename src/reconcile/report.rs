@@ -141,7 +141,7 @@ async fn announce_transition(ct: &ConsentToken, ctx: &Context, last: Option<&Wri
     }
     let event = Event {
         type_: if is_true { EventType::Normal } else { EventType::Warning },
-        reason,
+        reason: reason.into_owned(),
         note: Some(condition.message.clone()),
         action: "Refresh".into(),
         secondary: None,
@@ -189,7 +189,7 @@ fn export_metrics(ct: &ConsentToken, ctx: &Context, outcome: &Outcome, desired: 
         next_refresh: outcome.next_refresh.as_second(),
         last_refresh: desired.last_refresh_time.as_ref().map(|t| t.0.as_second()),
         consecutive_failures: outcome.consecutive_failures,
-        failure_reason: desired.last_failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+        failure_reason: desired.last_failure.as_ref().map(|f| status::kept_reason(&f.reason)).unwrap_or_default(),
     };
     ctx.metrics.objects.set(&ct.namespace().unwrap_or_default(), &ct.name_any(), facts);
 }
