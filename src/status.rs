@@ -20,7 +20,7 @@ pub const READY: &str = "Ready";
 
 /// Every Ready reason this operator writes: its own three and each failure's
 /// ([`Error::reason`]).
-pub const OWN_REASONS: [&str; 19] = [
+const OWN_REASONS: [&str; 19] = [
     "TokenValid",
     "Pending",
     "Expired",
