@@ -39,6 +39,8 @@ pub struct WorkQueue {
     timers_changed: Notify,
     /// Objects waiting for a worker (the `consent_token_reconciles_queued` gauge).
     queued: Gauge,
+    /// Of the slots' fingerprints. Never changes, so it is read without the lock.
+    hasher: RandomState,
 }
 
 #[derive(Default)]
@@ -47,7 +49,6 @@ struct State {
     timers: BTreeSet<(Instant, ObjectId)>,
     /// The objects a (re)list under way has delivered so far.
     relisted: Option<HashSet<ObjectId>>,
-    hasher: RandomState,
 }
 
 struct Slot {
@@ -79,6 +80,7 @@ impl WorkQueue {
             ready_rx: tokio::sync::Mutex::new(ready_rx),
             timers_changed: Notify::new(),
             queued,
+            hasher: RandomState::new(),
         }
     }
 
@@ -90,8 +92,9 @@ impl WorkQueue {
     /// changed.
     pub fn apply(&self, ct: ConsentToken) -> Cached {
         let id = ObjectId::of(&ct.uid().unwrap_or_default());
-        let fingerprint = self.lock().hasher.hash_one((ct.metadata.generation, ct.annotations()));
-        // Encoding (and checking the text) takes microseconds: not while workers wait for the lock.
+        let fingerprint = self.hasher.hash_one((ct.metadata.generation, ct.annotations()));
+        // Encoding, compressing and checking the text take microseconds: not while workers wait
+        // for the lock.
         let object = CachedToken::new(ct);
         let mut state = self.lock();
         if let Some(relisted) = state.relisted.as_mut() {
