@@ -40,14 +40,16 @@ control-plane:
 image:
 	scripts/image operator target/image/consent-token-operator.tar
 
-## Regenerate the CRDs (crds/ and the chart's copy), the chart's README and the plain manifests in deploy/.
+## Regenerate the CRDs (crds/ and the chart's copy), the chart's README, the plain manifests in deploy/
+## and the generated reference pages (docs/reference/crds.md, flags.md, plugin.md).
 generate:
 	scripts/generate
 
 ## Fail when a generated file differs from what its generator produces now.
 check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/generate $$tmp && \
-	for f in crds charts/consent-token-operator/files charts/consent-token-operator/README.md deploy/consent-token-operator.yaml; do \
+	for f in crds charts/consent-token-operator/files charts/consent-token-operator/README.md deploy/consent-token-operator.yaml \
+	  docs/reference/crds.md docs/reference/flags.md docs/reference/plugin.md; do \
 	  diff -ru $$f $$tmp/$$f || { echo "$$f is stale: run 'make generate' and commit it" >&2; exit 1; }; \
 	done
 

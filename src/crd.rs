@@ -557,3 +557,21 @@ impl ConsentToken {
         self.spec.target.key.as_deref().unwrap_or("token")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EXACTLY_ONE_PROVIDER;
+
+    #[test]
+    fn the_invalid_example_quotes_the_message_the_api_server_gives() {
+        // tests/node.rs applies the example and compares the refusal with this quote.
+        let example = include_str!("../deploy/examples/invalid-consenttoken.yaml");
+        let comment: String = example
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(comment.contains(&format!("\"{EXACTLY_ONE_PROVIDER}\"")), "{comment}");
+    }
+}

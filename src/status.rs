@@ -233,6 +233,14 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_the_operator_writes_is_documented_for_users() {
+        let page = include_str!("../docs/reference/reasons.md");
+        for reason in OWN_REASONS {
+            assert!(page.contains(&format!("| `{reason}` |")), "docs/reference/reasons.md has a row for {reason}");
+        }
+    }
+
+    #[test]
     fn ready_follows_the_clock() {
         let token = record(Some("2026-11-23T10:05:00Z"));
         let before = desired(None, &observed("2026-11-23T10:04:59Z", Some(&token), None));

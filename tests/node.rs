@@ -2,6 +2,11 @@
 //! (scripts/node: containerd, runc, kubelet, kube-scheduler), the chart runs the project's own
 //! image (scripts/image), and workload pods read the token from their mounted files.
 //!
+//! It starts where a user starts: the README's quick start is run as written (hosts pointed at
+//! the fake provider), then `deploy/examples/` is applied with the operator in its own namespace,
+//! the example pod reads its mounted token, and the invalid example is refused with the message
+//! its comment quotes.
+//!
 //! Two replicas on one node with `hostNetwork` cannot share a port, so they are two releases of
 //! the chart with one Lease (`lease.name`), each with its own `metrics.port`: the same two pods,
 //! probes, leader election and handover as one release with `replicaCount: 2` on two nodes.
@@ -37,6 +42,11 @@ const IMAGE: &str = "target/image/consent-token-operator.tar";
 /// The chart's default `lease.duration`: a handover must take no longer.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const NAME: &str = "consent-token-operator";
+/// Where the README installs the chart, and its release name there.
+const OPERATOR_NS: &str = "consent-token-operator";
+const RELEASE_A: &str = "consent-token-operator";
+/// The second release, in the same namespace, with the same Lease.
+const RELEASE_B: &str = "b";
 
 /// Every version of the watched target Secrets: when it was seen, fingerprint, expiry.
 #[derive(Default)]
@@ -67,8 +77,10 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     node.import_image(&image, "localhost/consent-token-operator");
     node.wait_ready().await;
     let client = admin_client().await;
+    // The operator in its own namespace, as the README installs it; the examples in a workload
+    // namespace; the quick start in the kubeconfig's namespace, `default`.
     let ns = support::namespace(&client, "node").await;
-    let _logs_on_failure = node.logs_on_failure(&ns);
+    let _logs_on_failure = [OPERATOR_NS, ns.as_str(), "default", "team-web"].map(|n| node.logs_on_failure(n));
 
     // The fake provider on the host, as the demo runs it; pods reach it on 127.0.0.1. What it
     // issues and the examples' secrets and customer ids are scanned for in the pods' logs.
@@ -80,39 +92,68 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     fake.set_fdx_lifetime(LIFETIME);
     fake.add_fdx_client("demo-mx-client", "demo-mx-secret");
     fake.add_onetrust_client("demo-onetrust-client", "demo-onetrust-secret");
+    let port = fake.addr().port();
+    // What the node needs beyond the README's commands: the provider's test CA, in the
+    // namespace the quick start installs into (its `--create-namespace` then finds it).
+    kubectl(&["create", "namespace", OPERATOR_NS]);
     let ca: ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "fake-provider-ca"}, "data": {"ca.pem": fake.ca_pem()}
     }))
     .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ca).await.expect("CA ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &ca)
+        .await
+        .expect("CA ConfigMap");
 
-    // Two releases, one Lease: the second replica needs a port of its own on the one node.
+    // The README's quick start, as written: the chart installed as release RELEASE_A, a marked
+    // credentials Secret, one ConsentToken, the token-reader pod.
     let api_port = api_server_port();
-    let releases = [("a", free_port()), ("b", free_port())];
-    for (release, port) in releases {
-        install(&ns, release, port, &api_port);
-    }
-    let pods = operator_pods(&client, &ns).await;
+    let said = run_quick_start(node, port, &api_port);
+    report("the README's quick start ran as written (hosts pointed at the fake provider)");
+    let quick_start_reads =
+        eventually("the quick start's pod to print its token's expiry", Duration::from_secs(60), || async {
+            let lines = node.container_lines("default", "token-reader", "reader");
+            (!lines.is_empty()).then_some(lines)
+        })
+        .await;
+    assert_valid_expiry_read(&quick_start_reads, "the quick start's token-reader");
+    assert!(said.contains("expires at"), "`kubectl logs token-reader` in the quick start printed the expiry:\n{said}");
+
+    // A second release sharing the Lease: the same two pods, probes and handover as one release
+    // with `replicaCount: 2` on two nodes.
+    install(OPERATOR_NS, RELEASE_B, free_port(), &api_port);
+    let pods = operator_pods(&client).await;
     assert_eq!(pods.len(), 2, "one pod per release: {pods:?}");
     let leader = eventually("one replica to lead", Duration::from_secs(60), || async {
-        let holder = lease_holder(&client, &ns).await?;
+        let holder = lease_holder(&client).await?;
         pods.contains(&holder).then_some(holder)
     })
     .await;
     report(&format!("both replicas Ready from the image localhost/{NAME}:dev; {leader} leads"));
 
-    // The examples, pointed at the fake provider exactly as `make demo` points them.
-    apply_examples(&ns, fake.addr().port());
+    // The examples, where users put them (the operator in its own namespace), pointed at the fake
+    // provider exactly as `make demo` points them.
+    apply_examples(&ns, port);
     let tokens: Api<ConsentToken> = Api::all(client.clone());
     let ready = eventually("every example ConsentToken to be Ready", Duration::from_secs(120), || async {
         let list = tokens.list(&ListParams::default()).await.ok()?.items;
         let is_ready = |t: &ConsentToken| {
             t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         };
-        (list.len() >= 4 && list.iter().all(is_ready)).then_some(list.len())
+        // The quick start's, and the examples' four (MX twice, OneTrust, the cluster provider's).
+        (list.len() >= 5 && list.iter().all(is_ready)).then_some(list.len())
     })
     .await;
-    report(&format!("{ready} example ConsentTokens Ready (MX, OneTrust, a ClusterConsentProvider's)"));
+    report(&format!(
+        "{ready} ConsentTokens Ready (the quick start's; the examples' MX, OneTrust, ClusterConsentProvider's)"
+    ));
+    let example_reads = eventually("the example pod to print its token's expiry", Duration::from_secs(120), || async {
+        let lines = node.container_lines(&ns, "token-reader", "reader");
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    assert_valid_expiry_read(&example_reads, "deploy/examples/token-reader-pod.yaml");
+    check_invalid_example_refused(&ns);
 
     // Every version of the two MX targets, as it is written.
     let history = std::sync::Arc::new(Mutex::new(SecretHistory::default()));
@@ -135,31 +176,34 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     // The leader goes (as on a node drain): the standby leads within the Lease's duration.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let deleted = Timestamp::now();
-    Api::<Pod>::namespaced(client.clone(), &ns).delete(&leader, &DeleteParams::default()).await.expect("delete leader");
+    Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .expect("delete leader");
     // The standby, or the leader's replacement if it is quicker (the leader releases the Lease).
     let new_leader = eventually("another replica to lead", Duration::from_secs(60), || async {
-        let holder = lease_holder(&client, &ns).await?;
+        let holder = lease_holder(&client).await?;
         (!holder.is_empty() && holder != leader).then_some(holder)
     })
     .await;
     let handover = Timestamp::now().duration_since(deleted);
     report(&format!("handover: {new_leader} led {:.1} s after {leader} was deleted", handover.as_secs_f64()));
     assert!(handover <= SignedDuration::try_from(LEASE_DURATION).unwrap(), "handover took {handover:?}");
-    wait_for_two_ready_pods(&client, &ns).await;
+    wait_for_two_ready_pods(&client).await;
 
     // A changed value rolls each release's pod in turn, the leading one first: the other
     // release's pod leads meanwhile, and the tokens keep being renewed.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let leading_release = if new_leader.starts_with("a-") { "a" } else { "b" };
-    let other_release = if leading_release == "a" { "b" } else { "a" };
+    let leading_release = if new_leader.starts_with(&format!("{RELEASE_B}-")) { RELEASE_B } else { RELEASE_A };
+    let other_release = if leading_release == RELEASE_A { RELEASE_B } else { RELEASE_A };
     for release in [leading_release, other_release] {
-        let before = operator_pods(&client, &ns).await;
+        let before = operator_pods(&client).await;
         helm_in_cluster(&[
             "upgrade",
             release,
             CHART,
             "--namespace",
-            &ns,
+            OPERATOR_NS,
             "--reuse-values",
             "--set",
             "log.level=debug",
@@ -167,11 +211,11 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
             "--timeout",
             "5m",
         ]);
-        let after = wait_for_two_ready_pods(&client, &ns).await;
+        let after = wait_for_two_ready_pods(&client).await;
         let rolled: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
         assert_eq!(rolled.len(), 1, "helm upgrade of {release} replaced its pod: before {before:?}, after {after:?}");
         assert!(rolled[0].starts_with(&format!("{release}-")), "the upgraded release's pod rolled: {rolled:?}");
-        let holder = lease_holder(&client, &ns).await.unwrap_or_default();
+        let holder = lease_holder(&client).await.unwrap_or_default();
         report(&format!("helm upgrade of release {release} rolled its pod to {}; {holder} leads", rolled[0]));
     }
 
@@ -215,13 +259,13 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
 
     // No replica ever failed a liveness probe or restarted; readiness failed only before a pod
     // was first Ready (while its watches synced).
-    check_probes(&client, &ns).await;
+    check_probes(&client).await;
     assert!(fake.requests(Endpoint::FdxToken) >= 6, "the MX tokens were renewed from the pods");
 
     // Nothing secret in what the pods wrote (the operators log at debug after the upgrade).
     let needles = support::secrecy::needles();
     let mut findings = Vec::new();
-    for (file, text) in node.namespace_logs(&ns) {
+    for (file, text) in [OPERATOR_NS, ns.as_str(), "default", "team-web"].iter().flat_map(|n| node.namespace_logs(n)) {
         findings.extend(support::secrecy::findings(&file.display().to_string(), &text, &needles));
     }
     support::secrecy::assert_none(&findings);
@@ -320,14 +364,14 @@ async fn create_reader(client: &Client, ns: &str, name: &str, secret: &str, sub_
     Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.expect("create reader pod");
 }
 
-fn install(ns: &str, release: &str, port: u16, api_port: &str) {
-    let values = serde_json::json!({
-        "image": {"repository": format!("localhost/{NAME}"), "tag": "dev", "pullPolicy": "Never"},
+/// What the test node needs beyond a chart install's defaults: one replica per release (one
+/// node, host ports), the host's network, the API server on loopback, the fake provider's CA and
+/// loopback address, and an update strategy that frees the port before the new pod starts.
+fn node_values(port: u16, api_port: &str) -> serde_json::Value {
+    serde_json::json!({
         "replicaCount": 1,
         "hostNetwork": true,
         "metrics": {"port": port},
-        // One release installs the CRDs.
-        "crds": {"enabled": release == "a"},
         // No Service IPs on this node: the API server on loopback, as the node reaches it.
         "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
                      {"name": "KUBERNETES_SERVICE_PORT", "value": api_port}],
@@ -335,7 +379,15 @@ fn install(ns: &str, release: &str, port: u16, api_port: &str) {
         "allowedPrivateNetworks": ["127.0.0.0/8"],
         // The new pod cannot start beside the old one on the same host port.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-    });
+    })
+}
+
+/// The second release: the image of `make image`, and no CRDs (the first release has them).
+fn install(ns: &str, release: &str, port: u16, api_port: &str) {
+    let mut values = node_values(port, api_port);
+    values["image"] =
+        serde_json::json!({"repository": format!("localhost/{NAME}"), "tag": "dev", "pullPolicy": "Never"});
+    values["crds"] = serde_json::json!({"enabled": false});
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("values.json");
     std::fs::write(&file, values.to_string()).unwrap();
@@ -353,6 +405,113 @@ fn install(ns: &str, release: &str, port: u16, api_port: &str) {
     ]);
 }
 
+/// The `sh` blocks of the README's "Quick start", in order. (Its `console` block, building and
+/// loading the image, is this test's `make image` and `ctr images import`.)
+fn quick_start_commands() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("\n## Quick start").expect("the README has a Quick start");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
+    let mut blocks = Vec::new();
+    let mut block: Option<Vec<&str>> = None;
+    for line in section.lines() {
+        match (&mut block, line.trim_end()) {
+            (None, "```sh") => block = Some(Vec::new()),
+            (Some(lines), "```") => {
+                blocks.push(lines.join("\n"));
+                block = None;
+            }
+            (Some(lines), _) => lines.push(line),
+            (None, _) => {}
+        }
+    }
+    assert!(blocks.len() >= 4, "the quick start's sh blocks: {blocks:?}");
+    blocks.join("\n")
+}
+
+/// Runs the README's quick start as written against this node, with the provider's hosts pointed
+/// at the fake provider (as `make demo` points the examples). Where the node differs from a
+/// cluster: `helm` gets [`node_values`] after the README's own flags; `kubectl logs` reads the
+/// node's log files (the API server would dial the kubelet on an address it does not listen on);
+/// `deploy/examples/token-reader-pod.yaml` is [`for_the_node`]. Returns what the commands printed.
+fn run_quick_start(node: &node::Node, port: u16, api_port: &str) -> String {
+    let commands = quick_start_commands()
+        .replace("https://consent.bank.example", &format!("https://localhost:{port}"))
+        .replace("consent.bank.example", "localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("node-values.json");
+    std::fs::write(&values, node_values(free_port(), api_port).to_string()).unwrap();
+    // The repository as the README's commands see it, from its root.
+    let work = dir.path().join("repo");
+    std::fs::create_dir_all(work.join("deploy/examples")).unwrap();
+    std::os::unix::fs::symlink(repo_root().join("charts"), work.join("charts")).unwrap();
+    let pod = std::fs::read_to_string(repo_root().join("deploy/examples/token-reader-pod.yaml")).unwrap();
+    std::fs::write(work.join("deploy/examples/token-reader-pod.yaml"), for_the_node(&pod)).unwrap();
+    let preamble = r#"set -euxo pipefail
+helm() { "$NODE_HELM" "$@" --values "$NODE_VALUES"; }
+kubectl() {
+  if [ "$1" != logs ]; then command kubectl "$@"; return; fi
+  # As `kubectl logs` would: what the container wrote so far (give its first line a moment).
+  for _ in $(seq 50); do [ -s "$(ls "$NODE_POD_LOGS"/default_"$2"_*/*/*.log 2>/dev/null | head -1)" ] && break; sleep 0.1; done
+  cat "$NODE_POD_LOGS"/default_"$2"_*/*/*.log | cut -d' ' -f4-
+}
+"#;
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{preamble}{commands}"))
+        .current_dir(&work)
+        .env("KUBECONFIG", support::kubeconfig())
+        .env("NODE_HELM", support::chart::control_plane_bin("helm"))
+        .env("NODE_VALUES", &values)
+        .env("NODE_POD_LOGS", &node.pod_logs)
+        .env("MX_CLIENT_ID", "demo-mx-client")
+        .env("MX_CLIENT_SECRET", "demo-mx-secret")
+        .output()
+        .expect("run bash");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the README's quick start failed:\n{said}");
+    said
+}
+
+/// An example pod as this node runs it: its busybox from the node's images (one binary, no
+/// `sh` on the PATH), and the host's network (the node has no pod network).
+fn for_the_node(pod: &str) -> String {
+    let mut pod: serde_json::Value = serde_yaml::from_str(pod).expect("the example pod is YAML");
+    pod["spec"]["hostNetwork"] = true.into();
+    for container in pod["spec"]["containers"].as_array_mut().expect("containers") {
+        container["image"] = "localhost/busybox:latest".into();
+        container["imagePullPolicy"] = "Never".into();
+        let command = container["command"].as_array_mut().expect("command");
+        if command[0] == "sh" {
+            command.insert(0, "/bin/busybox".into());
+        }
+    }
+    serde_json::to_string(&pod).unwrap()
+}
+
+/// Each line the token-reader printed names an expiry still ahead at the time it was printed.
+fn assert_valid_expiry_read(lines: &[(Timestamp, String)], pod: &str) {
+    for (at, line) in lines {
+        let expiry = line.split("expires at ").nth(1).unwrap_or_else(|| panic!("{pod} printed {line:?}"));
+        let expiry: Timestamp = expiry.trim().parse().unwrap_or_else(|e| panic!("{pod} printed {line:?}: {e}"));
+        assert!(expiry > *at, "{pod} read a token that had expired at {expiry} when it read it at {at}");
+    }
+    report(&format!("{pod}: {:?}", lines.last().map(|l| &l.1)));
+}
+
+/// The invalid example is refused with the message its comment quotes.
+fn check_invalid_example_refused(ns: &str) {
+    let path = repo_root().join("deploy/examples/invalid-consenttoken.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let comment: String = text.lines().take_while(|l| l.starts_with('#')).collect::<Vec<_>>().join(" ");
+    let quoted = comment.split('"').nth(1).expect("the comment quotes the refusal");
+    let output = support::kubectl_output(&["apply", "--namespace", ns, "-f", path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the invalid example was refused");
+    assert!(said.contains(quoted), "refused with the message its comment quotes ({quoted:?}): {said}");
+    report(&format!("the invalid example was refused: {quoted:?}"));
+}
+
 fn apply_examples(ns: &str, port: u16) {
     for example in [
         "mx-credentials",
@@ -360,6 +519,7 @@ fn apply_examples(ns: &str, port: u16) {
         "onetrust-credentials",
         "onetrust-collection-point",
         "onetrust-cluster-provider",
+        "token-reader-pod",
     ] {
         let text = std::fs::read_to_string(repo_root().join(format!("deploy/examples/{example}.yaml"))).unwrap();
         let text = text
@@ -375,12 +535,17 @@ fn apply_examples(ns: &str, port: u16) {
             })
             .collect::<Vec<_>>()
             .join("\n");
+        let text = if example == "token-reader-pod" { for_the_node(&text) } else { text };
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("example.yaml");
         std::fs::write(&file, text).unwrap();
-        // The cluster provider's example names its own namespace (team-web) for what it creates.
-        let namespace = if example == "onetrust-cluster-provider" { "team-web" } else { ns };
-        kubectl(&["apply", "--namespace", namespace, "-f", file.to_str().unwrap()]);
+        // The cluster provider's example names the namespace of each object itself (the
+        // operator's, team-web); the others go where the user applies them.
+        if example == "onetrust-cluster-provider" {
+            kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        } else {
+            kubectl(&["apply", "--namespace", ns, "-f", file.to_str().unwrap()]);
+        }
     }
 }
 
@@ -390,22 +555,22 @@ fn api_server_port() -> String {
     server.rsplit(':').next().unwrap().to_string()
 }
 
-async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), ns).get(NAME).await.ok()?.spec?.holder_identity
+async fn lease_holder(client: &Client) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), OPERATOR_NS).get(NAME).await.ok()?.spec?.holder_identity
 }
 
 fn selector() -> ListParams {
     ListParams::default().labels(&format!("app.kubernetes.io/name={NAME}"))
 }
 
-async fn operator_pods(client: &Client, ns: &str) -> Vec<String> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector()).await.expect("list pods");
+async fn operator_pods(client: &Client) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NS).list(&selector()).await.expect("list pods");
     pods.items.into_iter().filter_map(|p| p.metadata.name).collect()
 }
 
 /// Waits until exactly two operator pods exist (none terminating) and both are Ready.
-async fn wait_for_two_ready_pods(client: &Client, ns: &str) -> Vec<String> {
-    let api = Api::<Pod>::namespaced(client.clone(), ns);
+async fn wait_for_two_ready_pods(client: &Client) -> Vec<String> {
+    let api = Api::<Pod>::namespaced(client.clone(), OPERATOR_NS);
     eventually("two Ready operator pods", Duration::from_secs(180), || async {
         let pods = api.list(&selector()).await.ok()?.items;
         let ready = |p: &Pod| {
@@ -420,8 +585,8 @@ async fn wait_for_two_ready_pods(client: &Client, ns: &str) -> Vec<String> {
     .await
 }
 
-async fn check_probes(client: &Client, ns: &str) {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector()).await.expect("list pods");
+async fn check_probes(client: &Client) {
+    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NS).list(&selector()).await.expect("list pods");
     let mut became_ready: HashMap<String, Timestamp> = HashMap::new();
     for pod in &pods.items {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -434,7 +599,8 @@ async fn check_probes(client: &Client, ns: &str) {
             became_ready.insert(name, at.0);
         }
     }
-    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.expect("events");
+    let events =
+        Api::<Event>::namespaced(client.clone(), OPERATOR_NS).list(&ListParams::default()).await.expect("events");
     let mut readiness = 0;
     for event in events.items.iter().filter(|e| e.reason.as_deref() == Some("Unhealthy")) {
         let message = event.message.clone().unwrap_or_default();
