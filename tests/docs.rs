@@ -201,6 +201,13 @@ fn broken_links(root: &Path, pages: &[PathBuf]) -> Vec<String> {
     broken
 }
 
+/// The value after `prefix` on the first line of `file` that starts with it (leading blanks aside).
+fn setting(root: &Path, file: &str, prefix: &str) -> String {
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let value = text.lines().find_map(|l| l.trim().strip_prefix(prefix));
+    value.unwrap_or_else(|| panic!("{file} has a line {prefix}...")).trim().to_owned()
+}
+
 #[test]
 fn every_link_in_the_readme_contributing_and_docs_leads_somewhere() {
     let root = root();
@@ -233,13 +240,7 @@ fn the_link_check_reports_a_missing_file_and_a_missing_anchor() {
 #[test]
 fn every_alerts_runbook_url_leads_to_its_runbook() {
     let root = root();
-    let values = std::fs::read_to_string(root.join("charts/consent-token-operator/values.yaml")).unwrap();
-    let base = values
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("runbookUrl:"))
-        .expect("metrics.prometheusRule.runbookUrl in values.yaml")
-        .trim()
-        .to_owned();
+    let base = setting(&root, "charts/consent-token-operator/values.yaml", "runbookUrl:");
     let rules =
         std::fs::read_to_string(root.join("charts/consent-token-operator/templates/prometheusrule.yaml")).unwrap();
     let mut urls: Vec<String> = rules
@@ -292,13 +293,8 @@ fn the_readme_is_a_front_page_that_links_into_the_docs() {
 #[test]
 fn the_supported_kubernetes_version_is_the_tested_one() {
     let root = root();
-    let versions = std::fs::read_to_string(root.join("hack/versions.env")).unwrap();
-    let tested = versions
-        .lines()
-        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
-        .expect("KUBERNETES_VERSION in hack/versions.env")
-        .trim_matches('"')
-        .trim_start_matches('v');
+    let tested = setting(&root, "hack/versions.env", "KUBERNETES_VERSION=");
+    let tested = tested.trim_matches('"').trim_start_matches('v');
     let minor: Vec<&str> = tested.split('.').take(2).collect();
     let minor = minor.join(".");
     let chart = std::fs::read_to_string(root.join("charts/consent-token-operator/Chart.yaml")).unwrap();
