@@ -80,7 +80,8 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     // The operator in its own namespace, as the README installs it; the examples in a workload
     // namespace; the quick start in the kubeconfig's namespace, `default`.
     let ns = support::namespace(&client, "node").await;
-    let _logs_on_failure = [OPERATOR_NS, ns.as_str(), "default", "team-web"].map(|n| node.logs_on_failure(n));
+    let namespaces = [OPERATOR_NS, ns.as_str(), "default", "team-web"];
+    let _logs_on_failure = namespaces.map(|n| node.logs_on_failure(n));
 
     // The fake provider on the host, as the demo runs it; pods reach it on 127.0.0.1. What it
     // issues and the examples' secrets and customer ids are scanned for in the pods' logs.
@@ -110,13 +111,7 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     let api_port = api_server_port();
     let said = run_quick_start(node, port, &api_port);
     report("the README's quick start ran as written (hosts pointed at the fake provider)");
-    let quick_start_reads =
-        eventually("the quick start's pod to print its token's expiry", Duration::from_secs(60), || async {
-            let lines = node.container_lines("default", "token-reader", "reader");
-            (!lines.is_empty()).then_some(lines)
-        })
-        .await;
-    assert_valid_expiry_read(&quick_start_reads, "the quick start's token-reader");
+    token_reader_reads_a_valid_token(node, "default", "the quick start's token-reader", Duration::from_secs(60)).await;
     assert!(said.contains("expires at"), "`kubectl logs token-reader` in the quick start printed the expiry:\n{said}");
 
     // A second release sharing the Lease: the same two pods, probes and handover as one release
@@ -147,12 +142,8 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     report(&format!(
         "{ready} ConsentTokens Ready (the quick start's; the examples' MX, OneTrust, ClusterConsentProvider's)"
     ));
-    let example_reads = eventually("the example pod to print its token's expiry", Duration::from_secs(120), || async {
-        let lines = node.container_lines(&ns, "token-reader", "reader");
-        (!lines.is_empty()).then_some(lines)
-    })
-    .await;
-    assert_valid_expiry_read(&example_reads, "deploy/examples/token-reader-pod.yaml");
+    token_reader_reads_a_valid_token(node, &ns, "deploy/examples/token-reader-pod.yaml", Duration::from_secs(120))
+        .await;
     check_invalid_example_refused(&ns);
 
     // Every version of the two MX targets, as it is written.
@@ -265,7 +256,7 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     // Nothing secret in what the pods wrote (the operators log at debug after the upgrade).
     let needles = support::secrecy::needles();
     let mut findings = Vec::new();
-    for (file, text) in [OPERATOR_NS, ns.as_str(), "default", "team-web"].iter().flat_map(|n| node.namespace_logs(n)) {
+    for (file, text) in namespaces.iter().flat_map(|n| node.namespace_logs(n)) {
         findings.extend(support::secrecy::findings(&file.display().to_string(), &text, &needles));
     }
     support::secrecy::assert_none(&findings);
@@ -435,9 +426,7 @@ fn quick_start_commands() -> String {
 /// node's log files (the API server would dial the kubelet on an address it does not listen on);
 /// `deploy/examples/token-reader-pod.yaml` is [`for_the_node`]. Returns what the commands printed.
 fn run_quick_start(node: &node::Node, port: u16, api_port: &str) -> String {
-    let commands = quick_start_commands()
-        .replace("https://consent.bank.example", &format!("https://localhost:{port}"))
-        .replace("consent.bank.example", "localhost");
+    let commands = pointed_at_the_fake_provider(&quick_start_commands(), port);
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("node-values.json");
     std::fs::write(&values, node_values(free_port(), api_port).to_string()).unwrap();
@@ -489,9 +478,15 @@ fn for_the_node(pod: &str) -> String {
     serde_json::to_string(&pod).unwrap()
 }
 
-/// Each line the token-reader printed names an expiry still ahead at the time it was printed.
-fn assert_valid_expiry_read(lines: &[(Timestamp, String)], pod: &str) {
-    for (at, line) in lines {
+/// The token-reader pod of `namespace` prints its token's expiry within `within`, and each line it
+/// printed names an expiry still ahead at the time it was printed.
+async fn token_reader_reads_a_valid_token(node: &node::Node, namespace: &str, pod: &str, within: Duration) {
+    let lines = eventually(&format!("{pod} to print its token's expiry"), within, || async {
+        let lines = node.container_lines(namespace, "token-reader", "reader");
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    for (at, line) in &lines {
         let expiry = line.split("expires at ").nth(1).unwrap_or_else(|| panic!("{pod} printed {line:?}"));
         let expiry: Timestamp = expiry.trim().parse().unwrap_or_else(|e| panic!("{pod} printed {line:?}: {e}"));
         assert!(expiry > *at, "{pod} read a token that had expired at {expiry} when it read it at {at}");
@@ -512,6 +507,25 @@ fn check_invalid_example_refused(ns: &str) {
     report(&format!("the invalid example was refused: {quoted:?}"));
 }
 
+/// `text` (an example, the quick start's commands) with the providers' hosts pointed at the fake
+/// provider, as `scripts/demo` points them: the MX base URL and the OneTrust host become
+/// `localhost:PORT`, and every `consent.dev/allowed-hosts` marking (an annotation line, or the
+/// `kubectl annotate` argument) allows `localhost`.
+fn pointed_at_the_fake_provider(text: &str, port: u16) -> String {
+    let text = text
+        .replace("https://consent.bank.example", &format!("https://localhost:{port}"))
+        .replace("app-eu.onetrust.com", &format!("localhost:{port}"))
+        .replace("consent.dev/allowed-hosts=consent.bank.example", "consent.dev/allowed-hosts=localhost");
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.find("consent.dev/allowed-hosts:") {
+            Some(at) => format!("{}consent.dev/allowed-hosts: localhost", &line[..at]),
+            None => line.to_owned(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
 fn apply_examples(ns: &str, port: u16) {
     for example in [
         "mx-credentials",
@@ -522,19 +536,7 @@ fn apply_examples(ns: &str, port: u16) {
         "token-reader-pod",
     ] {
         let text = std::fs::read_to_string(repo_root().join(format!("deploy/examples/{example}.yaml"))).unwrap();
-        let text = text
-            .replace("https://consent.bank.example", &format!("https://localhost:{port}"))
-            .replace("app-eu.onetrust.com", &format!("localhost:{port}"))
-            .lines()
-            .map(|line| {
-                if line.trim_start().starts_with("consent.dev/allowed-hosts:") {
-                    "    consent.dev/allowed-hosts: localhost".to_string()
-                } else {
-                    line.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = pointed_at_the_fake_provider(&text, port);
         let text = if example == "token-reader-pod" { for_the_node(&text) } else { text };
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("example.yaml");
