@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::hosts::{HostPatterns, PrivateNetworks};
+use crate::api::hosts::{HostPatterns, PrivateNetworks};
 
 /// Keeps consent-platform tokens (OneTrust, MX / FDX) fresh in Kubernetes Secrets.
 #[derive(Debug, Clone, Parser)]
@@ -201,7 +201,8 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::schedule::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 10s, 2m or 1h"))
+    crate::scheduling::schedule::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 10s, 2m or 1h"))
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::hosts::AddressClass;
-use crate::rate_limit::RateLimit;
+use crate::api::hosts::AddressClass;
+use crate::api::rate_limit::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -211,11 +211,11 @@ fn credentials_not_allowed(secret: &str, host: &str, listed: Option<&str>) -> St
     match listed {
         None => format!(
             "credentials Secret {secret:?} is not marked for use by ConsentTokens; its owner must annotate it with the provider hosts its values may be sent to: kubectl annotate secret {secret} {}={host}",
-            crate::hosts::ALLOWED_HOSTS_ANNOTATION
+            crate::api::hosts::ALLOWED_HOSTS_ANNOTATION
         ),
         Some(listed) => format!(
             "credentials Secret {secret:?} may not be sent to {host}: its {} annotation allows {listed:?}; its owner must add {host} there if this use is intended",
-            crate::hosts::ALLOWED_HOSTS_ANNOTATION
+            crate::api::hosts::ALLOWED_HOSTS_ANNOTATION
         ),
     }
 }
@@ -348,16 +348,16 @@ mod tests {
     fn every_reason_the_operator_gives_is_kept_without_a_copy() {
         for reason in one_of_each().iter().map(Error::reason).chain(["TokenValid", "Pending", "Expired"]) {
             assert!(
-                matches!(crate::status::kept_reason(reason), std::borrow::Cow::Borrowed(_)),
+                matches!(crate::reconcile::status::kept_reason(reason), std::borrow::Cow::Borrowed(_)),
                 "{reason} is missing from status::OWN_REASONS"
             );
         }
-        assert!(matches!(crate::status::kept_reason("SomeoneElses"), std::borrow::Cow::Owned(_)));
+        assert!(matches!(crate::reconcile::status::kept_reason("SomeoneElses"), std::borrow::Cow::Owned(_)));
     }
 
     #[test]
     fn every_reason_the_operator_gives_is_listed_in_kubectl_explain() {
-        let documented = conditions_doc(&crate::crd::ConsentToken::crd());
+        let documented = conditions_doc(&crate::api::crd::ConsentToken::crd());
         let reasons =
             one_of_each().iter().map(Error::reason).chain(["TokenValid", "Pending", "Expired"]).collect::<Vec<_>>();
         for reason in reasons {
@@ -365,7 +365,7 @@ mod tests {
         }
         // Providers report one of their two ready reasons or a failure's, except the failures
         // that belong to a ConsentToken alone.
-        let documented = conditions_doc(&crate::crd::ConsentProvider::crd());
+        let documented = conditions_doc(&crate::api::crd::ConsentProvider::crd());
         let token_only = ["ProviderNotFound", "NamespaceNotAllowed", "TargetConflict"];
         let reasons = one_of_each().iter().map(Error::reason).filter(|r| !token_only.contains(r)).collect::<Vec<_>>();
         for reason in reasons.into_iter().chain(["AccessTokenObtained", "CredentialsValid"]) {

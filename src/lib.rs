@@ -1,49 +1,36 @@
 //! Consent Token Operator: keeps consent-platform tokens fresh in Kubernetes Secrets.
 //!
-//! Start at [`operator::run`] (start-up), [`controller`] (what is watched) and [`reconcile`]
-//! (one ConsentToken, as a pipeline of stages).
+//! Start at [`runtime::operator::run`] (start-up), [`runtime::controller`] (what is watched) and
+//! [`reconcile`] (one ConsentToken, as a pipeline of stages).
+//!
+//! The folders, from the bottom up; each may use only the ones before it (a test,
+//! `architecture::folders_depend_only_downwards`, keeps it so):
+//!
+//! | folder | owns |
+//! |---|---|
+//! | [`basics`] | building blocks that know nothing of tokens |
+//! | [`api`] | the custom resources, host patterns, a 429's facts: types and validation |
+//! | [`error`] | every failure, its reason in status and its metric label |
+//! | [`observability`] | metrics |
+//! | [`scheduling`] | when to renew and retry, and spreading it |
+//! | [`config`] | the command line and its environment variables |
+//! | [`provider`] | the providers' clients, the network policy, the one provider lookup |
+//! | [`cache`] | what the watches keep between reconciles |
+//! | [`reconcile`] | one ConsentToken: observe, resolve, validate, decide, fetch, report |
+//! | [`runtime`] | start-up, leader election, the watches' wiring, the HTTP server |
+//! | [`plugin`] | `kubectl consent`, which talks only to the API server |
 
-// The API and its validation.
-pub mod crd;
-pub mod resolve;
-pub mod spec;
-// One reconcile and its pure parts.
-pub mod cached_token;
-pub mod calendar;
-pub mod first_tokens;
-pub mod reconcile;
-pub mod schedule;
-pub mod status;
-pub mod target_secret;
-// Talking to the providers and to Kubernetes.
-pub mod api_writes;
-pub mod credentials;
-pub mod credentials_index;
-pub mod hosts;
-pub mod owned_secrets;
-pub mod packed_strings;
-pub mod provider;
-pub mod provider_status;
-pub mod rate_limit;
-pub mod secret_names;
-pub mod time_math;
-pub mod token;
-// Running it.
+pub mod api;
+pub mod basics;
+pub mod cache;
 pub mod config;
-pub mod controller;
-pub mod leader;
-pub mod metrics;
-pub mod object_id;
-pub mod object_metrics;
-pub mod operator;
-pub mod plugin;
-pub mod process_metrics;
-pub mod server;
-pub mod watch_backoff;
-pub mod watch_filters;
-pub mod work_queue;
-
 pub mod error;
+pub mod observability;
+pub mod plugin;
+pub mod provider;
+pub mod reconcile;
+pub mod runtime;
+pub mod scheduling;
 
 #[cfg(test)]
 mod architecture;

@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
         LogFormat::Text => tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init(),
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "consent-token-operator starting");
-    match consent_token_operator::operator::run(config).await {
+    match consent_token_operator::runtime::operator::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "the operator stopped");

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use consent_token_operator::crd::{ClusterConsentProvider, ConsentToken};
+use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentToken};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;

@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Resource};
 
-use consent_token_operator::crd::ConsentToken;
+use consent_token_operator::api::crd::ConsentToken;
 
 #[tokio::test]
 async fn crd_applied_server_side_is_served_and_rejects_invalid_objects() {

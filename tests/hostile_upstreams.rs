@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use support::operator::{Operator, TestEnv};
 
-fn ready_message(ct: &consent_token_operator::crd::ConsentToken) -> String {
+fn ready_message(ct: &consent_token_operator::api::crd::ConsentToken) -> String {
     ct.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().message.clone()
 }
 

@@ -357,10 +357,10 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
 /// recognised as intact and as the spec wants it (so no rewrite and no refetch).
 #[tokio::test]
 async fn a_cached_object_has_every_field_the_reconcile_reads() {
-    use consent_token_operator::cached_token::CachedToken;
-    use consent_token_operator::controller::slim_consent_token;
-    use consent_token_operator::target_secret;
-    use consent_token_operator::token::Token;
+    use consent_token_operator::cache::cached_token::CachedToken;
+    use consent_token_operator::provider::token::Token;
+    use consent_token_operator::reconcile::target_secret;
+    use consent_token_operator::runtime::controller::slim_consent_token;
     use kube::Resource;
     use kube::runtime::reflector::ObjectRef;
 
@@ -389,12 +389,13 @@ async fn a_cached_object_has_every_field_the_reconcile_reads() {
     assert_eq!((cached.uid(), cached.meta().generation), (full.uid(), full.meta().generation));
     assert_eq!(cached.spec, full.spec);
     assert_eq!(cached.status, full.status);
-    let refresh = |ct: &consent_token_operator::crd::ConsentToken| {
-        ct.annotations().get(consent_token_operator::reconcile::REFRESH_REQUESTED_AT).cloned()
+    let refresh = |ct: &consent_token_operator::api::crd::ConsentToken| {
+        ct.annotations().get(consent_token_operator::api::annotations::REFRESH_REQUESTED_AT).cloned()
     };
     assert_eq!(refresh(&cached), Some(requested));
 
-    let summary = target_secret::SecretSummary::of(&env.secrets().get("mx").await.unwrap());
+    let summary =
+        consent_token_operator::cache::secret_summary::SecretSummary::of(&env.secrets().get("mx").await.unwrap());
     let record = target_secret::read(&summary, cached.target_key()).expect("the cached Secret's token is intact");
     assert!(target_secret::matches(&summary, &cached, &record), "the cached Secret is as the spec wants it");
     let token = Token::new("header.payload.signature".into());

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use consent_token_operator::crd::ConsentToken;
+use consent_token_operator::api::crd::ConsentToken;
 use fake_provider::{Endpoint, FakeProvider, Fault};
 use jiff::Timestamp;
 use kube::api::ListParams;

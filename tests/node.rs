@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use consent_token_operator::crd::ConsentToken;
+use consent_token_operator::api::crd::ConsentToken;
 use fake_provider::{Endpoint, FakeProvider};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;

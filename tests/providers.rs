@@ -32,7 +32,7 @@ async fn fdx_token_lands_in_an_owned_secret_and_is_scheduled_with_room_for_the_k
     assert!((150..=165).contains(&left_at_renewal), "renewal leaves {left_at_renewal}s of a 300s token");
     assert_eq!(
         status.token_fingerprint.as_deref(),
-        Some(consent_token_operator::token::fingerprint(token.as_bytes()).as_str())
+        Some(consent_token_operator::provider::token::fingerprint(token.as_bytes()).as_str())
     );
 
     let secret = env.secrets().get("mx-web").await.unwrap();

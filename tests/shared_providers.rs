@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use consent_token_operator::crd::{ClusterConsentProvider, ConsentProvider};
+use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentProvider};
 use fake_provider::{Endpoint, FakeProvider};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -21,7 +21,7 @@ const GUIDS: [&str; 3] = [
 ];
 
 fn provider_ready(
-    status: Option<&consent_token_operator::crd::ConsentProviderStatus>,
+    status: Option<&consent_token_operator::api::crd::ConsentProviderStatus>,
 ) -> Option<(String, String, i32)> {
     let status = status?;
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;

@@ -20,7 +20,7 @@ fn onetrust(hostname: &str, secret: &str) -> serde_json::Value {
         "collectionPoint": {"guid": "123e4567-e89b-12d3-a456-426614174000"}, "credentialsSecretRef": {"name": secret}}})
 }
 
-fn message(ct: &consent_token_operator::crd::ConsentToken) -> String {
+fn message(ct: &consent_token_operator::api::crd::ConsentToken) -> String {
     ct.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().message.clone()
 }
 

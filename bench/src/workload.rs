@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use consent_token_operator::crd::ConsentToken;
+use consent_token_operator::api::crd::ConsentToken;
 
 use crate::cluster::Error;
 

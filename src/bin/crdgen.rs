@@ -1,6 +1,6 @@
 //! Prints the project's CustomResourceDefinitions as YAML, one document each:
 //! `cargo run --bin crdgen > crds/consent.dev.yaml` (see `scripts/generate`).
-use consent_token_operator::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
+use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 use kube::CustomResourceExt;
 
 fn main() -> Result<(), serde_yaml::Error> {

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
+use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 use consent_token_operator::config::Config;
-use consent_token_operator::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 use consent_token_operator::plugin::Cli;
 use kube::CustomResourceExt;
 use serde_json::Value;

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use super::{PluginError, relative};
-use crate::crd::ConsentToken;
+use crate::api::crd::ConsentToken;
 
 /// Claims whose values are shown; dates are shown as times.
 const SHOWN: [&str; 6] = ["exp", "iat", "nbf", "iss", "aud", "processVersion"];
@@ -33,7 +33,7 @@ pub async fn inspect(client: &Client, namespace: &str, name: &str) -> Result<Str
 
 /// The description of raw token bytes at `now`.
 pub fn describe(token: &[u8], now: Timestamp) -> String {
-    let mut out = format!("fingerprint:    {}\n", crate::token::fingerprint(token));
+    let mut out = format!("fingerprint:    {}\n", crate::provider::token::fingerprint(token));
     let claims = std::str::from_utf8(token)
         .ok()
         .and_then(|t| jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(t).ok());

@@ -7,8 +7,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::PluginError;
-use crate::crd::ConsentToken;
-use crate::reconcile::REFRESH_REQUESTED_AT;
+use crate::api::annotations::REFRESH_REQUESTED_AT;
+use crate::api::crd::ConsentToken;
 
 /// How one refresh request ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub fn answer(ct: &ConsentToken, value: &str, before: Option<&str>) -> Option<An
     if status.consecutive_failures == 0 && status.token_fingerprint.as_deref() != before {
         return Some(Answer::Refreshed);
     }
-    let ready = crate::status::ready_condition(status);
+    let ready = crate::reconcile::status::ready_condition(status);
     Some(Answer::NotRefreshed {
         reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
         message: ready.map(|c| c.message.clone()).unwrap_or_default(),

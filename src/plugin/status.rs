@@ -4,8 +4,8 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::relative;
-use crate::crd::ConsentToken;
-use crate::status;
+use crate::api::crd::ConsentToken;
+use crate::reconcile::status;
 
 /// The table, with a NAMESPACE column when it spans namespaces. Times are relative to `now`.
 pub fn table(tokens: &[ConsentToken], now: Timestamp, with_namespace: bool) -> String {

@@ -67,8 +67,8 @@ impl AccessTokenCache {
         };
         match fetch().await {
             Ok((value, lifetime)) => {
-                let margin = crate::time_math::scale(lifetime, RENEW_SHARE).min(MAX_RENEW_MARGIN);
-                let renew_at = crate::time_math::instant_after(Instant::now(), lifetime.saturating_sub(margin));
+                let margin = crate::basics::time_math::scale(lifetime, RENEW_SHARE).min(MAX_RENEW_MARGIN);
+                let renew_at = crate::basics::time_math::instant_after(Instant::now(), lifetime.saturating_sub(margin));
                 *cached = Some(Cached::Token { value: value.clone(), renew_at });
                 Ok(value)
             }
@@ -76,7 +76,7 @@ impl AccessTokenCache {
             Err(err) if err.was_held() => Err(err),
             Err(err) => {
                 let failures = failures.saturating_add(1);
-                let until = crate::time_math::instant_after(Instant::now(), failure_backoff(&err, failures));
+                let until = crate::basics::time_math::instant_after(Instant::now(), failure_backoff(&err, failures));
                 *cached = Some(Cached::Failed { error: err.duplicate(), until, failures });
                 Err(err)
             }

@@ -8,9 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::http::{ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
-use crate::crd::FdxSource;
+use crate::api::crd::FdxSource;
 use crate::error::Error;
-use crate::token::{self, Token};
+use crate::provider::token::{self, Token};
 
 const TOKEN: Endpoint = Endpoint { provider: "FDX", name: "token" };
 /// "Each token expires in five minutes": assumed when a token carries no `exp`.
@@ -96,7 +96,9 @@ fn read_answer(body: &[u8], fetched_at: Timestamp) -> Result<FetchedToken, Error
     Ok(FetchedToken {
         token: Token::new(answer.access_token),
         fetched_at,
-        expires_at: Some(claims.expires_at.unwrap_or_else(|| crate::time_math::later(fetched_at, DOCUMENTED_LIFETIME))),
+        expires_at: Some(
+            claims.expires_at.unwrap_or_else(|| crate::basics::time_math::later(fetched_at, DOCUMENTED_LIFETIME)),
+        ),
         collection_point_version: None,
     })
 }

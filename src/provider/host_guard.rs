@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::time_math::instant_after;
+use crate::basics::time_math::instant_after;
 
 /// How long a request waits for one of its host's slots before it is held back.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);

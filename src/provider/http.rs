@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::header::HeaderMap;
 
+use crate::api::rate_limit::RateLimit;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
-use crate::metrics::{Metrics, ProviderLabels};
+use crate::observability::metrics::{Metrics, ProviderLabels};
 use crate::provider::host_guard::{Answer, Held, HostGuard};
 use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
-use crate::rate_limit::RateLimit;
 
 /// Larger answers are not tokens: read no further.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -46,7 +46,7 @@ impl ClientKey {
     /// A hash of the client id (not secret, but not shown either).
     pub fn of(credentials: &super::Credentials) -> Self {
         use secrecy::ExposeSecret;
-        Self(crate::token::fingerprint(credentials.client_id.expose_secret().as_bytes()))
+        Self(crate::provider::token::fingerprint(credentials.client_id.expose_secret().as_bytes()))
     }
 }
 
@@ -171,7 +171,8 @@ impl UpstreamClient {
             // Honoured like a 429's, up to the same ceiling.
             503 => Err(Error::UpstreamStatus {
                 status,
-                retry_after: crate::rate_limit::retry_after(&headers, jiff::Timestamp::now()).map(|(wait, _)| wait),
+                retry_after: crate::api::rate_limit::retry_after(&headers, jiff::Timestamp::now())
+                    .map(|(wait, _)| wait),
             }),
             _ => Err(Error::UpstreamStatus { status, retry_after: None }),
         }
@@ -189,7 +190,7 @@ impl UpstreamClient {
     }
 
     fn block(&self, key: BlockKey, limit: &RateLimit) {
-        let until = crate::time_math::instant_after(Instant::now(), limit.retry_after);
+        let until = crate::basics::time_math::instant_after(Instant::now(), limit.retry_after);
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         let entry = blocked.entry(key).or_insert((until, limit.clone()));
         if entry.0 < until {

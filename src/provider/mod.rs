@@ -5,22 +5,25 @@
 //! validated requests.
 
 mod access_tokens;
+pub mod credentials;
 mod fdx;
 pub mod host_guard;
 pub mod http;
+pub mod lookup;
 mod onetrust;
 pub mod policy;
+pub mod token;
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use secrecy::SecretString;
 
+use crate::api::crd::ProviderSpec;
 use crate::config::UpstreamArgs;
-use crate::crd::ProviderSpec;
 use crate::error::Error;
-use crate::metrics::Metrics;
-use crate::token::Token;
+use crate::observability::metrics::Metrics;
+use crate::provider::token::Token;
 pub use fdx::FdxRequest;
 pub use http::UpstreamClient;
 pub use onetrust::{OneTrustRequest, OneTrustTenantRequest};
@@ -34,7 +37,7 @@ pub struct Credentials {
     /// `resourceVersion` of the Secret they were read from.
     pub version: String,
     /// The provider hosts the Secret's owner allows them to be sent to.
-    pub allowed_hosts: crate::hosts::HostPatterns,
+    pub allowed_hosts: crate::api::hosts::HostPatterns,
 }
 
 /// A token fresh from a provider, already checked to be a usable JWT.
@@ -88,12 +91,12 @@ pub enum CheckedEndpoint {
 }
 
 impl CheckedEndpoint {
-    pub fn new(endpoint: crate::crd::Endpoint<'_>, policy: &UpstreamPolicy) -> Result<Self, Error> {
+    pub fn new(endpoint: crate::api::crd::Endpoint<'_>, policy: &UpstreamPolicy) -> Result<Self, Error> {
         Ok(match endpoint {
-            crate::crd::Endpoint::OneTrust(tenant) => {
+            crate::api::crd::Endpoint::OneTrust(tenant) => {
                 Self::OneTrust(OneTrustTenantRequest::new(&tenant.hostname, policy)?)
             }
-            crate::crd::Endpoint::Fdx(endpoint) => {
+            crate::api::crd::Endpoint::Fdx(endpoint) => {
                 let base = url::Url::parse(&endpoint.base_url)
                     .map_err(|_| Error::InvalidSpec("spec.fdx.baseUrl is not an absolute URL".into()))?;
                 policy.check_url(&base, "spec.fdx.baseUrl")?;

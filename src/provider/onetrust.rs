@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use super::access_tokens::AccessTokenCache;
 use super::http::{ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
-use crate::crd::OneTrustSource;
+use crate::api::crd::OneTrustSource;
 use crate::error::Error;
-use crate::token::{self, Token};
+use crate::provider::token::{self, Token};
 
 const OAUTH: Endpoint = Endpoint { provider: "OneTrust", name: "oauth_token" };
 const COLLECTION_POINT: Endpoint = Endpoint { provider: "OneTrust", name: "collection_point_token" };
@@ -320,7 +320,7 @@ fn cache_key(hostname: &str, credentials: &Credentials) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CollectionPoint, CollectionPointState};
+    use crate::api::crd::{CollectionPoint, CollectionPointState};
 
     use crate::fixtures;
 

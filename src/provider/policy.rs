@@ -4,7 +4,7 @@
 //! Three layers, each enough on its own to stop a request:
 //! - the admin's host patterns (`--allowed-provider-hosts`, default any host): checked when a
 //!   spec is validated, before any credential is read;
-//! - the credentials Secret's own host patterns (see [`crate::credentials`]): checked before a
+//! - the credentials Secret's own host patterns (see [`crate::provider::credentials`]): checked before a
 //!   credential leaves the operator;
 //! - the address rules: link-local and cloud-metadata addresses are never connected to;
 //!   loopback, private and other internal addresses only inside `--allowed-private-networks`.
@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use url::{Host, Url};
 
+use crate::api::hosts::{AddressClass, HostPatterns, PrivateNetworks, classify};
 use crate::config::UpstreamArgs;
 use crate::error::Error;
-use crate::hosts::{AddressClass, HostPatterns, PrivateNetworks, classify};
 
 /// The cluster admin's rules for provider URLs, from the operator's flags.
 #[derive(Debug, Clone)]
@@ -147,7 +147,7 @@ fn worse(a: AddressClass, b: AddressClass) -> AddressClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::{FORBIDDEN_EXAMPLES, PRIVATE_EXAMPLES, PUBLIC_EXAMPLES};
+    use crate::api::hosts::{FORBIDDEN_EXAMPLES, PRIVATE_EXAMPLES, PUBLIC_EXAMPLES};
 
     fn policy(networks: &[&str]) -> UpstreamPolicy {
         UpstreamPolicy { allowed_private_networks: networks.join(",").parse().unwrap(), ..Default::default() }

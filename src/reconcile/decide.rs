@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::ConsentTokenStatus;
-use crate::target_secret::TokenRecord;
+use crate::api::crd::ConsentTokenStatus;
+use crate::reconcile::target_secret::TokenRecord;
 
 /// A wake-up later than this after its scheduled time was not our own timer (a restart).
 const OVERDUE_SLACK: Duration = Duration::from_secs(2);
@@ -42,7 +42,7 @@ pub struct Situation<'a> {
 }
 
 /// Whether to fetch now or wait. `defer` picks a deferral for an overdue object on the first
-/// reconcile after a start (see [`crate::schedule::overdue_window`]).
+/// reconcile after a start (see [`crate::scheduling::schedule::overdue_window`]).
 pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
     // The token in the Secret answers another request (a spec or provider change). Secrets
     // written before requests were recorded go by the spec's generation.
@@ -85,9 +85,9 @@ pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option
         // start, see `schedule::overdue_window`) holds for the reconciles that follow, as long
         // as it leaves the kubelet its time before expiry.
         let safe = |at: Timestamp| {
-            current
-                .expires_at
-                .is_none_or(|exp| crate::time_math::between(at, exp) > crate::schedule::KUBELET_PROPAGATION)
+            current.expires_at.is_none_or(|exp| {
+                crate::basics::time_math::between(at, exp) > crate::scheduling::schedule::KUBELET_PROPAGATION
+            })
         };
         match retry_at {
             Some(planned) if !s.first_reconcile && planned > current.next_refresh_at && safe(planned) => planned,
@@ -98,7 +98,7 @@ pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option
         return Decision::Wait(due);
     }
     if s.first_reconcile
-        && crate::time_math::between(due, s.now) > OVERDUE_SLACK
+        && crate::basics::time_math::between(due, s.now) > OVERDUE_SLACK
         && let Some(later) = defer(current.expires_at)
     {
         return Decision::Wait(later);

@@ -9,10 +9,10 @@ use kube::{Resource, ResourceExt};
 use super::Context;
 use super::secret::{self, Target};
 use super::unwritten::Unwritten;
-use crate::crd::ConsentToken;
+use crate::api::crd::ConsentToken;
 use crate::error::Error;
-use crate::spec::ValidSpec;
-use crate::target_secret::{self, TokenRecord};
+use crate::reconcile::spec::ValidSpec;
+use crate::reconcile::target_secret::{self, TokenRecord};
 
 /// Fetches a token for `ct` and writes it into its Secret, unless it is not worth writing (see
 /// [`worth_writing`]). `current`: the token in the Secret; `replace_anyway`: the spec or the
@@ -104,7 +104,7 @@ pub fn worth_writing(
     min_lifetime: Duration,
 ) -> Result<(), Error> {
     let Some(expires_at) = expires_at else { return Ok(()) };
-    if crate::time_math::between(now, expires_at) < min_lifetime {
+    if crate::basics::time_math::between(now, expires_at) < min_lifetime {
         return Err(Error::InvalidResponse(
             "the new token lives less than the operator's --min-token-lifetime; nothing was written",
         ));

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::{ConsentTokenStatus, FailureStatus, RateLimitStatus};
-use crate::object_id::ObjectId;
-use crate::status::{self, Ready};
+use crate::api::crd::{ConsentTokenStatus, FailureStatus, RateLimitStatus};
+use crate::basics::object_id::ObjectId;
+use crate::reconcile::status::{self, Ready};
 
 /// The decision-relevant part of the last status written for one object.
 #[derive(Debug, Clone, Default)]

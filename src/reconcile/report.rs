@@ -13,12 +13,12 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::memory::{Written, needs_status_write};
 use super::{Context, FIELD_MANAGER};
-use crate::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
+use crate::api::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
 use crate::error::Error;
-use crate::metrics::{FailureLabels, ProviderLabels};
-use crate::object_metrics::ObjectFacts;
-use crate::status::{self, Failure, Ready};
-use crate::target_secret::TokenRecord;
+use crate::observability::metrics::{FailureLabels, ProviderLabels};
+use crate::observability::object_metrics::ObjectFacts;
+use crate::reconcile::status::{self, Failure, Ready};
+use crate::reconcile::target_secret::TokenRecord;
 
 /// What the fetch stage did, if anything.
 #[derive(Debug)]
@@ -203,5 +203,5 @@ fn requeue(outcome: &Outcome) -> Duration {
     {
         wake = exp;
     }
-    crate::time_math::between(Timestamp::now(), wake).max(Duration::from_millis(200))
+    crate::basics::time_math::between(Timestamp::now(), wake).max(Duration::from_millis(200))
 }

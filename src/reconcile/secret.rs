@@ -9,9 +9,10 @@ use kube::api::{GetParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, FIELD_MANAGER};
-use crate::crd::{ConsentToken, ConsentTokenStatus};
+use crate::api::crd::{ConsentToken, ConsentTokenStatus};
+use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
-use crate::target_secret::{self, SecretSummary, TokenRecord};
+use crate::reconcile::target_secret::{self, TokenRecord};
 
 /// The target Secret as the reconcile finds it.
 pub enum Target {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::object_id::ObjectId;
+use crate::basics::object_id::ObjectId;
 use crate::provider::FetchedToken;
 
 /// One fetched token and what it was fetched for.
@@ -51,7 +51,7 @@ impl UnwrittenTokens {
 mod tests {
     use super::*;
     use crate::fixtures::t;
-    use crate::token::Token;
+    use crate::provider::token::Token;
 
     fn unwritten() -> Unwritten {
         Unwritten {

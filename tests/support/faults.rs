@@ -50,7 +50,7 @@ impl SecretSampler {
                         let Some(token) = secret.data.as_ref().and_then(|d| d.get("token")) else { continue };
                         let token = String::from_utf8_lossy(&token.0).into_owned();
                         let exp = super::operator::claims(&token)["exp"].as_i64().unwrap_or_default();
-                        let fingerprint = consent_token_operator::token::fingerprint(token.as_bytes());
+                        let fingerprint = consent_token_operator::provider::token::fingerprint(token.as_bytes());
                         samples.entry(secret.name_any()).or_default().push(Sample { at, exp, fingerprint });
                     }
                 }

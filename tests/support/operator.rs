@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use consent_token_operator::crd::ConsentToken;
+use consent_token_operator::api::crd::ConsentToken;
 
 pub struct Operator {
     /// Its identity in the leader-election Lease (`operator` in the test namespace).

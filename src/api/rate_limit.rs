@@ -38,7 +38,7 @@ pub fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<(Duration, boo
         value.parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::MAX)
     } else {
         let when = Timestamp::try_from(httpdate::parse_http_date(value).ok()?).ok()?;
-        crate::time_math::between(now, when)
+        crate::basics::time_math::between(now, when)
     };
     Some((wait.min(MAX_RETRY_AFTER), wait > MAX_RETRY_AFTER))
 }

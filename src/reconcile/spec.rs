@@ -5,11 +5,11 @@
 //! that bypassed it (an older CRD) and what only the operator's configuration can decide
 //! (plain http, the admin's host rules).
 
-use crate::crd::{ConsentToken, EXTRA_KEYS_DIFFER, ProviderKind};
+use crate::api::crd::{ConsentToken, EXTRA_KEYS_DIFFER, ProviderKind};
 use crate::error::Error;
+use crate::provider::lookup::{CredentialsLocation, Resolution};
 use crate::provider::{Source, UpstreamPolicy};
-use crate::resolve::{CredentialsLocation, Resolution};
-use crate::schedule::Schedule;
+use crate::scheduling::schedule::Schedule;
 
 /// A spec that passed [`validate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +49,7 @@ pub fn validate(ct: &ConsentToken, resolution: &Resolution, policy: &UpstreamPol
     }
     let source = Source::new(provider, policy)?;
     let credentials = resolution.credentials();
-    let request = crate::token::fingerprint(
+    let request = crate::provider::token::fingerprint(
         format!(
             "{}\0{}\0{}\0{}\0{}",
             source.identity(),
@@ -73,9 +73,9 @@ pub fn validate(ct: &ConsentToken, resolution: &Resolution, policy: &UpstreamPol
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ExtraKeys;
+    use crate::api::crd::ExtraKeys;
     use crate::fixtures;
-    use crate::resolve::Resolved;
+    use crate::provider::lookup::Resolved;
 
     fn inline(ct: &ConsentToken) -> Resolution {
         let provider = match (&ct.spec.one_trust, &ct.spec.fdx) {

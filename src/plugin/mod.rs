@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::crd::ConsentToken;
+use crate::api::crd::ConsentToken;
 
 /// Look after ConsentTokens: their state, a refresh on demand, what their tokens say.
 #[derive(Debug, Parser)]

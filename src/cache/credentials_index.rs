@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use kube::ResourceExt;
 
-use crate::crd::ConsentToken;
-use crate::object_id::ObjectId;
-use crate::resolve::{self, Catalog, ProviderKey};
+use crate::api::crd::ConsentToken;
+use crate::basics::object_id::ObjectId;
+use crate::provider::lookup::{self, Catalog, ProviderKey};
 
 /// What a ConsentToken takes its credentials through.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,7 +31,7 @@ impl CredentialsSource {
         if let Some(inline) = ct.spec.inline_provider() {
             return Some(Self::Secret { namespace, name: inline.credentials_secret_ref().name.clone() });
         }
-        resolve::provider_key(ct).map(Self::Provider)
+        lookup::provider_key(ct).map(Self::Provider)
     }
 }
 
@@ -132,7 +132,7 @@ impl CredentialsIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ProviderRef, ProviderRefKind};
+    use crate::api::crd::{ProviderRef, ProviderRefKind};
     use kube::runtime::reflector::store;
 
     fn catalog() -> Catalog {

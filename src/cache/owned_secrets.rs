@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
-use crate::target_secret::SecretSummary;
+use crate::cache::secret_summary::SecretSummary;
 
 type Summaries = HashMap<u64, Arc<SecretSummary>>;
 

@@ -11,10 +11,10 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{ConsentTokenStatus, FailureStatus, ProviderKind, RateLimitStatus};
+use crate::api::crd::{ConsentTokenStatus, FailureStatus, ProviderKind, RateLimitStatus};
+use crate::api::rate_limit::RateLimit;
 use crate::error::Error;
-use crate::rate_limit::RateLimit;
-use crate::target_secret::TokenRecord;
+use crate::reconcile::target_secret::TokenRecord;
 
 pub const READY: &str = "Ready";
 
@@ -169,7 +169,7 @@ fn valid_message(current: &TokenRecord) -> String {
 
 fn rate_limit_status(limit: &RateLimit, now: Timestamp) -> RateLimitStatus {
     RateLimitStatus {
-        retry_after: Some(whole_seconds(crate::time_math::later(now, limit.retry_after))),
+        retry_after: Some(whole_seconds(crate::basics::time_math::later(now, limit.retry_after))),
         period: limit.period.clone(),
         requests_allowed: limit.requests_allowed,
         requests_made: limit.requests_made,
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn every_reason_the_operator_writes_is_documented_for_users() {
-        let page = include_str!("../docs/reference/reasons.md");
+        let page = include_str!("../../docs/reference/reasons.md");
         for reason in OWN_REASONS {
             assert!(page.contains(&format!("| `{reason}` |")), "docs/reference/reasons.md has a row for {reason}");
         }

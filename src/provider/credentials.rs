@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use secrecy::SecretString;
 
-use crate::crd::CredentialsSecretRef;
+use crate::api::crd::CredentialsSecretRef;
+use crate::api::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
+use crate::basics::object_id::ObjectId;
 use crate::error::Error;
-use crate::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
-use crate::object_id::ObjectId;
 use crate::provider::Credentials;
 
 /// Credentials already read, by Secret, for as long as that Secret is unchanged.

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use crate::crd::ConsentToken;
+use crate::api::crd::ConsentToken;
 
 /// Not `Debug`: the text holds the spec's customer id, which is personal data.
 pub struct CachedToken(Form);
@@ -116,7 +116,9 @@ fn decode(compressed: &[u8]) -> Result<ConsentToken, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ConsentTokenStatus, ExtraKeys, FailureStatus, ProviderRef, ProviderRefKind, RateLimitStatus};
+    use crate::api::crd::{
+        ConsentTokenStatus, ExtraKeys, FailureStatus, ProviderRef, ProviderRefKind, RateLimitStatus,
+    };
     use crate::fixtures;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

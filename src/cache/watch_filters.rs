@@ -86,7 +86,7 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ConsentToken;
+    use crate::api::crd::ConsentToken;
     use std::collections::BTreeMap;
 
     fn token(uid: &str, generation: i64, annotations: &[(&str, &str)]) -> ConsentToken {

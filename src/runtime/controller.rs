@@ -33,26 +33,26 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
-use crate::api_writes::ApiWrites;
-use crate::calendar::Calendar;
+use crate::api::annotations::{MANAGED_SELECTOR, NOT_MANAGED_SELECTOR};
+use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken, ProviderRefKind};
+use crate::basics::object_id::ObjectId;
+use crate::cache::credentials_index::CredentialsIndex;
+use crate::cache::owned_secrets::OwnedSecrets;
+use crate::cache::secret_names::SecretNames;
+use crate::cache::watch_backoff::WatchBackoff;
+use crate::cache::watch_filters::spec_changes;
+use crate::cache::work_queue::WorkQueue;
 use crate::config::ControllerArgs;
-use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken, ProviderRefKind};
-use crate::credentials::{CredentialChanges, CredentialsCache, SecretChange};
-use crate::credentials_index::CredentialsIndex;
-use crate::first_tokens::FirstTokens;
-use crate::metrics::Metrics;
-use crate::object_id::ObjectId;
-use crate::owned_secrets::OwnedSecrets;
+use crate::observability::metrics::Metrics;
+use crate::provider::credentials::{CredentialChanges, CredentialsCache, SecretChange};
+use crate::provider::lookup::{self, Catalog, ProviderKey};
 use crate::provider::{Providers, UpstreamPolicy};
-use crate::provider_status;
+use crate::reconcile::api_writes::ApiWrites;
 use crate::reconcile::{self, Context};
-use crate::resolve::{self, Catalog, ProviderKey};
-use crate::secret_names::SecretNames;
-use crate::server::Readiness;
-use crate::target_secret::{MANAGED_SELECTOR, NOT_MANAGED_SELECTOR};
-use crate::watch_backoff::WatchBackoff;
-use crate::watch_filters::spec_changes;
-use crate::work_queue::WorkQueue;
+use crate::runtime::provider_status;
+use crate::runtime::server::Readiness;
+use crate::scheduling::calendar::Calendar;
+use crate::scheduling::first_tokens::FirstTokens;
 
 /// What the controllers share, built once by the caller.
 #[derive(Clone)]
@@ -582,7 +582,7 @@ fn users_of(
         .into_iter()
         .filter(|ct| {
             let Some(change) = change else { return true };
-            resolve::credentials_secret_of(ct, catalog)
+            lookup::credentials_secret_of(ct, catalog)
                 .is_some_and(|(namespace, name)| namespace == change.namespace && name == change.name)
                 && ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != change.version.as_deref()
         })

@@ -14,32 +14,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::ConsentToken;
-use crate::packed_strings::PackedStrings;
-use crate::token::{self, Token};
-
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "consent-token-operator";
-/// Label selector of every Secret this operator writes: the only Secrets it caches.
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=consent-token-operator";
-/// Label selector of every other Secret (credentials, and names a new target must not take).
-pub const NOT_MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by!=consent-token-operator";
-
-const FINGERPRINT: &str = "consent.dev/token-fingerprint";
-const REFRESHED_AT: &str = "consent.dev/refreshed-at";
-const EXPIRES_AT: &str = "consent.dev/expires-at";
-const NEXT_REFRESH_AT: &str = "consent.dev/next-refresh-at";
-const GENERATION: &str = "consent.dev/generation";
-const CREDENTIALS_VERSION: &str = "consent.dev/credentials-version";
-const COLLECTION_POINT_VERSION: &str = "consent.dev/collection-point-version";
-const REQUEST: &str = "consent.dev/request-fingerprint";
-/// The user's labels and annotations and the data keys this Secret was last written with
-/// (`labels=a,b;annotations=c;data=token,expires-at`), so those the spec no longer asks for can
-/// be removed: fields written at creation (a POST) are not removed by a later server-side apply
-/// that leaves them out.
-const WRITTEN: &str = "consent.dev/written-keys";
-/// The operator's own annotations that are not always there.
-const OPTIONAL_OWN: [&str; 3] = [EXPIRES_AT, COLLECTION_POINT_VERSION, REQUEST];
+use crate::api::annotations::*;
+use crate::api::crd::ConsentToken;
+use crate::cache::secret_summary::SecretSummary;
+use crate::provider::token::{self, Token};
 
 /// The facts about a token, as written next to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,155 +140,6 @@ pub fn is_controlled_by(secret: &impl kube::Resource, ct: &ConsentToken) -> bool
     secret.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-/// Strings the operator writes into every Secret: a summary refers to these instead of keeping
-/// a copy each.
-const WELL_KNOWN: [&str; 13] = [
-    MANAGED_BY_LABEL,
-    MANAGED_BY,
-    FINGERPRINT,
-    REFRESHED_AT,
-    EXPIRES_AT,
-    NEXT_REFRESH_AT,
-    GENERATION,
-    CREDENTIALS_VERSION,
-    COLLECTION_POINT_VERSION,
-    REQUEST,
-    WRITTEN,
-    "Opaque",
-    "token",
-];
-
-/// What the operator keeps of one of its Secrets: what a reconcile reads (names, uid, controller,
-/// type, labels, annotations) and each data value's fingerprint, never a value, all in one
-/// allocation ([`PackedStrings`]). A cached `Secret` cost about 2.8 KB (three B-tree maps of at
-/// least one 544-byte node each, and a 456-byte struct), the largest item in the operator's
-/// memory; a summary with a string of its own for each of these about 1.2 KB; packed about
-/// 0.35 KB. Everything that reads a Secret of ours goes through this.
-#[derive(Clone, PartialEq)]
-pub struct SecretSummary {
-    /// Name, namespace, uid, the uid of the owner reference marked as controller, type; then
-    /// each label, each annotation, and each data key with the fingerprint of its value, as key
-    /// and value, in key order.
-    strings: PackedStrings,
-    labels: usize,
-    annotations: usize,
-    data: usize,
-}
-
-/// Where the single strings are in [`SecretSummary::strings`], before the pairs.
-const NAME: usize = 0;
-const NAMESPACE: usize = 1;
-const UID: usize = 2;
-const CONTROLLER: usize = 3;
-const TYPE: usize = 4;
-const PAIRS: usize = 5;
-
-impl SecretSummary {
-    pub fn of(secret: &Secret) -> Self {
-        fn pairs(map: Option<&BTreeMap<String, String>>) -> impl Iterator<Item = Option<&str>> {
-            map.into_iter().flatten().flat_map(|(k, v)| [Some(k.as_str()), Some(v.as_str())])
-        }
-        let fingerprints: Vec<(&str, String)> =
-            secret.data.iter().flatten().map(|(key, value)| (key.as_str(), token::fingerprint(&value.0))).collect();
-        let controller = secret.owner_references().iter().find(|owner| owner.controller == Some(true));
-        let singles = [
-            secret.metadata.name.as_deref(),
-            secret.metadata.namespace.as_deref(),
-            secret.metadata.uid.as_deref(),
-            controller.map(|owner| owner.uid.as_str()),
-            secret.type_.as_deref(),
-        ];
-        let strings = singles
-            .into_iter()
-            .chain(pairs(secret.metadata.labels.as_ref()))
-            .chain(pairs(secret.metadata.annotations.as_ref()))
-            .chain(fingerprints.iter().flat_map(|(k, v)| [Some(*k), Some(v.as_str())]));
-        Self {
-            strings: PackedStrings::new(&WELL_KNOWN, strings),
-            labels: secret.metadata.labels.as_ref().map_or(0, BTreeMap::len),
-            annotations: secret.metadata.annotations.as_ref().map_or(0, BTreeMap::len),
-            data: fingerprints.len(),
-        }
-    }
-
-    fn single(&self, at: usize) -> Option<&str> {
-        self.strings.iter(&WELL_KNOWN).nth(at).flatten()
-    }
-
-    pub fn name(&self) -> &str {
-        self.single(NAME).unwrap_or_default()
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.single(NAMESPACE).unwrap_or_default()
-    }
-
-    pub fn uid(&self) -> Option<&str> {
-        self.single(UID)
-    }
-
-    fn controller(&self) -> Option<&str> {
-        self.single(CONTROLLER)
-    }
-
-    fn type_(&self) -> Option<&str> {
-        self.single(TYPE)
-    }
-
-    /// The key-value pairs of one section: `skip` pairs after the single strings, `count` long.
-    fn pairs(&self, skip: usize, count: usize) -> impl Iterator<Item = (&str, &str)> {
-        let mut strings = self.strings.iter(&WELL_KNOWN).skip(PAIRS + 2 * skip).take(2 * count);
-        std::iter::from_fn(move || Some((strings.next()?.unwrap_or_default(), strings.next()?.unwrap_or_default())))
-    }
-
-    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs(0, self.labels)
-    }
-
-    fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs(self.labels, self.annotations)
-    }
-
-    /// Each data key with the fingerprint of its value.
-    fn data(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs(self.labels + self.annotations, self.data)
-    }
-
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    /// The fingerprint of the value under `key`.
-    pub fn fingerprint(&self, key: &str) -> Option<&str> {
-        self.data().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    /// Whether this ConsentToken created the Secret (its controller owner reference).
-    pub fn is_controlled_by(&self, ct: &ConsentToken) -> bool {
-        ct.metadata.uid.as_deref().is_some_and(|uid| self.controller() == Some(uid))
-    }
-}
-
-/// Names, labels, annotations and data keys (no fingerprint: they say nothing to a reader).
-impl std::fmt::Debug for SecretSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSummary")
-            .field("name", &self.name())
-            .field("namespace", &self.namespace())
-            .field("uid", &self.uid())
-            .field("controller", &self.controller())
-            .field("type", &self.type_())
-            .field("labels", &self.labels().collect::<Vec<_>>())
-            .field("annotations", &self.annotations().collect::<Vec<_>>())
-            .field("data", &self.data().map(|(k, _)| k).collect::<Vec<_>>())
-            .finish()
-    }
-}
-
 /// The facts of the token in a Secret under `key`, if it is intact: present, and the same token
 /// the facts were written for (not edited by someone else).
 pub fn read(summary: &SecretSummary, key: &str) -> Option<TokenRecord> {
@@ -401,7 +230,7 @@ pub fn matches(actual: &SecretSummary, ct: &ConsentToken, record: &TokenRecord) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ConsentTokenSpec;
+    use crate::api::crd::ConsentTokenSpec;
 
     #[test]
     fn both_selectors_name_the_label_the_operator_writes() {
@@ -481,7 +310,7 @@ mod tests {
         let mut ct = consent_token();
         ct.spec.target.labels = BTreeMap::from([("backup".into(), "daily".into())]);
         ct.spec.target.annotations = BTreeMap::from([("reloader.stakater.com/match".into(), "true".into())]);
-        ct.spec.target.extra_keys = Some(Box::new(crate::crd::ExtraKeys {
+        ct.spec.target.extra_keys = Some(Box::new(crate::api::crd::ExtraKeys {
             expires_at: Some("expires-at".into()),
             refreshed_at: Some("refreshed-at".into()),
             document: Some("token.json".into()),
@@ -532,8 +361,10 @@ mod tests {
         let mut before = consent_token();
         before.spec.target.labels = BTreeMap::from([("tier".into(), "gold".into()), ("keep".into(), "x".into())]);
         before.spec.target.annotations = BTreeMap::from([("note".into(), "n".into())]);
-        before.spec.target.extra_keys =
-            Some(Box::new(crate::crd::ExtraKeys { refreshed_at: Some("refreshed-at".into()), ..Default::default() }));
+        before.spec.target.extra_keys = Some(Box::new(crate::api::crd::ExtraKeys {
+            refreshed_at: Some("refreshed-at".into()),
+            ..Default::default()
+        }));
         let token = token_value();
         let mut live = desired(&before, &token, &record(&token));
         // Someone else's label is never touched.

@@ -27,9 +27,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::cached_token::CachedToken;
-use crate::crd::ConsentToken;
-use crate::object_id::ObjectId;
+use crate::api::crd::ConsentToken;
+use crate::basics::object_id::ObjectId;
+use crate::cache::cached_token::CachedToken;
 
 pub struct WorkQueue {
     state: Mutex<State>,

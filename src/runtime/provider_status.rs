@@ -17,13 +17,13 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 
-use crate::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
-use crate::credentials::{CredentialsCache, SecretChange};
-use crate::credentials_index::CredentialsIndex;
+use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
+use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
+use crate::provider::credentials::{CredentialsCache, SecretChange};
+use crate::provider::lookup::{Catalog, ProviderKey};
 use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
 use crate::reconcile::FIELD_MANAGER;
-use crate::resolve::{Catalog, ProviderKey};
 
 /// How often statuses are brought up to date.
 const PASS_EVERY: Duration = Duration::from_secs(3);
@@ -142,7 +142,7 @@ impl Writer {
         let result = async {
             let endpoint = subject
                 .endpoint
-                .ok_or_else(|| Error::InvalidSpec(crate::crd::provider::EXACTLY_ONE_ENDPOINT.into()))?;
+                .ok_or_else(|| Error::InvalidSpec(crate::api::crd::provider::EXACTLY_ONE_ENDPOINT.into()))?;
             let checked = CheckedEndpoint::new(endpoint, &self.policy)?;
             let values = self
                 .credentials
@@ -234,7 +234,7 @@ fn same(a: &ConsentProviderStatus, b: &ConsentProviderStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CredentialsSecretRef, FdxEndpoint};
+    use crate::api::crd::{CredentialsSecretRef, FdxEndpoint};
 
     #[test]
     fn status_says_ready_with_a_reason_and_keeps_the_transition_time() {

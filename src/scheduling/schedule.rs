@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::RefreshPolicy;
+use crate::api::crd::RefreshPolicy;
+use crate::basics::time_math::{between, earlier, later, scale};
 use crate::error::RetryClass;
-use crate::time_math::{between, earlier, later, scale};
 
 /// How long before expiry to renew a token that has an `exp`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +101,7 @@ impl Schedule {
 
     /// The window in which to fetch the token fetched at `fetched_at` again: at its end the token
     /// still has the configured lead left; it opens a share of that lead earlier (see
-    /// [`SPREAD_SHARE`]), so renewals can be spread (by [`crate::calendar::Calendar`]) without
+    /// [`SPREAD_SHARE`]), so renewals can be spread (by [`crate::scheduling::calendar::Calendar`]) without
     /// ever being later than the lead.
     ///
     /// The `first` renewal of a new object's token may come much earlier, from a tenth of the
@@ -273,7 +273,7 @@ mod tests {
         // 9,000 MX tokens fetched over 30 seconds, as when they are all created at once: their
         // first renewals fill the quietest seconds, so no minute carries much more than the
         // average minute of the steady state (9,000 renewals per 150 s).
-        let calendar = crate::calendar::Calendar::default();
+        let calendar = crate::scheduling::calendar::Calendar::default();
         for i in 0..9000 {
             let fetched = t(i / 300);
             let (from, to) = schedule.renewal_window(fetched, Some(fetched + Duration::from_secs(300)), true);

@@ -21,8 +21,8 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
-use crate::object_id::ObjectId;
-use crate::time_math::{between, later};
+use crate::basics::object_id::ObjectId;
+use crate::basics::time_math::{between, later};
 
 /// One per process, like the calendar: every namespace's objects share the API server.
 #[derive(Default)]

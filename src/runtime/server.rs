@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::config::ServerArgs;
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// What `/readyz` answers: a leader is ready once every watch has listed its objects (it then
 /// acts on complete knowledge); a standby is ready once it knows it is a standby, so a rollout

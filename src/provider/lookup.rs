@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::crd::{
+use crate::api::crd::{
     ClusterConsentProvider, ConsentProvider, ConsentToken, CredentialsSecretRef, EXACTLY_ONE_PROVIDER, Endpoint,
     FdxSource, OneTrustSource, ProviderKind, ProviderRefKind, ProviderSpec,
 };
@@ -125,7 +125,7 @@ fn combine(ct: &ConsentToken, endpoint: Option<Endpoint<'_>>) -> Result<Resolved
     let Some(endpoint) = endpoint else {
         return Err(Error::InvalidSpec(format!(
             "the provider named in spec.providerRef sets neither or both of spec.oneTrust and spec.fdx: {}",
-            crate::crd::provider::EXACTLY_ONE_ENDPOINT
+            crate::api::crd::provider::EXACTLY_ONE_ENDPOINT
         )));
     };
     match (endpoint, &ct.spec.collection_point, &ct.spec.customer_id) {
@@ -193,7 +193,7 @@ pub fn inline_kind(ct: &ConsentToken) -> Option<ProviderKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ClusterConsentProviderSpec, ConsentProviderSpec};
+    use crate::api::crd::{ClusterConsentProviderSpec, ConsentProviderSpec};
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
 

@@ -1,7 +1,7 @@
 //! One reconcile of one ConsentToken, as a pipeline of stages, each one call:
 //!
 //! 1. **observe** the target Secret ([`secret::observe`]);
-//! 2. **resolve** the provider (written out, or a shared provider object: [`resolve::resolve`],
+//! 2. **resolve** the provider (written out, or a shared provider object: [`lookup::resolve`],
 //!    pure), **validate** the spec ([`spec::validate`], pure) and **decide** whether to fetch a
 //!    token now or keep the current one ([`decide::decide`], pure);
 //! 3. **fetch** a token and write it ([`fetch::refresh`]), or reshape a Secret whose target
@@ -13,11 +13,15 @@
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
+pub mod api_writes;
 mod decide;
 mod fetch;
 pub mod memory;
 mod report;
 mod secret;
+pub mod spec;
+pub mod status;
+pub mod target_secret;
 pub mod unwritten;
 
 use std::sync::Arc;
@@ -27,29 +31,28 @@ use jiff::Timestamp;
 use kube::runtime::events::Reporter;
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api_writes::ApiWrites;
-use crate::calendar::Calendar;
-use crate::crd::{ConsentToken, ConsentTokenStatus};
-use crate::credentials::{CredentialChanges, CredentialsCache};
+use crate::api::annotations::REFRESH_REQUESTED_AT;
+use crate::api::crd::{ConsentToken, ConsentTokenStatus};
+use crate::basics::object_id::ObjectId;
 use crate::error::Error;
-use crate::first_tokens::FirstTokens;
-use crate::metrics::Metrics;
-use crate::object_id::ObjectId;
+use crate::observability::metrics::Metrics;
+use crate::provider::credentials::{CredentialChanges, CredentialsCache};
+use crate::provider::lookup::{self, Catalog};
 use crate::provider::{Providers, UpstreamPolicy};
-use crate::resolve::{self, Catalog};
-use crate::schedule;
-use crate::spec::{self, ValidSpec};
-use crate::status::Failure;
-use crate::target_secret::TokenRecord;
+use crate::reconcile::api_writes::ApiWrites;
+use crate::reconcile::status::Failure;
+use crate::reconcile::target_secret::TokenRecord;
+use crate::scheduling::calendar::Calendar;
+use crate::scheduling::first_tokens::FirstTokens;
+use crate::scheduling::schedule;
 use decide::{Decision, Situation, Why, decide};
 use memory::StatusMemory;
 use report::{Attempt, Outcome};
 use secret::Target;
+use spec::ValidSpec;
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "consent-token-operator";
-/// Annotation users set (to any new value, e.g. a timestamp) to refresh now.
-pub const REFRESH_REQUESTED_AT: &str = "consent.dev/refresh-requested-at";
 
 /// What every reconcile of one controller shares.
 pub struct Context {
@@ -57,7 +60,7 @@ pub struct Context {
     pub providers: Arc<Providers>,
     pub policy: Arc<UpstreamPolicy>,
     /// Cache of the Secrets this operator manages (label-selected), fed by the controller's watch.
-    pub owned_secrets: Arc<crate::owned_secrets::OwnedSecrets>,
+    pub owned_secrets: Arc<crate::cache::owned_secrets::OwnedSecrets>,
     /// Turns true once `owned_secrets` has listed every managed Secret and `catalog` every
     /// provider and namespace: from then on, what is missing from them is missing from the
     /// cluster (or, for a Secret, not labelled as ours).
@@ -69,7 +72,7 @@ pub struct Context {
     pub credentials: Arc<CredentialsCache>,
     pub credential_changes: Arc<CredentialChanges>,
     /// Names of Secrets that are not ours, to create a new target Secret without a read first.
-    pub secret_names: Arc<crate::secret_names::SecretNames>,
+    pub secret_names: Arc<crate::cache::secret_names::SecretNames>,
     pub calendar: Arc<Calendar>,
     /// The objects still waiting for a first token (a first renewal is not planned among them).
     pub first_tokens: Arc<FirstTokens>,
@@ -115,12 +118,12 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
     let credentials_changed_to = ctx.credential_changes.take(ObjectId::of(&uid));
-    let resolution = resolve::resolve(ct, &ctx.catalog);
+    let resolution = lookup::resolve(ct, &ctx.catalog);
     let base = Outcome {
         now,
         provider: match &resolution {
             Ok(resolution) => Some(resolution.provider.spec().kind()),
-            Err(_) => resolve::inline_kind(ct),
+            Err(_) => lookup::inline_kind(ct),
         },
         token: None,
         attempt: Attempt::Waited,
@@ -209,7 +212,7 @@ fn validate(
     ct: &ConsentToken,
     ctx: &Context,
     target: &Target,
-    resolution: Result<resolve::Resolution, Error>,
+    resolution: Result<lookup::Resolution, Error>,
 ) -> Result<ValidSpec, Error> {
     if matches!(target, Target::Foreign) {
         return Err(Error::TargetConflict(ct.target_secret_name()));
@@ -227,7 +230,7 @@ fn validate(
 fn held_back(err: &Error) -> Duration {
     let (at, _) = schedule::retry_window(Timestamp::now(), err.retry_class(), 1, None, false, rand::random());
     tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
-    crate::time_math::between(Timestamp::now(), at)
+    crate::basics::time_math::between(Timestamp::now(), at)
 }
 
 fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {

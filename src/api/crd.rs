@@ -565,7 +565,7 @@ mod tests {
     #[test]
     fn the_invalid_example_quotes_the_message_the_api_server_gives() {
         // tests/node.rs applies the example and compares the refusal with this quote.
-        let example = include_str!("../deploy/examples/invalid-consenttoken.yaml");
+        let example = include_str!("../../deploy/examples/invalid-consenttoken.yaml");
         let comment: String = example
             .lines()
             .take_while(|l| l.starts_with('#'))

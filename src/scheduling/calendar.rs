@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
-use crate::object_id::ObjectId;
+use crate::basics::object_id::ObjectId;
 
 #[derive(Default)]
 pub struct Calendar(Mutex<Plans>);

@@ -7,13 +7,13 @@ use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use crate::api_writes::{ApiWrites, InvalidWriteRate};
 use crate::config::{Config, LeaderElectionArgs};
-use crate::controller::{self, Shared};
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
-use crate::server::{self, Readiness};
+use crate::reconcile::api_writes::{ApiWrites, InvalidWriteRate};
+use crate::runtime::controller::{self, Shared};
+use crate::runtime::leader::Leadership;
+use crate::runtime::server::{self, Readiness};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -1,0 +1,28 @@
+//! The labels and annotations the operator writes on its Secrets (workloads, `kubectl consent`
+//! and a restarted operator read them), and the one annotation users write on a ConsentToken.
+
+/// Annotation users set on a ConsentToken (to any new value, e.g. a timestamp) to refresh now.
+pub const REFRESH_REQUESTED_AT: &str = "consent.dev/refresh-requested-at";
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "consent-token-operator";
+/// Label selector of every Secret this operator writes: the only Secrets it caches.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=consent-token-operator";
+/// Label selector of every other Secret (credentials, and names a new target must not take).
+pub const NOT_MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by!=consent-token-operator";
+
+pub const FINGERPRINT: &str = "consent.dev/token-fingerprint";
+pub const REFRESHED_AT: &str = "consent.dev/refreshed-at";
+pub const EXPIRES_AT: &str = "consent.dev/expires-at";
+pub const NEXT_REFRESH_AT: &str = "consent.dev/next-refresh-at";
+pub const GENERATION: &str = "consent.dev/generation";
+pub const CREDENTIALS_VERSION: &str = "consent.dev/credentials-version";
+pub const COLLECTION_POINT_VERSION: &str = "consent.dev/collection-point-version";
+pub const REQUEST: &str = "consent.dev/request-fingerprint";
+/// The user's labels and annotations and the data keys this Secret was last written with
+/// (`labels=a,b;annotations=c;data=token,expires-at`), so those the spec no longer asks for can
+/// be removed: fields written at creation (a POST) are not removed by a later server-side apply
+/// that leaves them out.
+pub const WRITTEN: &str = "consent.dev/written-keys";
+/// The operator's own annotations that are not always there.
+pub const OPTIONAL_OWN: [&str; 3] = [EXPIRES_AT, COLLECTION_POINT_VERSION, REQUEST];
