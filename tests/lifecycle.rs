@@ -349,8 +349,8 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
     );
 }
 
-/// The operator caches ConsentTokens and its Secrets slimmed (`controller::slim_consent_token`,
-/// then kept as text by `cached_token::CachedToken`; `target_secret::SecretSummary`) to keep its
+/// The operator caches ConsentTokens and its Secrets slimmed (`cached_token::slim_consent_token`,
+/// then kept as text by `cached_token::CachedToken`; `secret_summary::SecretSummary`) to keep its
 /// memory small. What a reconcile derives from the cached
 /// copies must be what it derives from the whole objects the API server returns: the same
 /// object key, spec, status and refresh request, the same desired Secret, and the written Secret
@@ -358,9 +358,9 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
 #[tokio::test]
 async fn a_cached_object_has_every_field_the_reconcile_reads() {
     use consent_token_operator::cache::cached_token::CachedToken;
+    use consent_token_operator::cache::cached_token::slim_consent_token;
     use consent_token_operator::provider::token::Token;
     use consent_token_operator::reconcile::target_secret;
-    use consent_token_operator::runtime::controller::slim_consent_token;
     use kube::Resource;
     use kube::runtime::reflector::ObjectRef;
 

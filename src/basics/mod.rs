@@ -6,3 +6,4 @@
 pub mod object_id;
 pub mod packed_strings;
 pub mod time_math;
+pub mod watch_cache;

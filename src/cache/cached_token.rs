@@ -113,6 +113,20 @@ fn decode(compressed: &[u8]) -> Result<ConsentToken, DecodeError> {
     serde_json::from_slice(&text).map_err(|err| DecodeError::Json(err.classify()))
 }
 
+/// Drops from a ConsentToken, before it is cached (as text: `cached_token`), what no reconcile
+/// reads: the field managers, its labels, its resource version and a client-side `kubectl
+/// apply`'s copy of the whole object. (Other annotations stay: a change to any annotation makes
+/// the operator look again.) `lifecycle::a_cached_object_has_every_field_the_reconcile_reads`
+/// shows that what remains is all a reconcile needs.
+pub fn slim_consent_token(ct: &mut ConsentToken) {
+    ct.metadata.managed_fields = None;
+    ct.metadata.labels = None;
+    ct.metadata.resource_version = None;
+    if let Some(annotations) = ct.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,11 @@ use std::sync::Mutex;
 
 use kube::ResourceExt;
 
-use crate::api::crd::ConsentToken;
+use crate::api::crd::{ConsentToken, ProviderRefKind};
 use crate::basics::object_id::ObjectId;
+use crate::basics::watch_cache::WatchCache;
+use crate::cache::work_queue::WorkQueue;
+use crate::provider::credentials::{CredentialsChange, PendingRotations};
 use crate::provider::lookup::{self, Catalog, ProviderKey};
 
 /// What a ConsentToken takes its credentials through.
@@ -127,6 +130,76 @@ impl CredentialsIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Fed by the ConsentToken watch.
+impl WatchCache<ConsentToken> for CredentialsIndex {
+    fn apply(&self, ct: &ConsentToken) {
+        self.insert(ct);
+    }
+    fn delete(&self, ct: &ConsentToken) {
+        self.remove(ct);
+    }
+}
+
+/// The ConsentTokens that use the changed Secret as credentials (directly or through their
+/// provider object) and did not get their token from this version of it. Each is marked so its
+/// next reconcile fetches with the new credentials. The index names the candidates; each is
+/// checked against its cached object.
+pub fn users_of_change(
+    tokens: &WorkQueue,
+    index: &CredentialsIndex,
+    catalog: &Catalog,
+    pending: &PendingRotations,
+    change: Option<&CredentialsChange>,
+) -> Vec<ObjectId> {
+    let candidates: Vec<ConsentToken> = match change {
+        Some(change) => index
+            .users_of_secret(catalog, &change.namespace, &change.name)
+            .into_iter()
+            .filter_map(|object| tokens.get(object))
+            .collect(),
+        None => tokens.objects(),
+    };
+    let users: Vec<_> = candidates
+        .into_iter()
+        .filter(|ct| {
+            let Some(change) = change else { return true };
+            lookup::credentials_secret_of(ct, catalog)
+                .is_some_and(|(namespace, name)| namespace == change.namespace && name == change.name)
+                && ct.status.as_ref().and_then(|s| s.credentials_version.as_deref()) != change.version.as_deref()
+        })
+        .map(|ct| {
+            let object = ObjectId::of(&ct.uid().unwrap_or_default());
+            if let Some(CredentialsChange { version: Some(version), .. }) = change {
+                pending.record(object, version.clone());
+            }
+            object
+        })
+        .collect();
+    if let Some(change) = change
+        && !users.is_empty()
+    {
+        tracing::debug!(
+            namespace = change.namespace,
+            secret = change.name,
+            users = users.len(),
+            "credentials Secret changed"
+        );
+    }
+    users
+}
+
+/// The ConsentTokens in `namespace` that use a ClusterConsentProvider: its labels decide whether
+/// the provider serves them.
+pub fn users_of_cluster_providers_in(tokens: &WorkQueue, namespace: &str) -> Vec<ObjectId> {
+    tokens
+        .objects()
+        .into_iter()
+        .filter(|ct| ct.namespace().as_deref() == Some(namespace))
+        .filter(|ct| ct.spec.provider_ref.as_ref().is_some_and(|r| r.kind == ProviderRefKind::ClusterConsentProvider))
+        .map(|ct| ObjectId::of(&ct.uid().unwrap_or_default()))
+        .collect()
 }
 
 #[cfg(test)]

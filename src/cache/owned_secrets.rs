@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::basics::watch_cache::WatchCache;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::runtime::watcher;
 
 use crate::cache::secret_summary::SecretSummary;
 
@@ -37,29 +37,6 @@ impl OwnedSecrets {
         live.values().filter(|s| s.namespace() == namespace).cloned().collect()
     }
 
-    /// Applies one event of the watch.
-    pub fn apply(&self, event: &watcher::Event<Secret>) {
-        match event {
-            watcher::Event::Apply(secret) => {
-                let (key, summary) = self.entry(secret);
-                self.live.write().unwrap_or_else(|p| p.into_inner()).insert(key, summary);
-            }
-            watcher::Event::Delete(secret) => {
-                let key = self.key(&secret.namespace().unwrap_or_default(), &secret.name_any());
-                self.live.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
-            }
-            watcher::Event::Init => *self.relisting() = Some(Summaries::new()),
-            watcher::Event::InitApply(secret) => {
-                let (key, summary) = self.entry(secret);
-                self.relisting().get_or_insert_with(Summaries::new).insert(key, summary);
-            }
-            watcher::Event::InitDone => {
-                let listed = self.relisting().take().unwrap_or_default();
-                *self.live.write().unwrap_or_else(|p| p.into_inner()) = listed;
-            }
-        }
-    }
-
     fn entry(&self, secret: &Secret) -> (u64, Arc<SecretSummary>) {
         let summary = SecretSummary::of(secret);
         (self.key(summary.namespace(), summary.name()), Arc::new(summary))
@@ -71,6 +48,37 @@ impl OwnedSecrets {
 
     fn relisting(&self) -> std::sync::MutexGuard<'_, Option<Summaries>> {
         self.relist.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Fed by the watch of labelled Secrets. A relist builds a new table beside the live one, which
+/// reconciles keep reading until the relist is complete and replaces it.
+impl WatchCache<Secret> for OwnedSecrets {
+    fn apply(&self, secret: &Secret) {
+        let (key, summary) = self.entry(secret);
+        match self.relisting().as_mut() {
+            Some(relisting) => {
+                relisting.insert(key, summary);
+            }
+            None => {
+                self.live.write().unwrap_or_else(|p| p.into_inner()).insert(key, summary);
+            }
+        }
+    }
+
+    fn delete(&self, secret: &Secret) {
+        let key = self.key(&secret.namespace().unwrap_or_default(), &secret.name_any());
+        self.live.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    fn relist_started(&self, _: Option<&str>) {
+        *self.relisting() = Some(Summaries::new());
+    }
+
+    fn relist_done(&self, _: Option<&str>) -> Vec<Secret> {
+        let listed = self.relisting().take().unwrap_or_default();
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = listed;
+        Vec::new()
     }
 }
 
@@ -97,21 +105,23 @@ mod tests {
 
     #[test]
     fn events_keep_it_in_step_and_a_relist_drops_what_went_meanwhile() {
-        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        use kube::runtime::watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+
+        use crate::basics::watch_cache::deliver;
         let cache = OwnedSecrets::default();
         for event in [Init, InitApply(secret("a", "1")), InitApply(secret("b", "2")), InitDone] {
-            cache.apply(&event);
+            deliver(&[&cache], None, &event);
         }
         assert_eq!((uid(&cache, "a"), uid(&cache, "b")), (Some("1".into()), Some("2".into())));
         assert_eq!(cache.get("other", "a"), None, "another namespace");
-        cache.apply(&Apply(secret("a", "3")));
-        cache.apply(&Delete(secret("b", "2")));
+        deliver(&[&cache], None, &Apply(secret("a", "3")));
+        deliver(&[&cache], None, &Delete(secret("b", "2")));
         assert_eq!((uid(&cache, "a"), uid(&cache, "b")), (Some("3".into()), None));
         // A relist: until it completes the old entries serve; then only what it found.
-        cache.apply(&Init);
-        cache.apply(&InitApply(secret("c", "4")));
+        deliver(&[&cache], None, &Init);
+        deliver(&[&cache], None, &InitApply(secret("c", "4")));
         assert_eq!(uid(&cache, "a"), Some("3".into()));
-        cache.apply(&InitDone);
+        deliver(&[&cache], None, &InitDone);
         assert_eq!((uid(&cache, "a"), uid(&cache, "c")), (None, Some("4".into())));
         assert_eq!(cache.in_namespace("team").len(), 1);
     }

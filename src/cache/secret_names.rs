@@ -13,6 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+
+use crate::basics::watch_cache::WatchCache;
+
 #[derive(Default)]
 pub struct SecretNames(Mutex<Names>);
 
@@ -71,6 +77,23 @@ impl SecretNames {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Names> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Fed by the metadata watches of Secrets that are not the operator's.
+impl WatchCache<PartialObjectMeta<Secret>> for SecretNames {
+    fn apply(&self, secret: &PartialObjectMeta<Secret>) {
+        self.add(&secret.namespace().unwrap_or_default(), &secret.name_any());
+    }
+    fn delete(&self, secret: &PartialObjectMeta<Secret>) {
+        self.remove(&secret.namespace().unwrap_or_default(), &secret.name_any());
+    }
+    fn relist_started(&self, scope: Option<&str>) {
+        self.relisting(scope);
+    }
+    fn relist_done(&self, scope: Option<&str>) -> Vec<PartialObjectMeta<Secret>> {
+        self.listed(scope);
+        Vec::new()
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::api::crd::ConsentToken;
 use crate::basics::object_id::ObjectId;
+use crate::basics::watch_cache::WatchCache;
 use crate::cache::cached_token::CachedToken;
 
 pub struct WorkQueue {
@@ -246,6 +247,23 @@ impl WorkQueue {
                 None => self.timers_changed.notified().await,
             }
         }
+    }
+}
+
+/// Fed by the ConsentToken watch. Relists are tracked here: the objects a relist did not deliver
+/// are returned, so every cache of the watch forgets them.
+impl WatchCache<ConsentToken> for WorkQueue {
+    fn apply(&self, ct: &ConsentToken) {
+        WorkQueue::apply(self, ct.clone());
+    }
+    fn delete(&self, ct: &ConsentToken) {
+        self.remove(ObjectId::of(&ct.uid().unwrap_or_default()));
+    }
+    fn relist_started(&self, _: Option<&str>) {
+        WorkQueue::relist_started(self);
+    }
+    fn relist_done(&self, _: Option<&str>) -> Vec<ConsentToken> {
+        WorkQueue::relist_done(self)
     }
 }
 

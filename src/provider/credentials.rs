@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::core::PartialObjectMeta;
+use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
 
 use crate::api::crd::CredentialsSecretRef;
 use crate::api::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
 use crate::basics::object_id::ObjectId;
+use crate::basics::watch_cache::WatchCache;
 use crate::error::Error;
 use crate::provider::Credentials;
 
@@ -146,19 +148,54 @@ impl CredentialsCache {
 /// A credentials Secret seen to change (`version` `None`: deleted), as the watches of Secrets
 /// publish it to every controller and to the provider status writer.
 #[derive(Debug, Clone)]
-pub struct SecretChange {
+pub struct CredentialsChange {
     pub namespace: String,
     pub name: String,
     pub version: Option<String>,
+}
+
+/// Publishes each change of a Secret that is not the operator's to every controller and to the
+/// provider status writer: a ClusterConsentProvider's Secret in one namespace serves
+/// ConsentTokens in others. Fed by the metadata watches of Secrets.
+#[derive(Clone)]
+pub struct CredentialsChangeFeed(pub tokio::sync::broadcast::Sender<CredentialsChange>);
+
+impl CredentialsChangeFeed {
+    fn publish(&self, secret: &PartialObjectMeta<Secret>, version: Option<String>) {
+        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        // Nobody listening (no controller yet, or shutting down) is not an error.
+        let _ = self.0.send(CredentialsChange { namespace, name, version });
+    }
+}
+
+impl WatchCache<PartialObjectMeta<Secret>> for CredentialsChangeFeed {
+    fn apply(&self, secret: &PartialObjectMeta<Secret>) {
+        self.publish(secret, secret.resource_version());
+    }
+    fn delete(&self, secret: &PartialObjectMeta<Secret>) {
+        self.publish(secret, None);
+    }
+}
+
+impl WatchCache<PartialObjectMeta<Secret>> for CredentialsCache {
+    fn apply(&self, secret: &PartialObjectMeta<Secret>) {
+        self.observe(&secret.namespace().unwrap_or_default(), &secret.name_any(), secret.resource_version().as_deref());
+    }
+    fn delete(&self, secret: &PartialObjectMeta<Secret>) {
+        self.observe(&secret.namespace().unwrap_or_default(), &secret.name_any(), None);
+    }
+    fn relist_started(&self, scope: Option<&str>) {
+        self.clear(scope);
+    }
 }
 
 /// Credentials Secrets seen to change, per ConsentToken that uses them, until its next reconcile:
 /// the watch of credentials Secrets records, the reconcile takes (and then asks the cache for
 /// exactly that version).
 #[derive(Default)]
-pub struct CredentialChanges(Mutex<HashMap<ObjectId, String>>);
+pub struct PendingRotations(Mutex<HashMap<ObjectId, String>>);
 
-impl CredentialChanges {
+impl PendingRotations {
     pub fn record(&self, object: ObjectId, version: String) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(object, version);
     }

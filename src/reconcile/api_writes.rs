@@ -1,6 +1,9 @@
 //! The operator's own limit on writes to the Kubernetes API (Secrets, statuses, Events), shared
 //! by every reconcile, so a burst of renewals cannot flood the API server.
 
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "consent-token-operator";
+
 use std::num::NonZeroU32;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};

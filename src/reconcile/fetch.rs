@@ -6,13 +6,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
-use super::secret::{self, Target};
-use super::unwritten::Unwritten;
 use crate::api::crd::ConsentToken;
 use crate::error::Error;
+use crate::reconcile::context::Context;
+use crate::reconcile::secret::{self, Target};
 use crate::reconcile::spec::ValidSpec;
 use crate::reconcile::target_secret::{self, TokenRecord};
+use crate::reconcile::unwritten::Unwritten;
 
 /// Fetches a token for `ct` and writes it into its Secret, unless it is not worth writing (see
 /// [`worth_writing`]). `current`: the token in the Secret; `replace_anyway`: the spec or the
@@ -30,9 +30,9 @@ pub async fn refresh(
 ) -> Result<TokenRecord, Error> {
     let uid = ct.uid().unwrap_or_default();
     // A token fetched by an earlier attempt whose write failed, if still good to write.
-    let kept = ctx.unwritten.take(&uid, &spec.request, credentials_version).filter(|kept| {
+    let kept = ctx.records.unwritten.take(&uid, &spec.request, credentials_version).filter(|kept| {
         let now = jiff::Timestamp::now();
-        worth_writing(now, kept.fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime).is_ok()
+        worth_writing(now, kept.fetched.expires_at, current, replace_anyway, ctx.scheduling.min_token_lifetime).is_ok()
     });
     let (fetched, credentials_version) = match kept {
         Some(kept) => {
@@ -46,32 +46,39 @@ pub async fn refresh(
         None => {
             let location = &spec.credentials;
             let credentials = ctx
+                .upstream
                 .credentials
-                .get(&ctx.client, &location.namespace, &location.reference, credentials_version, spec.source.host())
+                .get(
+                    &ctx.kube.client,
+                    &location.namespace,
+                    &location.reference,
+                    credentials_version,
+                    spec.source.host(),
+                )
                 .await?;
-            match ctx.providers.fetch(&spec.source, &credentials).await {
+            match ctx.upstream.providers.fetch(&spec.source, &credentials).await {
                 Ok(fetched) => (fetched, credentials.version.clone()),
                 Err(err) => {
                     if matches!(err, Error::Unauthorized { .. }) {
-                        ctx.credentials.forget(&location.namespace, &location.reference.name);
+                        ctx.upstream.credentials.forget(&location.namespace, &location.reference.name);
                     }
                     return Err(err);
                 }
             }
         }
     };
-    worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.min_token_lifetime)?;
+    worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.scheduling.min_token_lifetime)?;
     let first = !matches!(target, Target::Ours(_));
     let (mut earliest, latest) = spec.schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
     if first {
         // Not among the first tokens of a fill still under way (see first_tokens).
-        earliest = earliest.max(ctx.first_tokens.expected_done(&uid, fetched.fetched_at)).min(latest);
+        earliest = earliest.max(ctx.scheduling.first_tokens.expected_done(&uid, fetched.fetched_at)).min(latest);
     }
     let record = TokenRecord {
         fingerprint: fetched.token.fingerprint(),
         refreshed_at: fetched.fetched_at,
         expires_at: fetched.expires_at,
-        next_refresh_at: ctx.calendar.place(&uid, earliest, latest),
+        next_refresh_at: ctx.scheduling.calendar.place(&uid, earliest, latest),
         generation: ct.meta().generation.unwrap_or_default(),
         credentials_version: credentials_version.clone(),
         collection_point_version: fetched.collection_point_version,
@@ -79,7 +86,7 @@ pub async fn refresh(
     };
     if let Err(err) = secret::write(ct, ctx, target, &target_secret::desired(ct, &fetched.token, &record)).await {
         if matches!(err, Error::Kube(_)) {
-            ctx.unwritten.keep(&uid, Unwritten { fetched, request: spec.request.clone(), credentials_version });
+            ctx.records.unwritten.keep(&uid, Unwritten { fetched, request: spec.request.clone(), credentials_version });
         }
         return Err(err);
     }

@@ -14,6 +14,7 @@
 #![deny(clippy::arithmetic_side_effects)]
 
 pub mod api_writes;
+pub mod context;
 mod decide;
 mod fetch;
 pub mod memory;
@@ -24,70 +25,24 @@ pub mod status;
 pub mod target_secret;
 pub mod unwritten;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::runtime::events::Reporter;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use crate::api::annotations::REFRESH_REQUESTED_AT;
 use crate::api::crd::{ConsentToken, ConsentTokenStatus};
 use crate::basics::object_id::ObjectId;
 use crate::error::Error;
-use crate::observability::metrics::Metrics;
-use crate::provider::credentials::{CredentialChanges, CredentialsCache};
-use crate::provider::lookup::{self, Catalog};
-use crate::provider::{Providers, UpstreamPolicy};
-use crate::reconcile::api_writes::ApiWrites;
+use crate::provider::lookup;
 use crate::reconcile::status::Failure;
 use crate::reconcile::target_secret::TokenRecord;
-use crate::scheduling::calendar::Calendar;
-use crate::scheduling::first_tokens::FirstTokens;
 use crate::scheduling::schedule;
+use context::Context;
 use decide::{Decision, Situation, Why, decide};
-use memory::StatusMemory;
 use report::{Attempt, Outcome};
 use secret::Target;
 use spec::ValidSpec;
-
-/// Field manager of every write.
-pub const FIELD_MANAGER: &str = "consent-token-operator";
-
-/// What every reconcile of one controller shares.
-pub struct Context {
-    pub client: Client,
-    pub providers: Arc<Providers>,
-    pub policy: Arc<UpstreamPolicy>,
-    /// Cache of the Secrets this operator manages (label-selected), fed by the controller's watch.
-    pub owned_secrets: Arc<crate::cache::owned_secrets::OwnedSecrets>,
-    /// Turns true once `owned_secrets` has listed every managed Secret and `catalog` every
-    /// provider and namespace: from then on, what is missing from them is missing from the
-    /// cluster (or, for a Secret, not labelled as ours).
-    pub caches_listed: tokio::sync::watch::Receiver<bool>,
-    /// Shared provider objects and namespace labels.
-    pub catalog: Catalog,
-    /// Namespaces whose credentials Secrets are watched; `None`: all.
-    pub credentials_namespaces: Option<Arc<std::collections::BTreeSet<String>>>,
-    pub credentials: Arc<CredentialsCache>,
-    pub credential_changes: Arc<CredentialChanges>,
-    /// Names of Secrets that are not ours, to create a new target Secret without a read first.
-    pub secret_names: Arc<crate::cache::secret_names::SecretNames>,
-    pub calendar: Arc<Calendar>,
-    /// The objects still waiting for a first token (a first renewal is not planned among them).
-    pub first_tokens: Arc<FirstTokens>,
-    /// Who the Events are from.
-    pub reporter: Reporter,
-    pub metrics: Arc<Metrics>,
-    pub api_writes: Arc<ApiWrites>,
-    pub status_memory: StatusMemory,
-    /// Tokens fetched whose write failed, for the next attempt.
-    pub unwritten: unwritten::UnwrittenTokens,
-    /// Longest deferral of an overdue token after a start (see [`schedule::overdue_window`]).
-    pub overdue_spread: Duration,
-    /// Shorter-lived tokens are not written (see [`fetch::worth_writing`]).
-    pub min_token_lifetime: Duration,
-}
 
 /// Reconciles `ct`; returns how long until it is looked at again (unless a change comes first).
 pub async fn reconcile(ct: &ConsentToken, ctx: &Context) -> Duration {
@@ -107,18 +62,18 @@ fn retry_after(err: &Error) -> Duration {
 async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Error> {
     // Decisions rest on the cache of our Secrets; before it is complete a reconcile would see
     // tokens as missing. Instant once listed.
-    let _ = ctx.caches_listed.clone().wait_for(|listed| *listed).await.map(drop);
+    let _ = ctx.caches.listed.clone().wait_for(|listed| *listed).await.map(drop);
     let now = Timestamp::now();
     let uid = ct.uid().unwrap_or_default();
-    let last_written = ctx.status_memory.recall(&uid);
+    let last_written = ctx.records.status_memory.recall(&uid);
     let cached = ct.status.clone().unwrap_or_default();
     let previous = match &last_written {
         Some(written) => written.overlay(cached),
         None => cached,
     };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
-    let credentials_changed_to = ctx.credential_changes.take(ObjectId::of(&uid));
-    let resolution = lookup::resolve(ct, &ctx.catalog);
+    let credentials_changed_to = ctx.upstream.pending_rotations.take(ObjectId::of(&uid));
+    let resolution = lookup::resolve(ct, &ctx.caches.catalog);
     let base = Outcome {
         now,
         provider: match &resolution {
@@ -152,8 +107,8 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
             request: &spec.request,
         };
         let decision = decide(&situation, |expires_at| {
-            let (from, to) = schedule::overdue_window(now, expires_at, ctx.overdue_spread)?;
-            Some(ctx.calendar.place(&uid, from, to))
+            let (from, to) = schedule::overdue_window(now, expires_at, ctx.scheduling.overdue_spread)?;
+            Some(ctx.scheduling.calendar.place(&uid, from, to))
         });
         (spec, decision)
     });
@@ -178,7 +133,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
                 // usable token: no failure to report, just a place back in the queue.
                 Err(err) if err.was_held() && !urgent => {
                     if let Some(version) = credentials_changed_to {
-                        ctx.credential_changes.record(ObjectId::of(&uid), version);
+                        ctx.upstream.pending_rotations.record(ObjectId::of(&uid), version);
                     }
                     return Ok(held_back(&err));
                 }
@@ -218,12 +173,12 @@ fn validate(
         return Err(Error::TargetConflict(ct.target_secret_name()));
     }
     let resolution = resolution?;
-    if let Some(watched) = &ctx.credentials_namespaces
+    if let Some(watched) = &ctx.caches.credentials_namespaces
         && !watched.contains(&resolution.credentials_namespace)
     {
         return Err(Error::CredentialsNamespaceNotWatched { namespace: resolution.credentials_namespace });
     }
-    spec::validate(ct, &resolution, &ctx.policy)
+    spec::validate(ct, &resolution, &ctx.upstream.policy)
 }
 
 /// When to look again after a request was held back without being sent.
@@ -264,7 +219,7 @@ fn failed(
         urgent,
         rand::random(),
     );
-    let retry = if from < to { ctx.calendar.place(uid, from, to) } else { from };
+    let retry = if from < to { ctx.scheduling.calendar.place(uid, from, to) } else { from };
     Outcome {
         token: current,
         attempt: Attempt::Failed(err),

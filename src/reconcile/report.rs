@@ -11,12 +11,13 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 
-use super::memory::{Written, needs_status_write};
-use super::{Context, FIELD_MANAGER};
 use crate::api::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
 use crate::error::Error;
 use crate::observability::metrics::{FailureLabels, ProviderLabels};
 use crate::observability::object_metrics::ObjectFacts;
+use crate::reconcile::api_writes::FIELD_MANAGER;
+use crate::reconcile::context::Context;
+use crate::reconcile::memory::{Written, needs_status_write};
 use crate::reconcile::status::{self, Failure, Ready};
 use crate::reconcile::target_secret::TokenRecord;
 
@@ -97,13 +98,13 @@ async fn write_status(
     if !needs_status_write(ct.status.as_ref(), desired, last) {
         return Ok(false);
     }
-    ctx.api_writes.permit().await;
+    ctx.kube.api_writes.permit().await;
     let patch = serde_json::json!({
         "apiVersion": ConsentToken::api_version(&()),
         "kind": ConsentToken::kind(&()),
         "status": desired,
     });
-    Api::<ConsentToken>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default())
+    Api::<ConsentToken>::namespaced(ctx.kube.client.clone(), &ct.namespace().unwrap_or_default())
         .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await?;
     Ok(true)
@@ -122,8 +123,8 @@ fn remember(
         _ => Written::of(desired, ct.status.as_ref()),
     };
     let uid = ct.uid().unwrap_or_default();
-    ctx.calendar.keep(&uid, next_refresh);
-    ctx.status_memory.remember(&uid, record);
+    ctx.scheduling.calendar.keep(&uid, next_refresh);
+    ctx.records.status_memory.remember(&uid, record);
 }
 
 /// One Event per Ready transition (not per refresh).
@@ -150,7 +151,7 @@ async fn announce_transition(ct: &ConsentToken, ctx: &Context, last: Option<&Wri
     // scans them all on each publish (to fold repeats into a series), which with 10,000
     // objects turning Ready is megabytes held and quadratic work. Ours are one per
     // transition, so there are no repeats to fold.
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let recorder = Recorder::new(ctx.kube.client.clone(), ctx.kube.reporter.clone());
     // An Event is not worth holding the object's next renewal for: a request stalled on a dead
     // connection would otherwise keep this reconcile (and so the renewal timer set when it
     // ends) waiting for the client's five-minute read timeout.

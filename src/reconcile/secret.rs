@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, FIELD_MANAGER};
 use crate::api::crd::{ConsentToken, ConsentTokenStatus};
 use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
+use crate::reconcile::api_writes::FIELD_MANAGER;
+use crate::reconcile::context::Context;
 use crate::reconcile::target_secret::{self, TokenRecord};
 
 /// The target Secret as the reconcile finds it.
@@ -38,7 +39,7 @@ impl Target {
 pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenStatus) -> Result<Target, Error> {
     let namespace = ct.namespace().unwrap_or_default();
     let name = ct.target_secret_name();
-    let secret = match ctx.owned_secrets.get(&namespace, &name) {
+    let secret = match ctx.caches.owned_secrets.get(&namespace, &name) {
         Some(cached) => Some(cached),
         // For a new object (no token yet) whose name no Secret of someone else's has (as far as
         // the watch of all Secrets knows), there is nothing to read: the create that follows
@@ -46,9 +47,9 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
         // cache tells, before a token is fetched. Where a Secret of ours was expected, it is read
         // in full (its token may still be good).
         None => {
-            let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+            let api = Api::<Secret>::namespaced(ctx.kube.client.clone(), &namespace);
             let expected = previous.token_fingerprint.is_some();
-            let read = if !expected && ctx.secret_names.taken(&namespace, &name) == Some(false) {
+            let read = if !expected && ctx.caches.secret_names.taken(&namespace, &name) == Some(false) {
                 None
             } else if expected {
                 api.get_opt(&name).await?
@@ -90,7 +91,7 @@ pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &
         return Ok(());
     }
     tracing::info!(namespace = ct.namespace(), name = ct.name_any(), "target Secret differs from the spec; writing it");
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let api = Api::<Secret>::namespaced(ctx.kube.client.clone(), &ct.namespace().unwrap_or_default());
     let secret = api.get_opt(&ct.target_secret_name()).await?;
     // Gone or its token edited meanwhile: the watch event that follows triggers a new token.
     if let Some(secret) = secret
@@ -106,8 +107,8 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
     let namespace = ct.namespace().unwrap_or_default();
     let name = desired.metadata.name.clone().unwrap_or_default();
     // Create, not apply: an apply would take over a Secret someone created meanwhile.
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    ctx.api_writes.permit().await;
+    let api: Api<Secret> = Api::namespaced(ctx.kube.client.clone(), &namespace);
+    ctx.kube.api_writes.permit().await;
     match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
@@ -131,18 +132,18 @@ async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<()
 /// (see [`target_secret::leftovers`]): a rare second request, only after a change of the target.
 async fn apply(ctx: &Context, desired: &Secret, current: &SecretSummary) -> Result<(), Error> {
     let api: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
+        Api::namespaced(ctx.kube.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
     let name = desired.metadata.name.clone().unwrap_or_default();
     let uid = current.uid().map(str::to_owned);
     if let Some(mut removal) = target_secret::leftovers(current, desired) {
         removal["metadata"]["uid"] = serde_json::json!(uid);
-        ctx.api_writes.permit().await;
+        ctx.kube.api_writes.permit().await;
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
     }
     let mut desired = desired.clone();
     desired.metadata.uid = uid;
-    ctx.api_writes.permit().await;
+    ctx.kube.api_writes.permit().await;
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
         .await
         .map_err(|err| replaced(err, &name))?;
@@ -167,12 +168,13 @@ pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Erro
     let current = ct.target_secret_name();
     let namespace = ct.namespace().unwrap_or_default();
     let renamed: Vec<Arc<SecretSummary>> = ctx
+        .caches
         .owned_secrets
         .in_namespace(&namespace)
         .into_iter()
         .filter(|s| s.name() != current && s.is_controlled_by(ct))
         .collect();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let api = Api::<Secret>::namespaced(ctx.kube.client.clone(), &namespace);
     for secret in renamed {
         tracing::info!(
             namespace,
@@ -187,7 +189,7 @@ pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Erro
             }),
             ..Default::default()
         };
-        ctx.api_writes.permit().await;
+        ctx.kube.api_writes.permit().await;
         match api.delete(secret.name(), &params).await {
             Ok(_) => {}
             // Gone already, or replaced by someone else's: not ours to delete.

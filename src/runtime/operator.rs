@@ -11,6 +11,7 @@ use crate::config::{Config, LeaderElectionArgs};
 use crate::observability::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::{ApiWrites, InvalidWriteRate};
+use crate::reconcile::context::{Kube, Scheduling, Upstream};
 use crate::runtime::controller::{self, Shared};
 use crate::runtime::leader::Leadership;
 use crate::runtime::server::{self, Readiness};
@@ -46,18 +47,28 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "provider policy"
     );
     let shared = Shared {
-        client: client.clone(),
-        providers: Arc::new(Providers::new(&config.upstream, policy.clone(), metrics.clone())?),
-        policy,
-        metrics: metrics.clone(),
-        api_writes: Arc::new(ApiWrites::new(&config.kube_api)?),
-        // The replica's identity (--identity, in a cluster the pod name), as in the Lease.
-        reporter: Reporter {
-            controller: "consent-token-operator".into(),
-            instance: config.leader_election.identity.clone(),
+        kube: Kube {
+            client: client.clone(),
+            api_writes: Arc::new(ApiWrites::new(&config.kube_api)?),
+            // The replica's identity (--identity, in a cluster the pod name), as in the Lease.
+            reporter: Reporter {
+                controller: "consent-token-operator".into(),
+                instance: config.leader_election.identity.clone(),
+            },
         },
-        calendar: Default::default(),
-        first_tokens: Default::default(),
+        upstream: Upstream {
+            providers: Arc::new(Providers::new(&config.upstream, policy.clone(), metrics.clone())?),
+            policy,
+            credentials: Default::default(),
+            pending_rotations: Default::default(),
+        },
+        scheduling: Scheduling {
+            calendar: Default::default(),
+            first_tokens: Default::default(),
+            overdue_spread: config.controller.overdue_spread,
+            min_token_lifetime: config.controller.min_token_lifetime,
+        },
+        metrics: metrics.clone(),
         operator_namespace: config
             .controller
             .operator_namespace

@@ -20,10 +20,10 @@ use tokio::sync::{broadcast, watch};
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
-use crate::provider::credentials::{CredentialsCache, SecretChange};
+use crate::provider::credentials::{CredentialsCache, CredentialsChange};
 use crate::provider::lookup::{Catalog, ProviderKey};
 use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
-use crate::reconcile::FIELD_MANAGER;
+use crate::reconcile::api_writes::FIELD_MANAGER;
 
 /// How often statuses are brought up to date.
 const PASS_EVERY: Duration = Duration::from_secs(3);
@@ -40,7 +40,7 @@ pub struct Writer {
     /// Where a ClusterConsentProvider's credentials are when it does not say.
     pub operator_namespace: String,
     /// Changes to credentials Secrets: a provider whose Secret changed is checked again at once.
-    pub changes: broadcast::Receiver<SecretChange>,
+    pub changes: broadcast::Receiver<CredentialsChange>,
 }
 
 /// A provider object, whichever its kind.

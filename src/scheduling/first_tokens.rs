@@ -20,9 +20,13 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::crd::ConsentToken;
 
 use crate::basics::object_id::ObjectId;
 use crate::basics::time_math::{between, later};
+use crate::basics::watch_cache::WatchCache;
 
 /// One per process, like the calendar: every namespace's objects share the API server.
 #[derive(Default)]
@@ -88,6 +92,16 @@ impl Fill {
             // A fill of 10,000 leaves a table of a quarter of a megabyte behind.
             self.waiting.shrink_to_fit();
         }
+    }
+}
+
+/// Fed by the ConsentToken watch: an object without status waits for its first token.
+impl WatchCache<ConsentToken> for FirstTokens {
+    fn apply(&self, ct: &ConsentToken) {
+        self.observe(&ct.uid().unwrap_or_default(), ct.status.is_none(), Timestamp::now());
+    }
+    fn delete(&self, ct: &ConsentToken) {
+        self.forget(&ct.uid().unwrap_or_default());
     }
 }
 
