@@ -14,25 +14,36 @@ use crate::reconcile::spec::ValidSpec;
 use crate::reconcile::target_secret::{self, TokenRecord};
 use crate::reconcile::unwritten::Unwritten;
 
+/// What a token is fetched for, and against what it is judged.
+pub struct Refresh<'a> {
+    pub spec: &'a ValidSpec,
+    pub target: &'a Target,
+    /// The token in the Secret, if any.
+    pub current: Option<&'a TokenRecord>,
+    pub replace: Replace,
+    /// The version of the credentials Secret a change was seen to, if that is why this
+    /// reconcile runs.
+    pub credentials_version: Option<&'a str>,
+}
+
+/// Whether a new token replaces the current one even if it expires sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Routine: a new token that expires before the current one (not due yet) is refused.
+    UnlessShorterLived,
+    /// The spec or the credentials changed: the current token is not what is asked for any more.
+    Anyway,
+}
+
 /// Fetches a token for `ct` and writes it into its Secret, unless it is not worth writing (see
-/// [`worth_writing`]). `current`: the token in the Secret; `replace_anyway`: the spec or the
-/// credentials changed, so the current token is not what was asked for any more;
-/// `credentials_version`: the version of the credentials Secret a change was seen to, if that is
-/// why this reconcile runs.
-pub async fn refresh(
-    ct: &ConsentToken,
-    ctx: &Context,
-    spec: &ValidSpec,
-    target: &Target,
-    current: Option<&TokenRecord>,
-    replace_anyway: bool,
-    credentials_version: Option<&str>,
-) -> Result<TokenRecord, Error> {
+/// [`worth_writing`]).
+pub async fn refresh(ct: &ConsentToken, ctx: &Context, refresh: &Refresh<'_>) -> Result<TokenRecord, Error> {
+    let Refresh { spec, target, current, replace, credentials_version } = *refresh;
     let uid = ct.uid().unwrap_or_default();
     // A token fetched by an earlier attempt whose write failed, if still good to write.
     let kept = ctx.records.unwritten.take(&uid, &spec.request, credentials_version).filter(|kept| {
         let now = jiff::Timestamp::now();
-        worth_writing(now, kept.fetched.expires_at, current, replace_anyway, ctx.scheduling.min_token_lifetime).is_ok()
+        worth_writing(now, kept.fetched.expires_at, current, replace, ctx.scheduling.min_token_lifetime).is_ok()
     });
     let (fetched, credentials_version) = match kept {
         Some(kept) => {
@@ -67,7 +78,7 @@ pub async fn refresh(
             }
         }
     };
-    worth_writing(fetched.fetched_at, fetched.expires_at, current, replace_anyway, ctx.scheduling.min_token_lifetime)?;
+    worth_writing(fetched.fetched_at, fetched.expires_at, current, replace, ctx.scheduling.min_token_lifetime)?;
     let first = !matches!(target, Target::Ours(_));
     let (mut earliest, latest) = spec.schedule.renewal_window(fetched.fetched_at, fetched.expires_at, first);
     if first {
@@ -84,7 +95,7 @@ pub async fn refresh(
         collection_point_version: fetched.collection_point_version,
         request: Some(spec.request.clone()),
     };
-    if let Err(err) = secret::write(ct, ctx, target, &target_secret::desired(ct, &fetched.token, &record)).await {
+    if let Err(err) = secret::write(ct, ctx, target, target_secret::desired(ct, &fetched.token, &record)).await {
         if matches!(err, Error::Kube(_)) {
             ctx.records.unwritten.keep(&uid, Unwritten { fetched, request: spec.request.clone(), credentials_version });
         }
@@ -107,7 +118,7 @@ pub fn worth_writing(
     now: Timestamp,
     expires_at: Option<Timestamp>,
     current: Option<&TokenRecord>,
-    replace_anyway: bool,
+    replace: Replace,
     min_lifetime: Duration,
 ) -> Result<(), Error> {
     let Some(expires_at) = expires_at else { return Ok(()) };
@@ -118,7 +129,7 @@ pub fn worth_writing(
     }
     let shorter_than_current = current.and_then(|c| c.expires_at).is_some_and(|current| expires_at < current);
     let current_due = current.is_some_and(|c| c.next_refresh_at <= now);
-    if !replace_anyway && shorter_than_current && !current_due {
+    if replace == Replace::UnlessShorterLived && shorter_than_current && !current_due {
         return Err(Error::InvalidResponse(
             "the new token expires before the one in the Secret, which is not due yet; the current one was kept",
         ));
@@ -135,17 +146,26 @@ mod tests {
 
     #[test]
     fn a_token_too_short_lived_for_the_kubelet_is_never_written() {
-        assert!(worth_writing(t(0), Some(t(60)), None, true, MIN).is_err());
-        assert!(worth_writing(t(0), Some(t(90)), None, false, MIN).is_ok());
-        assert!(worth_writing(t(0), None, None, false, MIN).is_ok(), "OneTrust tokens carry no expiry");
+        assert!(worth_writing(t(0), Some(t(60)), None, Replace::Anyway, MIN).is_err());
+        assert!(worth_writing(t(0), Some(t(90)), None, Replace::UnlessShorterLived, MIN).is_ok());
+        assert!(
+            worth_writing(t(0), None, None, Replace::UnlessShorterLived, MIN).is_ok(),
+            "OneTrust tokens carry no expiry"
+        );
     }
 
     #[test]
     fn a_shorter_lived_token_replaces_the_current_one_only_when_that_is_due_or_outdated() {
         let current = fixtures::record(); // expires t(300), due t(150)
-        assert!(worth_writing(t(10), Some(t(200)), Some(&current), false, MIN).is_err(), "not due, shorter");
-        assert!(worth_writing(t(10), Some(t(400)), Some(&current), false, MIN).is_ok(), "outlives it");
-        assert!(worth_writing(t(150), Some(t(280)), Some(&current), false, MIN).is_ok(), "due");
-        assert!(worth_writing(t(10), Some(t(200)), Some(&current), true, MIN).is_ok(), "spec changed");
+        assert!(
+            worth_writing(t(10), Some(t(200)), Some(&current), Replace::UnlessShorterLived, MIN).is_err(),
+            "not due, shorter"
+        );
+        assert!(
+            worth_writing(t(10), Some(t(400)), Some(&current), Replace::UnlessShorterLived, MIN).is_ok(),
+            "outlives it"
+        );
+        assert!(worth_writing(t(150), Some(t(280)), Some(&current), Replace::UnlessShorterLived, MIN).is_ok(), "due");
+        assert!(worth_writing(t(10), Some(t(200)), Some(&current), Replace::Anyway, MIN).is_ok(), "spec changed");
     }
 }

@@ -37,9 +37,10 @@ use crate::error::Error;
 use crate::provider::lookup;
 use crate::reconcile::status::Failure;
 use crate::reconcile::target_secret::TokenRecord;
-use crate::scheduling::schedule;
+use crate::scheduling::schedule::{self, FailedAttempt};
 use context::Context;
 use decide::{Decision, Situation, Why, decide};
+use fetch::{Refresh, Replace};
 use report::{Attempt, Outcome};
 use secret::Target;
 use spec::ValidSpec;
@@ -91,16 +92,23 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     // 1. observe
     let target = secret::observe(ct, ctx, &previous).await?;
     let current = target.record(ct.target_key());
-    // The workload has no usable token: failures retry sooner, and nothing is held back quietly.
-    let urgent = schedule::urgent(now, current.as_ref().map(|r| r.expires_at));
+    let observed = Observed {
+        // The workload has no usable token: failures retry sooner, and nothing is held back quietly.
+        urgent: schedule::urgent(now, current.as_ref().map(|r| r.expires_at)),
+        uid,
+        previous,
+        current,
+    };
+    let Observed { uid, previous, current, urgent } = &observed;
 
     // 2. validate and decide
+    let previous_generation = previous.observed_generation;
     let plan = validate(ct, ctx, &target, resolution).map(|spec| {
         let situation = Situation {
             now,
             generation: ct.meta().generation,
             current: current.as_ref(),
-            previous: &previous,
+            previous,
             refresh_requested_at: base.refresh_requested_at.as_deref(),
             credentials_changed_to: credentials_changed_to.as_deref(),
             first_reconcile: last_written.is_none(),
@@ -108,7 +116,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
         };
         let decision = decide(&situation, |expires_at| {
             let (from, to) = schedule::overdue_window(now, expires_at, ctx.scheduling.overdue_spread)?;
-            Some(ctx.scheduling.calendar.place(&uid, from, to))
+            Some(ctx.scheduling.calendar.place(uid, from, to))
         });
         (spec, decision)
     });
@@ -117,41 +125,41 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     let outcome = match plan {
         Ok((spec, Decision::Fetch(why))) => {
             tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), ?why, "fetching a token");
-            let replace_anyway = matches!(why, Why::SpecChanged | Why::CredentialsChanged);
-            let refresh = fetch::refresh(
-                ct,
-                ctx,
-                &spec,
-                &target,
-                current.as_ref(),
-                replace_anyway,
-                credentials_changed_to.as_deref(),
-            );
-            match refresh.await {
+            let refresh = Refresh {
+                spec: &spec,
+                target: &target,
+                current: current.as_ref(),
+                replace: match why {
+                    Why::SpecChanged | Why::CredentialsChanged => Replace::Anyway,
+                    _ => Replace::UnlessShorterLived,
+                },
+                credentials_version: credentials_changed_to.as_deref(),
+            };
+            match fetch::refresh(ct, ctx, &refresh).await {
                 Ok(record) => refreshed(base, record),
                 // Nothing was sent (the host is busy or paused) and the workload still has a
                 // usable token: no failure to report, just a place back in the queue.
                 Err(err) if err.was_held() && !urgent => {
                     if let Some(version) = credentials_changed_to {
-                        ctx.upstream.pending_rotations.record(ObjectId::of(&uid), version);
+                        ctx.upstream.pending_rotations.record(ObjectId::of(uid), version);
                     }
                     return Ok(held_back(&err));
                 }
-                Err(err) => failed(ctx, &uid, base, err, current, urgent, &previous),
+                Err(err) => failed(ctx, base, err, observed),
             }
         }
         Ok((_, Decision::Wait(until))) => {
             tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), %until, "token in place; waiting");
-            if let Some(record) = &current {
+            if let Some(record) = current {
                 secret::repair(ct, ctx, &target, record).await?;
             }
-            Outcome { token: current, next_refresh: until, ..base }
+            Outcome { token: observed.current, next_refresh: until, ..base }
         }
-        Err(err) => failed(ctx, &uid, base, err, current, urgent, &previous),
+        Err(err) => failed(ctx, base, err, observed),
     };
 
     // A renamed target: once the token is under the new name, the old Secret goes.
-    let spec_changed = previous.observed_generation.is_some() && previous.observed_generation != ct.meta().generation;
+    let spec_changed = previous_generation.is_some() && previous_generation != ct.meta().generation;
     if spec_changed && outcome.token.is_some() {
         secret::delete_renamed(ct, ctx).await?;
     }
@@ -159,6 +167,17 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     // 4. report and requeue. Every failure, Kubernetes API ones included (say, no RBAC
     // permission to read the credentials), is reported in status.
     report::report(ct, ctx, last_written.as_ref(), outcome).await
+}
+
+/// What stage 1 found, handed to the stages after it.
+struct Observed {
+    uid: String,
+    /// The status as last written (by this process, or as the watch delivered it).
+    previous: ConsentTokenStatus,
+    /// The intact token in the target Secret, if there is one.
+    current: Option<TokenRecord>,
+    /// The workload has no usable token.
+    urgent: bool,
 }
 
 /// The spec, checked, with its provider resolved, credentials where the operator watches
@@ -183,7 +202,8 @@ fn validate(
 
 /// When to look again after a request was held back without being sent.
 fn held_back(err: &Error) -> Duration {
-    let (at, _) = schedule::retry_window(Timestamp::now(), err.retry_class(), 1, None, false, rand::random());
+    let (at, _) =
+        schedule::retry_window(&FailedAttempt::held_back(Timestamp::now(), err.retry_class()), rand::random());
     tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
     crate::basics::time_math::between(Timestamp::now(), at)
 }
@@ -201,27 +221,19 @@ fn refreshed(base: Outcome, record: TokenRecord) -> Outcome {
 
 /// A failure keeps the current token and retries after a backoff that depends on the failure
 /// (a window the calendar spreads, where the provider held many objects back at once).
-fn failed(
-    ctx: &Context,
-    uid: &str,
-    base: Outcome,
-    err: Error,
-    current: Option<TokenRecord>,
-    urgent: bool,
-    previous: &ConsentTokenStatus,
-) -> Outcome {
-    let failures = previous.consecutive_failures.saturating_add(1);
-    let (from, to) = schedule::retry_window(
-        base.now,
-        err.retry_class(),
-        u32::try_from(failures).unwrap_or(u32::MAX),
-        current.as_ref().and_then(|r| r.expires_at),
-        urgent,
-        rand::random(),
-    );
-    let retry = if from < to { ctx.scheduling.calendar.place(uid, from, to) } else { from };
+fn failed(ctx: &Context, base: Outcome, err: Error, observed: Observed) -> Outcome {
+    let failures = observed.previous.consecutive_failures.saturating_add(1);
+    let attempt = FailedAttempt {
+        at: base.now,
+        class: err.retry_class(),
+        in_a_row: u32::try_from(failures).unwrap_or(u32::MAX),
+        token_expires_at: observed.current.as_ref().and_then(|r| r.expires_at),
+        urgent: observed.urgent,
+    };
+    let (from, to) = schedule::retry_window(&attempt, rand::random());
+    let retry = if from < to { ctx.scheduling.calendar.place(&observed.uid, from, to) } else { from };
     Outcome {
-        token: current,
+        token: observed.current,
         attempt: Attempt::Failed(err),
         consecutive_failures: failures,
         next_refresh: retry,

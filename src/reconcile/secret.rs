@@ -13,7 +13,7 @@ use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
 use crate::reconcile::api_writes::FIELD_MANAGER;
 use crate::reconcile::context::Context;
-use crate::reconcile::target_secret::{self, TokenRecord};
+use crate::reconcile::target_secret::{self, TokenRecord, WritePlan};
 
 /// The target Secret as the reconcile finds it.
 pub enum Target {
@@ -72,11 +72,12 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
 
 /// Writes `desired` (holding a new token) where `target` says: applied over our own Secret,
 /// created where there is none.
-pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: &Secret) -> Result<(), Error> {
-    match target {
-        Target::Ours(current) => apply(ctx, desired, current).await,
-        Target::Missing | Target::Foreign => create(ct, ctx, desired).await,
-    }
+pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: Secret) -> Result<(), Error> {
+    let current = match target {
+        Target::Ours(current) => Some(current.as_ref()),
+        Target::Missing | Target::Foreign => None,
+    };
+    send(ct, ctx, target_secret::plan_write(current, desired)).await
 }
 
 /// Reshapes the Secret when the spec's target changed (labels, annotations, extra keys) and
@@ -97,57 +98,50 @@ pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &
     if let Some(secret) = secret
         && let Some(token) = target_secret::intact_token(&secret, ct.target_key(), record)
     {
-        apply(ctx, &target_secret::desired(ct, &token, record), &SecretSummary::of(&secret)).await?;
+        let plan =
+            target_secret::plan_write(Some(&SecretSummary::of(&secret)), target_secret::desired(ct, &token, record));
+        send(ct, ctx, plan).await?;
     }
     Ok(())
 }
 
-/// Creates the target Secret; never writes into someone else's.
-async fn create(ct: &ConsentToken, ctx: &Context, desired: &Secret) -> Result<(), Error> {
+/// Sends what `plan` says. A create that finds a Secret of that name reads it: ours after all
+/// (the label was removed, or our own create is not in the cache yet) is applied over, anyone
+/// else's is a `TargetConflict`.
+async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), Error> {
     let namespace = ct.namespace().unwrap_or_default();
-    let name = desired.metadata.name.clone().unwrap_or_default();
-    // Create, not apply: an apply would take over a Secret someone created meanwhile.
     let api: Api<Secret> = Api::namespaced(ctx.kube.client.clone(), &namespace);
-    ctx.kube.api_writes.permit().await;
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {
-            // Ours after all (the label was removed, or our own create is not in the cache
-            // yet), or someone else's.
-            match api.get_opt(&name).await? {
-                Some(existing) if target_secret::is_controlled_by(&existing, ct) => {
-                    apply(ctx, desired, &SecretSummary::of(&existing)).await
-                }
-                _ => Err(Error::TargetConflict(name)),
+    match plan {
+        WritePlan::Create(desired) => {
+            let name = desired.metadata.name.clone().unwrap_or_default();
+            ctx.kube.api_writes.permit().await;
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&params, &desired).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.is_already_exists() => match api.get_opt(&name).await? {
+                    Some(existing) if target_secret::is_controlled_by(&existing, ct) => {
+                        let plan = target_secret::plan_write(Some(&SecretSummary::of(&existing)), desired);
+                        Box::pin(send(ct, ctx, plan)).await
+                    }
+                    _ => Err(Error::TargetConflict(name)),
+                },
+                Err(err) => Err(err.into()),
             }
         }
-        Err(err) => Err(err.into()),
+        WritePlan::Apply { removal, secret } => {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            if let Some(removal) = removal {
+                ctx.kube.api_writes.permit().await;
+                let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
+            }
+            ctx.kube.api_writes.permit().await;
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+                .await
+                .map_err(|err| replaced(err, &name))?;
+            Ok(())
+        }
     }
-}
-
-/// Server-side apply of a Secret this ConsentToken controls, `current` as it is now (or as
-/// cached). The write carries `current`'s uid as a precondition: a Secret of that name deleted
-/// and recreated by someone else meanwhile is refused by the API server, never taken over
-/// (`TargetConflict`). What an earlier spec had written and this one does not is removed first
-/// (see [`target_secret::leftovers`]): a rare second request, only after a change of the target.
-async fn apply(ctx: &Context, desired: &Secret, current: &SecretSummary) -> Result<(), Error> {
-    let api: Api<Secret> =
-        Api::namespaced(ctx.kube.client.clone(), desired.metadata.namespace.as_deref().unwrap_or_default());
-    let name = desired.metadata.name.clone().unwrap_or_default();
-    let uid = current.uid().map(str::to_owned);
-    if let Some(mut removal) = target_secret::leftovers(current, desired) {
-        removal["metadata"]["uid"] = serde_json::json!(uid);
-        ctx.kube.api_writes.permit().await;
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
-    }
-    let mut desired = desired.clone();
-    desired.metadata.uid = uid;
-    ctx.kube.api_writes.permit().await;
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
-        .await
-        .map_err(|err| replaced(err, &name))?;
-    Ok(())
 }
 
 /// A write refused because the Secret's uid is not the one it was believed to have: it was

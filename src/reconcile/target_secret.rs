@@ -172,7 +172,7 @@ pub fn intact_token(secret: &Secret, key: &str, record: &TokenRecord) -> Option<
 
 /// A JSON merge patch removing from `actual` what an earlier spec had written and `desired` no
 /// longer has (labels, annotations, data keys), or `None` when there is nothing to remove.
-pub fn leftovers(actual: &SecretSummary, desired: &Secret) -> Option<serde_json::Value> {
+fn leftovers(actual: &SecretSummary, desired: &Secret) -> Option<serde_json::Value> {
     let written = actual.annotation(WRITTEN).unwrap_or_default();
     let recorded = |section: &str| -> Vec<String> {
         written
@@ -225,6 +225,33 @@ pub fn matches(actual: &SecretSummary, ct: &ConsentToken, record: &TokenRecord) 
         && actual.type_() == desired.type_.as_deref()
         && keys_ok
         && extras_ok
+}
+
+/// How to write a Secret holding a token, given the one there.
+// No Debug: the Secret holds the token.
+#[derive(PartialEq)]
+pub enum WritePlan {
+    /// No Secret of ours under that name: create it. A create, not an apply, so a Secret someone
+    /// else created meanwhile is refused, never taken over.
+    Create(Secret),
+    /// Ours: a server-side apply carrying the Secret's uid as a precondition (a Secret of that
+    /// name deleted and recreated by someone else is refused). First, when an earlier spec wrote
+    /// labels, annotations or keys this one does not, a merge patch (with the same uid) removes
+    /// them: fields written by a create are not removed by a later apply that leaves them out.
+    Apply { removal: Option<serde_json::Value>, secret: Secret },
+}
+
+/// The one question the Secret's I/O asks before a write: what to send to make the Secret
+/// `wanted`, when `current` is the Secret of ours there (`None`: none).
+pub fn plan_write(current: Option<&SecretSummary>, mut wanted: Secret) -> WritePlan {
+    let Some(current) = current else { return WritePlan::Create(wanted) };
+    let uid = current.uid().map(str::to_owned);
+    let removal = leftovers(current, &wanted).map(|mut removal| {
+        removal["metadata"]["uid"] = serde_json::json!(uid);
+        removal
+    });
+    wanted.metadata.uid = uid;
+    WritePlan::Apply { removal, secret: wanted }
 }
 
 #[cfg(test)]
@@ -386,5 +413,30 @@ mod tests {
         rekeyed.spec.target.key = Some("token2".into());
         let patch = leftovers(&SecretSummary::of(&live), &desired(&rekeyed, &token, &record(&token))).unwrap();
         assert_eq!(patch["data"]["jwt"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_write_creates_where_there_is_nothing_and_applies_with_the_uid_over_ours() {
+        let (ct, token) = (consent_token(), token_value());
+        let wanted = desired(&ct, &token, &record(&token));
+        assert!(plan_write(None, wanted.clone()) == WritePlan::Create(wanted.clone()));
+        let mut live = wanted.clone();
+        live.metadata.uid = Some("secret-uid".into());
+        let WritePlan::Apply { removal, secret } = plan_write(Some(&SecretSummary::of(&live)), wanted.clone()) else {
+            panic!("ours: an apply");
+        };
+        assert_eq!(removal, None, "nothing an earlier spec wrote");
+        assert_eq!(secret.metadata.uid.as_deref(), Some("secret-uid"), "the uid is the precondition");
+        live.metadata.labels.get_or_insert_default().insert("team".into(), "a".into());
+        live.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(WRITTEN.into(), "labels=team;annotations=;data=jwt".into());
+        let WritePlan::Apply { removal: Some(removal), .. } = plan_write(Some(&SecretSummary::of(&live)), wanted)
+        else {
+            panic!("a label an earlier spec wrote is removed first");
+        };
+        assert_eq!(removal["metadata"]["labels"]["team"], serde_json::Value::Null);
+        assert_eq!(removal["metadata"]["uid"], "secret-uid");
     }
 }

@@ -140,18 +140,31 @@ impl Schedule {
     }
 }
 
-/// When to try again after the `failures`-th consecutive failure of class `class` at `now`:
-/// a window, in which the refresh calendar picks the quietest second (for most failures the
-/// window is a single instant, already jittered). `expires_at`: when the current token expires;
-/// `urgent`: the workload has no usable token (none, expired, or inside the kubelet's margin).
-pub fn retry_window(
-    now: Timestamp,
-    class: RetryClass,
-    failures: u32,
-    expires_at: Option<Timestamp>,
-    urgent: bool,
-    jitter: f64,
-) -> (Timestamp, Timestamp) {
+/// A failed attempt, as a retry is planned from it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt {
+    pub at: Timestamp,
+    pub class: RetryClass,
+    /// Failures in a row, this one included (1: the first).
+    pub in_a_row: u32,
+    /// When the workload's current token expires (`None`: no token, or no expiry known).
+    pub token_expires_at: Option<Timestamp>,
+    /// The workload has no usable token (none, expired, or inside the kubelet's margin).
+    pub urgent: bool,
+}
+
+impl FailedAttempt {
+    /// A request held back before it was sent: the first of its kind, nothing urgent.
+    pub fn held_back(at: Timestamp, class: RetryClass) -> Self {
+        Self { at, class, in_a_row: 1, token_expires_at: None, urgent: false }
+    }
+}
+
+/// When to try again after `failed`: a window, in which the refresh calendar picks the quietest
+/// second (for most failures the window is a single instant, already jittered by `jitter`, a
+/// random number in [0, 1)).
+pub fn retry_window(failed: &FailedAttempt, jitter: f64) -> (Timestamp, Timestamp) {
+    let FailedAttempt { at: now, class, in_a_row: failures, token_expires_at: expires_at, urgent } = *failed;
     let (base, max) = match class {
         // Honoured in full, never earlier; everything the provider held back together comes
         // back spread over at least a minute.
@@ -253,7 +266,11 @@ mod tests {
         expires_at: Option<Timestamp>,
         jitter: f64,
     ) -> Timestamp {
-        retry_window(now, class, failures, expires_at, false, jitter).0
+        retry_window(
+            &FailedAttempt { at: now, class, in_a_row: failures, token_expires_at: expires_at, urgent: false },
+            jitter,
+        )
+        .0
     }
 
     #[test]
@@ -320,28 +337,82 @@ mod tests {
     fn retry_after_is_honoured_in_full_and_what_it_held_back_is_spread() {
         let wait = Duration::from_secs(2135); // OneTrust's own example
         for jitter in [0.0, 0.5, 0.99] {
-            let (from, to) = retry_window(t(0), RetryClass::After(wait), 1, Some(t(100)), true, jitter);
+            let (from, to) = retry_window(
+                &FailedAttempt {
+                    at: t(0),
+                    class: RetryClass::After(wait),
+                    in_a_row: 1,
+                    token_expires_at: Some(t(100)),
+                    urgent: true,
+                },
+                jitter,
+            );
             assert_eq!(from, t(2135), "never earlier, whatever the token's state");
             assert_eq!(between(from, to), Duration::from_millis(213_500), "spread over a tenth of the wait");
         }
         // A short wait is still spread over a minute; a long one over at most ten.
-        let (from, to) = retry_window(t(0), RetryClass::After(Duration::from_secs(5)), 1, None, false, 0.5);
+        let (from, to) = retry_window(
+            &FailedAttempt {
+                at: t(0),
+                class: RetryClass::After(Duration::from_secs(5)),
+                in_a_row: 1,
+                token_expires_at: None,
+                urgent: false,
+            },
+            0.5,
+        );
         assert_eq!((from, to), (t(5), t(65)));
-        let (from, to) = retry_window(t(0), RetryClass::After(Duration::from_secs(86_400)), 1, None, false, 0.5);
+        let (from, to) = retry_window(
+            &FailedAttempt {
+                at: t(0),
+                class: RetryClass::After(Duration::from_secs(86_400)),
+                in_a_row: 1,
+                token_expires_at: None,
+                urgent: false,
+            },
+            0.5,
+        );
         assert_eq!(between(from, to), Duration::from_secs(600));
     }
 
     #[test]
     fn without_a_usable_token_transient_retries_come_within_half_a_minute() {
         for failures in [1, 5, 10, 30] {
-            let (at, _) = retry_window(t(0), RetryClass::Transient, failures, Some(t(-10)), true, 0.999_999);
+            let (at, _) = retry_window(
+                &FailedAttempt {
+                    at: t(0),
+                    class: RetryClass::Transient,
+                    in_a_row: failures,
+                    token_expires_at: Some(t(-10)),
+                    urgent: true,
+                },
+                0.999_999,
+            );
             assert!(at <= t(30), "failure {failures}: {at}");
         }
-        let (calm, _) = retry_window(t(0), RetryClass::Transient, 10, None, false, 0.999_999);
+        let (calm, _) = retry_window(
+            &FailedAttempt {
+                at: t(0),
+                class: RetryClass::Transient,
+                in_a_row: 10,
+                token_expires_at: None,
+                urgent: false,
+            },
+            0.999_999,
+        );
         assert!(calm > t(200), "with a good token the backoff grows as before: {calm}");
         // Configuration errors keep their slow backoff: retrying faster fixes nothing, and a fix
         // (a rotated Secret, a new spec) triggers a reconcile at once.
-        let (slow, _) = retry_window(t(0), RetryClass::Configuration, 10, None, true, 0.5);
+        let (slow, _) = retry_window(
+            &FailedAttempt {
+                at: t(0),
+                class: RetryClass::Configuration,
+                in_a_row: 10,
+                token_expires_at: None,
+                urgent: true,
+            },
+            0.5,
+        );
         assert!(slow > t(600));
         assert!(urgent(t(0), None) && urgent(t(0), Some(Some(t(90)))) && urgent(t(0), Some(Some(t(-1)))));
         assert!(!urgent(t(0), Some(Some(t(91)))) && !urgent(t(0), Some(None)));
@@ -370,7 +441,7 @@ mod tests {
                 let _ = schedule.renewal_window(fetched, None, first);
             }
             for class in [RetryClass::After(Duration::from_secs(wait)), RetryClass::Soon(Duration::from_secs(wait)), RetryClass::Transient, RetryClass::Configuration] {
-                let (from, to) = retry_window(now, class, failures, Some(expires), urgent_now, jitter);
+                let (from, to) = retry_window(&FailedAttempt { at: now, class, in_a_row: failures, token_expires_at: Some(expires), urgent: urgent_now }, jitter);
                 proptest::prop_assert!(now <= from && from <= to);
             }
             let _ = overdue_window(now, Some(expires), Duration::from_secs(wait));
