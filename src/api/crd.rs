@@ -495,11 +495,13 @@ pub struct RateLimitStatus {
     pub event_id: Option<String>,
 }
 
-/// The provider a spec names: the one place that tells `oneTrust` from `fdx`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ProviderSpec<'a> {
-    OneTrust(&'a OneTrustSource),
-    Fdx(&'a FdxSource),
+/// A provider request written out in full: a ConsentToken's own `oneTrust` or `fdx`, or a
+/// shared provider's endpoint combined with the ConsentToken's collection point or customer id
+/// (see `provider::lookup`). Where OneTrust and FDX differ: `provider`'s module doc.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderSource {
+    OneTrust(OneTrustSource),
+    Fdx(FdxSource),
 }
 
 /// The provider's name as shown in status and metrics.
@@ -518,15 +520,15 @@ impl ProviderKind {
     }
 }
 
-impl<'a> ProviderSpec<'a> {
-    pub fn kind(self) -> ProviderKind {
+impl ProviderSource {
+    pub fn kind(&self) -> ProviderKind {
         match self {
             Self::OneTrust(_) => ProviderKind::OneTrust,
             Self::Fdx(_) => ProviderKind::Fdx,
         }
     }
 
-    pub fn credentials_secret_ref(self) -> &'a CredentialsSecretRef {
+    pub fn credentials_secret_ref(&self) -> &CredentialsSecretRef {
         match self {
             Self::OneTrust(source) => &source.credentials_secret_ref,
             Self::Fdx(source) => &source.credentials_secret_ref,
@@ -537,10 +539,10 @@ impl<'a> ProviderSpec<'a> {
 impl ConsentTokenSpec {
     /// The provider written out in this spec, or `None` when it uses `providerRef`, names none
     /// or names more than one (which the CRD's validation refuses, see [`EXACTLY_ONE_PROVIDER`]).
-    pub fn inline_provider(&self) -> Option<ProviderSpec<'_>> {
+    pub fn inline_provider(&self) -> Option<ProviderSource> {
         match (&self.one_trust, &self.fdx, &self.provider_ref) {
-            (Some(source), None, None) => Some(ProviderSpec::OneTrust(source)),
-            (None, Some(source), None) => Some(ProviderSpec::Fdx(source)),
+            (Some(source), None, None) => Some(ProviderSource::OneTrust((**source).clone())),
+            (None, Some(source), None) => Some(ProviderSource::Fdx((**source).clone())),
             _ => None,
         }
     }

@@ -96,19 +96,10 @@ impl CredentialsIndex {
     /// it, and those naming a provider object that names it.
     pub fn users_of_secret(&self, catalog: &Catalog, namespace: &str, name: &str) -> Vec<ObjectId> {
         let mut sources = vec![CredentialsSource::Secret { namespace: namespace.to_owned(), name: name.to_owned() }];
-        for provider in catalog.providers.state() {
-            let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
-            if provider.namespace().as_deref() == Some(namespace) && credentials.as_deref() == Some(name) {
-                sources.push(CredentialsSource::Provider(ProviderKey::Namespaced {
-                    namespace: namespace.to_owned(),
-                    name: provider.name_any(),
-                }));
-            }
-        }
-        for provider in catalog.cluster_providers.state() {
-            let credentials = provider.spec.endpoints.endpoint().map(|e| e.credentials_secret_ref().name.clone());
-            if catalog.credentials_namespace_of(&provider) == namespace && credentials.as_deref() == Some(name) {
-                sources.push(CredentialsSource::Provider(ProviderKey::Cluster { name: provider.name_any() }));
+        let secret = Some((namespace.to_owned(), name.to_owned()));
+        for provider in catalog.all() {
+            if catalog.credentials_secret(&provider) == secret {
+                sources.push(CredentialsSource::Provider(provider.key()));
             }
         }
         let index = self.lock();

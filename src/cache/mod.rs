@@ -1,5 +1,5 @@
 //! Watching and caching: what the operator keeps of the cluster between reconciles, each part
-//! fed by one watch through the same protocol ([`watch_cache::WatchCache`]: apply, delete,
+//! fed by one watch through the same protocol ([`crate::basics::watch_cache::WatchCache`]: apply, delete,
 //! relist started, relist done).
 //!
 //! - [`work_queue`]: the ConsentTokens (compressed, [`cached_token`]) and when each is due;

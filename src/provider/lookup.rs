@@ -4,6 +4,7 @@
 //! so each rule is a unit test.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -11,8 +12,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::crd::{
-    ClusterConsentProvider, ConsentProvider, ConsentToken, CredentialsSecretRef, EXACTLY_ONE_PROVIDER, Endpoint,
-    FdxSource, OneTrustSource, ProviderKind, ProviderRefKind, ProviderSpec,
+    ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, ConsentToken, CredentialsSecretRef,
+    EXACTLY_ONE_PROVIDER, Endpoint, FdxSource, OneTrustSource, ProviderKind, ProviderRef, ProviderRefKind,
+    ProviderSource,
 };
 use crate::error::Error;
 
@@ -28,9 +30,85 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Where a ClusterConsentProvider's credentials Secret is.
-    pub fn credentials_namespace_of<'a>(&'a self, provider: &'a ClusterConsentProvider) -> &'a str {
-        provider.spec.credentials_namespace.as_deref().unwrap_or(&self.operator_namespace)
+    /// The one provider lookup: the provider object `reference` names for a ConsentToken in
+    /// `namespace` (a ConsentProvider is looked for in that namespace).
+    pub fn lookup(&self, namespace: &str, reference: &ProviderRef) -> Result<ProviderObject, Error> {
+        let found = match reference.kind {
+            ProviderRefKind::ConsentProvider => {
+                self.providers.get(&ObjectRef::new(&reference.name).within(namespace)).map(ProviderObject::Namespaced)
+            }
+            ProviderRefKind::ClusterConsentProvider => {
+                self.cluster_providers.get(&ObjectRef::new(&reference.name)).map(ProviderObject::Cluster)
+            }
+        };
+        let kind = match reference.kind {
+            ProviderRefKind::ConsentProvider => "ConsentProvider",
+            ProviderRefKind::ClusterConsentProvider => "ClusterConsentProvider",
+        };
+        found.ok_or_else(|| Error::ProviderNotFound { kind, name: reference.name.clone() })
+    }
+
+    /// Every provider object cached, of both kinds.
+    pub fn all(&self) -> Vec<ProviderObject> {
+        let namespaced = self.providers.state().into_iter().map(ProviderObject::Namespaced);
+        namespaced.chain(self.cluster_providers.state().into_iter().map(ProviderObject::Cluster)).collect()
+    }
+
+    /// Where a provider object's credentials Secret is: a ConsentProvider's in its own
+    /// namespace, a ClusterConsentProvider's in its `credentialsNamespace` or the operator's.
+    pub fn credentials_namespace(&self, provider: &ProviderObject) -> String {
+        match provider {
+            ProviderObject::Namespaced(p) => p.namespace().unwrap_or_default(),
+            ProviderObject::Cluster(p) => {
+                p.spec.credentials_namespace.clone().unwrap_or_else(|| self.operator_namespace.clone())
+            }
+        }
+    }
+
+    /// The credentials Secret (namespace, name) of a provider object with an endpoint.
+    pub fn credentials_secret(&self, provider: &ProviderObject) -> Option<(String, String)> {
+        let name = provider.endpoint()?.credentials_secret_ref().name.clone();
+        Some((self.credentials_namespace(provider), name))
+    }
+}
+
+/// A shared provider object, of either kind.
+#[derive(Debug, Clone)]
+pub enum ProviderObject {
+    Namespaced(Arc<ConsentProvider>),
+    Cluster(Arc<ClusterConsentProvider>),
+}
+
+impl ProviderObject {
+    pub fn key(&self) -> ProviderKey {
+        match self {
+            Self::Namespaced(p) => {
+                ProviderKey::Namespaced { namespace: p.namespace().unwrap_or_default(), name: p.name_any() }
+            }
+            Self::Cluster(p) => ProviderKey::Cluster { name: p.name_any() },
+        }
+    }
+
+    /// `None` when the spec names no endpoint or both (which the CRD refuses).
+    pub fn endpoint(&self) -> Option<Endpoint<'_>> {
+        match self {
+            Self::Namespaced(p) => p.spec.endpoints.endpoint(),
+            Self::Cluster(p) => p.spec.endpoints.endpoint(),
+        }
+    }
+
+    pub fn generation(&self) -> Option<i64> {
+        match self {
+            Self::Namespaced(p) => p.metadata.generation,
+            Self::Cluster(p) => p.metadata.generation,
+        }
+    }
+
+    pub fn status(&self) -> Option<&ConsentProviderStatus> {
+        match self {
+            Self::Namespaced(p) => p.status.as_ref(),
+            Self::Cluster(p) => p.status.as_ref(),
+        }
     }
 }
 
@@ -48,36 +126,20 @@ pub struct CredentialsLocation {
     pub reference: CredentialsSecretRef,
 }
 
-/// A provider request written out in full, whichever way the spec names it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resolved {
-    OneTrust(OneTrustSource),
-    Fdx(FdxSource),
-}
-
 /// What [`resolve`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
-    pub provider: Resolved,
+    pub provider: ProviderSource,
     pub credentials_namespace: String,
     /// The shared provider object, when the spec names one.
     pub via: Option<ProviderKey>,
-}
-
-impl Resolved {
-    pub fn spec(&self) -> ProviderSpec<'_> {
-        match self {
-            Self::OneTrust(source) => ProviderSpec::OneTrust(source),
-            Self::Fdx(source) => ProviderSpec::Fdx(source),
-        }
-    }
 }
 
 impl Resolution {
     pub fn credentials(&self) -> CredentialsLocation {
         CredentialsLocation {
             namespace: self.credentials_namespace.clone(),
-            reference: self.provider.spec().credentials_secret_ref().clone(),
+            reference: self.provider.credentials_secret_ref().clone(),
         }
     }
 }
@@ -85,43 +147,27 @@ impl Resolution {
 /// The provider `ct` uses, or why it may not use one.
 pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error> {
     let namespace = ct.namespace().unwrap_or_default();
-    if let Some(inline) = ct.spec.inline_provider() {
-        let provider = match inline {
-            ProviderSpec::OneTrust(source) => Resolved::OneTrust(source.clone()),
-            ProviderSpec::Fdx(source) => Resolved::Fdx(source.clone()),
-        };
+    if let Some(provider) = ct.spec.inline_provider() {
         return Ok(Resolution { provider, credentials_namespace: namespace, via: None });
     }
     let Some(reference) = &ct.spec.provider_ref else {
         return Err(Error::InvalidSpec(EXACTLY_ONE_PROVIDER.into()));
     };
-    let (endpoint_of, credentials_namespace, key) = match reference.kind {
-        ProviderRefKind::ConsentProvider => {
-            let found = catalog.providers.get(&ObjectRef::new(&reference.name).within(&namespace));
-            let provider = found
-                .ok_or_else(|| Error::ProviderNotFound { kind: "ConsentProvider", name: reference.name.clone() })?;
-            let key = ProviderKey::Namespaced { namespace: namespace.clone(), name: reference.name.clone() };
-            (combine(ct, provider.spec.endpoints.endpoint())?, namespace.clone(), key)
-        }
-        ProviderRefKind::ClusterConsentProvider => {
-            let found = catalog.cluster_providers.get(&ObjectRef::new(&reference.name));
-            let provider = found.ok_or_else(|| Error::ProviderNotFound {
-                kind: "ClusterConsentProvider",
-                name: reference.name.clone(),
-            })?;
-            if !provider.spec.allowed_namespaces.allows(&namespace, &namespace_labels(catalog, &namespace)) {
-                return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
-            }
-            let credentials_namespace = catalog.credentials_namespace_of(&provider).to_owned();
-            let key = ProviderKey::Cluster { name: reference.name.clone() };
-            (combine(ct, provider.spec.endpoints.endpoint())?, credentials_namespace, key)
-        }
-    };
-    Ok(Resolution { provider: endpoint_of, credentials_namespace, via: Some(key) })
+    let provider = catalog.lookup(&namespace, reference)?;
+    if let ProviderObject::Cluster(cluster) = &provider
+        && !cluster.spec.allowed_namespaces.allows(&namespace, &namespace_labels(catalog, &namespace))
+    {
+        return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
+    }
+    Ok(Resolution {
+        provider: combine(ct, provider.endpoint())?,
+        credentials_namespace: catalog.credentials_namespace(&provider),
+        via: Some(provider.key()),
+    })
 }
 
 /// The shared endpoint with the token's own part, or what is missing.
-fn combine(ct: &ConsentToken, endpoint: Option<Endpoint<'_>>) -> Result<Resolved, Error> {
+fn combine(ct: &ConsentToken, endpoint: Option<Endpoint<'_>>) -> Result<ProviderSource, Error> {
     let Some(endpoint) = endpoint else {
         return Err(Error::InvalidSpec(format!(
             "the provider named in spec.providerRef sets neither or both of spec.oneTrust and spec.fdx: {}",
@@ -129,12 +175,12 @@ fn combine(ct: &ConsentToken, endpoint: Option<Endpoint<'_>>) -> Result<Resolved
         )));
     };
     match (endpoint, &ct.spec.collection_point, &ct.spec.customer_id) {
-        (Endpoint::OneTrust(tenant), Some(collection_point), None) => Ok(Resolved::OneTrust(OneTrustSource {
+        (Endpoint::OneTrust(tenant), Some(collection_point), None) => Ok(ProviderSource::OneTrust(OneTrustSource {
             hostname: tenant.hostname.clone(),
             collection_point: collection_point.clone(),
             credentials_secret_ref: tenant.credentials_secret_ref.clone(),
         })),
-        (Endpoint::Fdx(endpoint), None, Some(customer_id)) => Ok(Resolved::Fdx(FdxSource {
+        (Endpoint::Fdx(endpoint), None, Some(customer_id)) => Ok(ProviderSource::Fdx(FdxSource {
             base_url: endpoint.base_url.clone(),
             api_version: endpoint.api_version.clone(),
             customer_id: customer_id.clone(),
@@ -160,18 +206,8 @@ pub fn credentials_secret_of(ct: &ConsentToken, catalog: &Catalog) -> Option<(St
     if let Some(inline) = ct.spec.inline_provider() {
         return Some((namespace, inline.credentials_secret_ref().name.clone()));
     }
-    let reference = ct.spec.provider_ref.as_ref()?;
-    match reference.kind {
-        ProviderRefKind::ConsentProvider => {
-            let provider = catalog.providers.get(&ObjectRef::new(&reference.name).within(&namespace))?;
-            Some((namespace, provider.spec.endpoints.endpoint()?.credentials_secret_ref().name.clone()))
-        }
-        ProviderRefKind::ClusterConsentProvider => {
-            let provider = catalog.cluster_providers.get(&ObjectRef::new(&reference.name))?;
-            let credentials_namespace = catalog.credentials_namespace_of(&provider).to_owned();
-            Some((credentials_namespace, provider.spec.endpoints.endpoint()?.credentials_secret_ref().name.clone()))
-        }
-    }
+    let provider = catalog.lookup(&namespace, ct.spec.provider_ref.as_ref()?).ok()?;
+    catalog.credentials_secret(&provider)
 }
 
 /// The provider object `ct` names, if any.
@@ -261,7 +297,7 @@ mod tests {
         let catalog = catalog(vec![mx_provider("team-a")], vec![], vec![]);
         let ct = token("team-a", serde_json::json!({"providerRef": {"name": "mx"}, "customerId": "c-1"}));
         let resolution = resolve(&ct, &catalog).unwrap();
-        let Resolved::Fdx(source) = &resolution.provider else { panic!("FDX expected") };
+        let ProviderSource::Fdx(source) = &resolution.provider else { panic!("FDX expected") };
         assert_eq!((source.base_url.as_str(), source.api_version.as_str()), ("https://bank.example", "v4"));
         assert_eq!(source.customer_id, "c-1");
         assert_eq!(resolution.credentials().namespace, "team-a");
@@ -294,7 +330,7 @@ mod tests {
             let resolution = resolve(&token(allowed, spec.clone()), &catalog).unwrap();
             assert_eq!(resolution.credentials_namespace, "ops", "the operator's namespace by default");
             assert_eq!(resolution.via, Some(ProviderKey::Cluster { name: "onetrust".into() }));
-            let Resolved::OneTrust(source) = resolution.provider else { panic!("OneTrust expected") };
+            let ProviderSource::OneTrust(source) = resolution.provider else { panic!("OneTrust expected") };
             assert_eq!(source.collection_point.guid, GUID);
         }
         let err = resolve(&token("other", spec.clone()), &catalog).unwrap_err();

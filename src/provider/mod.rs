@@ -1,8 +1,31 @@
-//! Clients for the two token providers, behind one entry point: [`Providers::fetch`].
+//! Talking to the providers: the clients for the two token providers behind one entry point
+//! ([`Providers::fetch`]), the network policy every connection obeys ([`policy`],
+//! [`host_guard`], [`http`]), credentials ([`credentials`]), token values ([`token`]) and the
+//! one provider lookup ([`lookup`]: from a ConsentToken to the provider it uses).
 //!
 //! A spec is turned into a [`Source`] (a validated request: URLs built, scheme and host checked
 //! against the [`UpstreamPolicy`]) before anything is read or sent; the clients only ever see
 //! validated requests.
+//!
+//! May use: [`crate::api`], [`crate::basics`], [`crate::error`], [`crate::config`],
+//! [`crate::observability`].
+//!
+//! # Where OneTrust and FDX differ
+//!
+//! Only in the types that carry different data, each an enum with one variant per provider:
+//!
+//! | step | type | OneTrust | FDX |
+//! |---|---|---|---|
+//! | a ConsentToken's own provider | [`crate::api::crd::ProviderSource`] | `OneTrustSource`: hostname, collection point | `FdxSource`: base URL, API version, customer id |
+//! | a shared provider object's endpoint | [`crate::api::crd::Endpoint`] | `OneTrustTenant`: hostname | `FdxEndpoint`: base URL, API version |
+//! | the validated request | [`Source`] | [`OneTrustRequest`]: OAuth, then the collection point's token | [`FdxRequest`]: one call that mints a customer's token |
+//! | a provider object's check | [`CheckedEndpoint`] | an access token can be obtained | the credentials are present and allowed |
+//! | the client | `onetrust.rs`, with OAuth access tokens cached per credential (`access_tokens.rs`) | `fdx.rs`: Basic client credentials, one token per customer |
+//!
+//! [`crate::api::crd::ProviderKind`] names them in status and metrics. Everything else (the
+//! lookup, validation, scheduling, the Secret, status) is the same code for both. A third
+//! provider adds a variant to each row, a client module beside `onetrust.rs` and `fdx.rs`, and
+//! an endpoint in the fake provider (CONTRIBUTING.md, "Adding a provider").
 
 mod access_tokens;
 pub mod credentials;
@@ -19,7 +42,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use crate::api::crd::ProviderSpec;
+use crate::api::crd::ProviderSource;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
 use crate::observability::metrics::Metrics;
@@ -59,10 +82,10 @@ pub enum Source {
 
 impl Source {
     /// Builds and checks the request a spec's provider describes, without sending anything.
-    pub fn new(provider: ProviderSpec<'_>, policy: &UpstreamPolicy) -> Result<Self, Error> {
+    pub fn new(provider: &ProviderSource, policy: &UpstreamPolicy) -> Result<Self, Error> {
         Ok(match provider {
-            ProviderSpec::OneTrust(source) => Self::OneTrust(OneTrustRequest::new(source, policy)?),
-            ProviderSpec::Fdx(source) => Self::Fdx(FdxRequest::new(source, policy)?),
+            ProviderSource::OneTrust(source) => Self::OneTrust(OneTrustRequest::new(source, policy)?),
+            ProviderSource::Fdx(source) => Self::Fdx(FdxRequest::new(source, policy)?),
         })
     }
 

@@ -78,7 +78,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     let base = Outcome {
         now,
         provider: match &resolution {
-            Ok(resolution) => Some(resolution.provider.spec().kind()),
+            Ok(resolution) => Some(resolution.provider.kind()),
             Err(_) => lookup::inline_kind(ct),
         },
         token: None,

@@ -33,7 +33,7 @@ pub struct TargetRef {
 }
 
 pub fn validate(ct: &ConsentToken, resolution: &Resolution, policy: &UpstreamPolicy) -> Result<ValidSpec, Error> {
-    let provider = resolution.provider.spec();
+    let provider = &resolution.provider;
     let schedule = Schedule::from_policy(&ct.spec.refresh).map_err(Error::InvalidSpec)?;
     let key = ct.target_key().to_owned();
     if let Some(extra) = &ct.spec.target.extra_keys {
@@ -74,13 +74,13 @@ pub fn validate(ct: &ConsentToken, resolution: &Resolution, policy: &UpstreamPol
 mod tests {
     use super::*;
     use crate::api::crd::ExtraKeys;
+    use crate::api::crd::ProviderSource;
     use crate::fixtures;
-    use crate::provider::lookup::Resolved;
 
     fn inline(ct: &ConsentToken) -> Resolution {
         let provider = match (&ct.spec.one_trust, &ct.spec.fdx) {
-            (Some(source), None) => Resolved::OneTrust((**source).clone()),
-            (None, Some(source)) => Resolved::Fdx((**source).clone()),
+            (Some(source), None) => ProviderSource::OneTrust((**source).clone()),
+            (None, Some(source)) => ProviderSource::Fdx((**source).clone()),
             _ => panic!("one inline provider expected"),
         };
         Resolution { provider, credentials_namespace: "team".into(), via: None }

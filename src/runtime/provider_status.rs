@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
 use crate::provider::credentials::{CredentialsCache, CredentialsChange};
-use crate::provider::lookup::{Catalog, ProviderKey};
+use crate::provider::lookup::{Catalog, ProviderKey, ProviderObject};
 use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::FIELD_MANAGER;
 
@@ -37,8 +37,6 @@ pub struct Writer {
     pub credentials: Arc<CredentialsCache>,
     /// Each controller's catalog and the index of its ConsentTokens by provider.
     pub views: Vec<(Catalog, Arc<CredentialsIndex>)>,
-    /// Where a ClusterConsentProvider's credentials are when it does not say.
-    pub operator_namespace: String,
     /// Changes to credentials Secrets: a provider whose Secret changed is checked again at once.
     pub changes: broadcast::Receiver<CredentialsChange>,
 }
@@ -81,34 +79,20 @@ impl Writer {
 
     async fn pass(&self, checks: &mut HashMap<ProviderKey, Check>) {
         let mut seen = HashSet::new();
-        let namespaced: Vec<Arc<ConsentProvider>> =
-            self.views.iter().flat_map(|(catalog, _)| catalog.providers.state()).collect();
-        let cluster: Vec<Arc<ClusterConsentProvider>> =
-            self.views.first().map(|(catalog, _)| catalog.cluster_providers.state()).unwrap_or_default();
-        let mut subjects = Vec::new();
-        for p in &namespaced {
-            let namespace = p.namespace().unwrap_or_default();
-            subjects.push(Subject {
-                key: ProviderKey::Namespaced { namespace: namespace.clone(), name: p.name_any() },
-                generation: p.metadata.generation,
-                endpoint: p.spec.endpoints.endpoint(),
-                credentials_namespace: namespace,
-                status: p.status.as_ref(),
-            });
-        }
-        for p in &cluster {
-            subjects.push(Subject {
-                key: ProviderKey::Cluster { name: p.name_any() },
-                generation: p.metadata.generation,
-                endpoint: p.spec.endpoints.endpoint(),
-                credentials_namespace: p
-                    .spec
-                    .credentials_namespace
-                    .clone()
-                    .unwrap_or_else(|| self.operator_namespace.clone()),
-                status: p.status.as_ref(),
-            });
-        }
+        // Each controller's catalog holds every ClusterConsentProvider: each is looked at once.
+        let objects: Vec<(ProviderObject, String)> = self
+            .views
+            .iter()
+            .flat_map(|(catalog, _)| catalog.all().into_iter().map(|p| (catalog.credentials_namespace(&p), p)))
+            .map(|(namespace, p)| (p, namespace))
+            .collect();
+        let subjects = objects.iter().map(|(p, credentials_namespace)| Subject {
+            key: p.key(),
+            generation: p.generation(),
+            endpoint: p.endpoint(),
+            credentials_namespace: credentials_namespace.clone(),
+            status: p.status(),
+        });
         for subject in subjects {
             if !seen.insert(subject.key.clone()) {
                 continue;

@@ -182,7 +182,8 @@ pub struct ConsentProviderStatus {
     pub consent_tokens: i32,
 }
 
-/// The endpoint a provider object describes: the one place that tells `oneTrust` from `fdx`.
+/// The endpoint a provider object describes (`oneTrust` or `fdx`). Where OneTrust and FDX
+/// differ: `provider`'s module doc.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Endpoint<'a> {
     OneTrust(&'a OneTrustTenant),

@@ -130,7 +130,6 @@ pub async fn run(
         policy: shared.upstream.policy.clone(),
         credentials: shared.upstream.credentials.clone(),
         views,
-        operator_namespace: shared.operator_namespace.clone(),
         changes: seen.changes.0.subscribe(),
     };
     runs.push(Box::pin(until(shutdown.clone(), status_writer.run(all_listed.clone()))));
