@@ -10,7 +10,7 @@ use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentToken};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
-use support::operator::Operator;
+use support::operator::{Launch, Operator};
 
 use support::chart::{CHART, FULLNAME, RELEASE, apply, document, helm, helm_output, render, render_refused};
 
@@ -192,11 +192,9 @@ async fn hardened_defaults_are_rendered() {
 
 #[tokio::test]
 async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_elsewhere() {
-    support::install_crds();
-    let admin = support::admin_client().await;
-    let release_ns = support::namespace(&admin, "cto-rbac").await;
-    let granted = support::namespace(&admin, "granted").await;
-    let other = support::namespace(&admin, "other").await;
+    let setup = support::operator::TestEnv::setup("cto-rbac", &["granted", "other"]).await;
+    let (admin, release_ns) = (setup.client.clone(), setup.namespace.clone());
+    let [granted, other] = [0, 1].map(|i| setup.other_namespaces[i].clone());
     apply(&render(&release_ns, &[&format!("watchNamespaces={{{granted}}}")]), false);
 
     let dir = tempfile::tempdir().unwrap();
@@ -243,10 +241,10 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
     editor.delete("by-editor", &Default::default()).await.unwrap();
 
     // Works in the granted namespace, end to end, with leader election in its own namespace.
-    let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    fake.add_fdx_client("mx-client", "mx-secret-value");
-    let operator = Operator::start_as(&kubeconfig, &granted, &release_ns, fake.ca_pem(), &[]).await;
-    let mut env = support::operator::TestEnv::from_parts(admin.clone(), granted.clone(), fake, operator);
+    setup.fake.add_fdx_client("mx-client", "mx-secret-value");
+    let launch = Launch { kubeconfig: kubeconfig.clone(), namespace: Some(granted.clone()), ..setup.launch_defaults() };
+    let mut env = setup.launch(launch).await;
+    env.namespace = granted.clone();
     env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
     env.create_token(
         "mx",

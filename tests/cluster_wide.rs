@@ -8,17 +8,15 @@ mod support;
 
 use std::time::Duration;
 
-use fake_provider::{Endpoint, FakeProvider};
+use fake_provider::Endpoint;
 use support::chart::{FULLNAME, apply, only_kinds, render};
-use support::operator::{Launch, Operator, TestEnv};
+use support::operator::{Launch, TestEnv};
 
 #[tokio::test]
 async fn cluster_wide_under_the_charts_cluster_role_across_namespaces() {
-    support::install_crds();
-    let admin = support::admin_client().await;
-    let release_ns = support::namespace(&admin, "cto-cluster").await;
-    let team_a = support::namespace(&admin, "team-a").await;
-    let team_b = support::namespace(&admin, "team-b").await;
+    let setup = TestEnv::setup("cto-cluster", &["team-a", "team-b"]).await;
+    let release_ns = setup.namespace.clone();
+    let [team_a, team_b] = [0, 1].map(|i| setup.other_namespaces[i].clone());
 
     // The chart's defaults: cluster-wide. Its RBAC applied for real (no node runs the Deployment).
     let rendered = render(&release_ns, &[]);
@@ -31,17 +29,8 @@ async fn cluster_wide_under_the_charts_cluster_role_across_namespaces() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = support::kubeconfig_as(&release_ns, FULLNAME, dir.path()).await;
 
-    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let launch = Launch {
-        kubeconfig: &kubeconfig,
-        namespace: None,
-        lease_namespace: &release_ns,
-        ..Launch::new(&release_ns, fake.ca_pem())
-    };
-    let operator = Operator::launch(launch).await;
-    operator.wait_until_leader(&release_ns).await;
-    let mut env = TestEnv::from_parts(admin, team_a.clone(), fake, operator);
-    env.other_namespaces.push(team_b.clone());
+    let launch = Launch { kubeconfig, namespace: None, ..setup.launch_defaults() };
+    let mut env = setup.launch(launch).await;
 
     for (namespace, customer) in [(&team_a, "cluster-wide-customer-a"), (&team_b, "cluster-wide-customer-b")] {
         env.namespace = namespace.clone();

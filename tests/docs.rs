@@ -3,7 +3,9 @@
 //! `#fragment`, at an anchor in it (a heading or an `<a id>`); so does every alert's
 //! `runbook_url`; every page of docs/ is reachable from docs/README.md; the README stays a front
 //! page (at most 10 KB); and the supported Kubernetes version the README states is the one the
-//! tests run against and the chart's `kubeVersion` allows. Links to other sites are not followed.
+//! tests run against and the chart's `kubeVersion` allows; every test a page names as its
+//! evidence (`module::tests::name` or `test_file::name`) exists. Links to other sites are not
+//! followed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -306,4 +308,63 @@ fn the_supported_kubernetes_version_is_the_tested_one() {
         let text = std::fs::read_to_string(root.join(page)).unwrap();
         assert!(text.contains(&format!("Kubernetes {minor}")), "{page} states Kubernetes {minor} as supported");
     }
+}
+
+/// The tests a page names as evidence: `a::b::tests::name` (a unit test in src/a/b.rs or
+/// src/a/b/mod.rs) and `file::name` (a test in tests/file.rs), as (source files, function).
+fn named_tests(root: &Path, text: &str) -> Vec<(String, Vec<PathBuf>, String)> {
+    let mut found = Vec::new();
+    for (i, span) in text.split('`').enumerate() {
+        let parts: Vec<&str> = span.split("::").collect();
+        let identifier =
+            |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if i % 2 == 0 || parts.len() < 2 || !parts.iter().all(identifier) {
+            continue;
+        }
+        let (path, name) = (&parts[..parts.len() - 1], parts[parts.len() - 1].to_owned());
+        let files = if path.last() == Some(&"tests") {
+            let module = path[..path.len() - 1].join("/");
+            vec![root.join(format!("src/{module}.rs")), root.join(format!("src/{module}/mod.rs"))]
+        } else if path.len() == 1 && root.join(format!("tests/{}.rs", path[0])).exists() {
+            vec![root.join(format!("tests/{}.rs", path[0]))]
+        } else {
+            continue;
+        };
+        found.push((span.to_owned(), files, name));
+    }
+    found
+}
+
+#[test]
+fn every_test_a_page_names_exists() {
+    let root = root();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for page in pages(&root) {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (named, files, function) in named_tests(&root, &text) {
+            checked += 1;
+            let defined = files.iter().any(|file| {
+                std::fs::read_to_string(file).is_ok_and(|code| {
+                    code.match_indices(&format!("fn {function}")).any(|(at, found)| {
+                        !code[at + found.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    })
+                })
+            });
+            if !defined {
+                missing.push(format!("{}: {named}", page.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(checked > 50, "the scan finds the tests pages name ({checked})");
+    assert!(missing.is_empty(), "pages name tests that do not exist:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn a_named_test_that_does_not_exist_is_found() {
+    let root = root();
+    let named = named_tests(&root, "`basics::time_math::tests::nothing_here` and `docs::no_such_test`, not `a::b`");
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert_eq!(named[0].1[0], root.join("src/basics/time_math.rs"));
+    assert_eq!(named[1].1, [root.join("tests/docs.rs")]);
 }

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fake_provider::FakeProvider;
 use support::operator::{Launch, Operator, TestEnv};
 
 /// Sum of a counter family in a Prometheus exposition (0 when absent).
@@ -53,17 +52,12 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
 /// took over only when the Lease expired.)
 #[tokio::test]
 async fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_expires() {
-    support::install_crds();
-    let client = support::admin_client().await;
-    let namespace = support::namespace(&client, "ha-term").await;
-    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
+    let setup = TestEnv::setup("ha-term", &[]).await;
     // A long Lease, renewed every 10 s: without a release no standby could lead until the
     // Lease expired, at least 20 s after the stop.
-    let launch = || Launch { lease_duration: "30s", ..Launch::new(&namespace, fake.ca_pem()) };
-    let leader = Operator::launch(launch()).await;
-    leader.wait_until_leader(&namespace).await;
-    let standby = Operator::launch(launch()).await;
-    let mut env = TestEnv::from_parts(client, namespace.clone(), fake, leader);
+    let launch = Launch { lease_duration: "30s".into(), ..setup.launch_defaults() };
+    let mut env = setup.launch(launch.clone()).await;
+    let standby = Operator::launch(launch).await;
 
     let stopped = Instant::now();
     assert!(env.operator.terminate().await, "the leader exits with success on SIGTERM");

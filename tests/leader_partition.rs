@@ -48,9 +48,8 @@ async fn handed_over_without_two_writers(old: &Operator, new: &Operator, cut_at:
 
 #[tokio::test]
 async fn a_partitioned_leader_stops_writing_before_a_standby_takes_over() {
-    support::install_crds();
-    let admin = support::admin_client().await;
-    let namespace = support::namespace(&admin, "partition").await;
+    let setup = TestEnv::setup("partition", &[]).await;
+    let (admin, namespace) = (setup.client.clone(), setup.namespace.clone());
     // The chart's RBAC for this namespace: the replica under test runs as its ServiceAccount.
     apply(&render(&namespace, &[&format!("watchNamespaces={{{namespace}}}")]), false);
     let dir = tempfile::tempdir().unwrap();
@@ -58,13 +57,10 @@ async fn a_partitioned_leader_stops_writing_before_a_standby_takes_over() {
     let proxy = Proxy::start(api_server_addr(&as_chart));
     let through_proxy = proxy.kubeconfig(&as_chart, dir.path());
 
-    let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    fake.set_fdx_lifetime(12);
-    let leader =
-        Operator::launch(Launch { kubeconfig: &through_proxy, ..Launch::new(&namespace, fake.ca_pem()) }).await;
-    leader.wait_until_leader(&namespace).await;
-    let standby = Operator::start(&namespace, fake.ca_pem(), &[]).await;
-    let mut env = TestEnv::from_parts(admin.clone(), namespace.clone(), fake, leader);
+    setup.fake.set_fdx_lifetime(12);
+    let launch = Launch { kubeconfig: through_proxy.clone(), ..setup.launch_defaults() };
+    let mut env = setup.launch(launch).await;
+    let standby = Operator::start(&namespace, env.fake.ca_pem(), &[]).await;
     for i in 0..3 {
         env.fdx_token(&format!("mx-{i}"), &format!("partition-customer-{i}")).await;
     }
@@ -98,7 +94,8 @@ async fn a_partitioned_leader_stops_writing_before_a_standby_takes_over() {
     roles.patch(&role, &PatchParams::default(), &Patch::Merge(&renew)).await.unwrap();
     let mut killed = standby;
     let second =
-        Operator::launch(Launch { kubeconfig: &through_proxy, ..Launch::new(&namespace, env.fake.ca_pem()) }).await;
+        Operator::launch(Launch { kubeconfig: through_proxy.clone(), ..Launch::new(&namespace, env.fake.ca_pem()) })
+            .await;
     killed.kill();
     second.wait_until_leader(&namespace).await;
     // The next standby only now, so that the replica under test is the one that took over.

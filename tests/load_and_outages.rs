@@ -12,7 +12,7 @@ use consent_token_operator::api::crd::ConsentToken;
 use fake_provider::{Endpoint, FakeProvider, Fault};
 use jiff::Timestamp;
 use kube::api::ListParams;
-use support::operator::{Launch, Operator, TestEnv};
+use support::operator::{Launch, TestEnv};
 
 fn fdx(base_url: &str, customer: &str, secret: &str) -> serde_json::Value {
     serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": {"name": secret}}})
@@ -38,15 +38,12 @@ async fn wait_all_ready(env: &TestEnv, prefix: &str, count: usize) {
 
 #[tokio::test]
 async fn a_tarpitting_host_delays_only_its_own_consent_tokens() {
-    support::install_crds();
-    let client = support::admin_client().await;
-    let namespace = support::namespace(&client, "tarpit").await;
-    let healthy = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let setup = TestEnv::setup("tarpit", &[]).await;
     let tarpit = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    healthy.set_fdx_lifetime(30); // renewed every 15 s or so
+    setup.fake.set_fdx_lifetime(30); // renewed every 15 s or so
     tarpit.inject(Endpoint::FdxToken, Fault::Slow(Duration::from_secs(3600)), None); // answers never come
-    let ca = format!("{}{}", healthy.ca_pem(), tarpit.ca_pem());
-    let launch = Launch::new(&namespace, &ca).args(&[
+    let ca = format!("{}{}", setup.fake.ca_pem(), tarpit.ca_pem());
+    let launch = Launch { ca_pem: ca, ..setup.launch_defaults() }.args(&[
         "--upstream-timeout",
         "5s",
         "--concurrency",
@@ -54,9 +51,7 @@ async fn a_tarpitting_host_delays_only_its_own_consent_tokens() {
         "--upstream-concurrency-per-host",
         "3",
     ]);
-    let operator = Operator::launch(launch).await;
-    operator.wait_until_leader(&namespace).await;
-    let env = TestEnv::from_parts(client, namespace, healthy, operator);
+    let env = setup.launch(launch).await;
     tarpit.add_fdx_client("mx-tarpit", "mx-secret-tarpit");
     env.fake.add_fdx_client("mx-healthy", "mx-secret-healthy");
     env.put_secret("tarpit-credentials", &[("client_id", "mx-tarpit"), ("client_secret", "mx-secret-tarpit")]).await;

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use consent_token_operator::api::crd::{ClusterConsentProvider, ConsentProvider};
-use fake_provider::{Endpoint, FakeProvider};
+use fake_provider::Endpoint;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use support::operator::{Launch, Operator, TestEnv};
+use support::operator::{Launch, TestEnv};
 
 const GUIDS: [&str; 3] = [
     "00000000-0000-4000-8000-000000000001",
@@ -30,12 +30,9 @@ fn provider_ready(
 
 #[tokio::test]
 async fn a_cluster_provider_serves_the_namespaces_it_allows_with_one_oauth_token() {
-    support::install_crds();
-    let admin = support::admin_client().await;
-    let ops = support::namespace(&admin, "ops").await;
-    let team = support::namespace(&admin, "team-a").await;
-    let labelled = support::namespace(&admin, "payments").await;
-    let outsider = support::namespace(&admin, "outsider").await;
+    let setup = TestEnv::setup("ops", &["team-a", "payments", "outsider"]).await;
+    let (admin, ops) = (setup.client.clone(), setup.namespace.clone());
+    let [team, labelled, outsider] = [0, 1, 2].map(|i| setup.other_namespaces[i].clone());
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .patch(
@@ -48,13 +45,9 @@ async fn a_cluster_provider_serves_the_namespaces_it_allows_with_one_oauth_token
         .unwrap();
 
     // The operator watches the three namespaces; its own (ops) holds the provider's credentials.
-    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let watched = format!("{team},{labelled},{outsider}");
-    let launch = Launch { namespace: Some(&watched), lease_namespace: &ops, ..Launch::new(&ops, fake.ca_pem()) };
-    let operator = Operator::launch(launch).await;
-    operator.wait_until_leader(&ops).await;
-    let mut env = TestEnv::from_parts(admin.clone(), ops.clone(), fake, operator);
-    env.other_namespaces.extend([team.clone(), labelled.clone(), outsider.clone()]);
+    let launch = Launch { namespace: Some(watched), ..setup.launch_defaults() };
+    let mut env = setup.launch(launch).await;
 
     env.fake.add_onetrust_client("tenant-client", "tenant-secret-one");
     env.put_secret("onetrust-tenant", &[("client_id", "tenant-client"), ("client_secret", "tenant-secret-one")]).await;

@@ -6,7 +6,7 @@
 mod support;
 
 use fake_provider::{Endpoint, FakeProvider};
-use support::operator::{Launch, Operator, TestEnv};
+use support::operator::{Launch, TestEnv};
 
 const ALLOWED_HOSTS: &str = "consent.dev/allowed-hosts";
 const ENDPOINTS: [Endpoint; 3] = [Endpoint::OneTrustOAuth, Endpoint::CollectionPointToken, Endpoint::FdxToken];
@@ -72,16 +72,13 @@ async fn credentials_go_only_to_the_hosts_their_secret_allows() {
 
 #[tokio::test]
 async fn the_admins_rules_and_the_address_check_refuse_before_anything_is_sent() {
-    support::install_crds();
-    let client = support::admin_client().await;
-    let namespace = support::namespace(&client, "addresses").await;
-    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let setup = TestEnv::setup("addresses", &[]).await;
     // The admin allows these names, and (wrongly) the link-local range, but not loopback. The
     // operator's resolver alone maps metadata.consent.test to the cloud metadata address.
     let launch = Launch {
         allow_loopback: false,
-        hosts: vec![("169.254.169.254", "metadata.consent.test")],
-        ..Launch::new(&namespace, fake.ca_pem())
+        hosts: vec![("169.254.169.254".into(), "metadata.consent.test".into())],
+        ..setup.launch_defaults()
     }
     .args(&[
         "--allowed-provider-hosts",
@@ -89,9 +86,7 @@ async fn the_admins_rules_and_the_address_check_refuse_before_anything_is_sent()
         "--allowed-private-networks",
         "169.254.0.0/16,10.0.0.0/8",
     ]);
-    let operator = Operator::launch(launch).await;
-    operator.wait_until_leader(&namespace).await;
-    let env = TestEnv::from_parts(client, namespace, fake, operator);
+    let env = setup.launch(launch).await;
     env.fake.add_fdx_client("mx-client", "mx-secret-addresses");
     env.fake.add_onetrust_client("ot-client", "ot-secret-addresses");
     let everywhere = [(ALLOWED_HOSTS, "*")];

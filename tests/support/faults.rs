@@ -118,15 +118,9 @@ pub async fn outage_with_tokens_due(component: &str, outage: Duration) -> Outage
     // A Lease longer than the outage: the leader keeps it across (with the tests' usual 6 s
     // Lease it would stand down and exit, to be restarted by its Deployment; see
     // high_availability and leader_partition for that).
-    super::install_crds();
-    let client = super::admin_client().await;
-    let namespace = super::namespace(&client, &format!("{component}-outage")).await;
-    let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let launch =
-        super::operator::Launch { lease_duration: "45s", ..super::operator::Launch::new(&namespace, fake.ca_pem()) };
-    let operator = super::operator::Operator::launch(launch).await;
-    operator.wait_until_leader(&namespace).await;
-    let mut env = super::operator::TestEnv::from_parts(client, namespace, fake, operator);
+    let setup = super::operator::TestEnv::setup(&format!("{component}-outage"), &[]).await;
+    let launch = super::operator::Launch { lease_duration: "45s".into(), ..setup.launch_defaults() };
+    let mut env = setup.launch(launch).await;
     env.fake.set_fdx_lifetime(40);
     let tokens = 12;
     for i in 0..tokens {

@@ -25,38 +25,39 @@ pub struct Operator {
 }
 
 /// How to start an operator under test.
-pub struct Launch<'a> {
-    pub kubeconfig: &'a Path,
-    /// The namespace to watch; `None`: the whole cluster.
-    pub namespace: Option<&'a str>,
-    pub lease_namespace: &'a str,
-    pub ca_pem: &'a str,
+#[derive(Clone)]
+pub struct Launch {
+    pub kubeconfig: PathBuf,
+    /// The namespaces to watch (comma-separated); `None`: the whole cluster.
+    pub namespace: Option<String>,
+    pub lease_namespace: String,
+    pub ca_pem: String,
     pub args: Vec<String>,
     /// The fake provider listens on loopback, which the operator only calls when its admin
     /// allows it: on, unless a test checks that it is refused.
     pub allow_loopback: bool,
     /// The fakes hand out tokens of seconds, far below the default minimum (90 s).
-    pub min_token_lifetime: &'a str,
+    pub min_token_lifetime: String,
     /// Extra `/etc/hosts` lines (address, name) that only this operator sees: it runs in a
     /// mount namespace of its own with its own copy of the file.
-    pub hosts: Vec<(&'a str, &'a str)>,
+    pub hosts: Vec<(String, String)>,
     /// Short, so takeovers are quick to test.
-    pub lease_duration: &'a str,
+    pub lease_duration: String,
 }
 
-impl<'a> Launch<'a> {
+impl Launch {
     /// As cluster admin, for `namespace`, with the Lease there too.
-    pub fn new(namespace: &'a str, ca_pem: &'a str) -> Self {
+    pub fn new(namespace: &str, ca_pem: &str) -> Self {
         Self {
-            kubeconfig: super::kubeconfig(),
-            namespace: Some(namespace),
-            lease_namespace: namespace,
-            ca_pem,
+            kubeconfig: super::kubeconfig().to_path_buf(),
+            namespace: Some(namespace.to_owned()),
+            lease_namespace: namespace.to_owned(),
+            ca_pem: ca_pem.to_owned(),
             args: Vec::new(),
             allow_loopback: true,
-            min_token_lifetime: "2s",
+            min_token_lifetime: "2s".to_owned(),
             hosts: Vec::new(),
-            lease_duration: "6s",
+            lease_duration: "6s".to_owned(),
         }
     }
 
@@ -82,11 +83,12 @@ impl Operator {
         ca_pem: &str,
         extra_args: &[&str],
     ) -> Operator {
+        let (kubeconfig, lease_namespace) = (kubeconfig.to_path_buf(), lease_namespace.to_owned());
         Self::launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args)).await
     }
 
     /// Starts the operator as `launch` says and waits until it reports ready.
-    pub async fn launch(launch: Launch<'_>) -> Operator {
+    pub async fn launch(launch: Launch) -> Operator {
         let operator = Self::spawn_launch(launch);
         super::eventually("the operator to be ready", Duration::from_secs(30), || async {
             (operator.readyz().await == Some(200)).then_some(())
@@ -103,14 +105,15 @@ impl Operator {
         ca_pem: &str,
         extra_args: &[&str],
     ) -> Operator {
+        let (kubeconfig, lease_namespace) = (kubeconfig.to_path_buf(), lease_namespace.to_owned());
         Self::spawn_launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args))
     }
 
-    pub fn spawn_launch(launch: Launch<'_>) -> Operator {
+    pub fn spawn_launch(launch: Launch) -> Operator {
         super::secrecy::start_recording();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, launch.ca_pem).expect("write CA");
+        std::fs::write(&ca, &launch.ca_pem).expect("write CA");
         let log = dir.path().join("operator.log");
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
@@ -132,10 +135,10 @@ impl Operator {
             command.arg(&hosts).arg(binary);
             command
         };
-        if let Some(namespace) = launch.namespace {
+        if let Some(namespace) = &launch.namespace {
             command.args(["--watch-namespaces", namespace]);
         }
-        command.args(["--min-token-lifetime", launch.min_token_lifetime]);
+        command.args(["--min-token-lifetime", &launch.min_token_lifetime]);
         if launch.allow_loopback {
             command.args(["--allowed-private-networks", "127.0.0.0/8,::1/128"]);
         }
@@ -143,12 +146,12 @@ impl Operator {
         let child = command
             // The dual-stack address of the chart; the tests reach it over IPv4 (and IPv6, readyz_over_ipv6).
             .args(["--metrics-addr", &format!("[::]:{port}"), "--identity", &identity, "--log-level", "trace"])
-            .args(["--lease-namespace", launch.lease_namespace, "--lease-name", "operator"])
-            .args(["--lease-duration", launch.lease_duration])
+            .args(["--lease-namespace", &launch.lease_namespace, "--lease-name", "operator"])
+            .args(["--lease-duration", &launch.lease_duration])
             .arg("--extra-ca-bundle")
             .arg(&ca)
             .args(&launch.args)
-            .env("KUBECONFIG", launch.kubeconfig)
+            .env("KUBECONFIG", &launch.kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
@@ -275,6 +278,32 @@ async fn http_get(url: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
+/// A test environment before its operator starts: see [`TestEnv::setup`].
+pub struct Setup {
+    pub client: Client,
+    pub namespace: String,
+    /// The namespaces made from `more`, in order.
+    pub other_namespaces: Vec<String>,
+    pub fake: FakeProvider,
+}
+
+impl Setup {
+    /// The usual launch: cluster admin, this namespace watched with the Lease in it, trusting the
+    /// fake provider's CA.
+    pub fn launch_defaults(&self) -> Launch {
+        Launch::new(&self.namespace, self.fake.ca_pem())
+    }
+
+    /// Starts the operator as `launch` says and waits until it leads (in its Lease namespace).
+    pub async fn launch(self, launch: Launch) -> TestEnv {
+        let lease_namespace = launch.lease_namespace.clone();
+        let operator = Operator::launch(launch).await;
+        operator.wait_until_leader(&lease_namespace).await;
+        let Setup { client, namespace, other_namespaces, fake } = self;
+        TestEnv { client, namespace, fake, operator, other_namespaces }
+    }
+}
+
 /// Everything one operator test uses: a namespace, a fake provider, an operator.
 pub struct TestEnv {
     pub client: Client,
@@ -287,23 +316,40 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// An environment around an operator started otherwise.
-    pub fn from_parts(client: Client, namespace: String, fake: FakeProvider, operator: Operator) -> TestEnv {
-        TestEnv { client, namespace, fake, operator, other_namespaces: Vec::new() }
-    }
-
+    /// The usual environment: a namespace, a fake provider, an operator watching the namespace
+    /// with its Lease there, leading.
     pub async fn start(prefix: &str) -> TestEnv {
         Self::start_with(prefix, &[]).await
     }
 
+    /// The usual environment, the operator started with `operator_args`.
     pub async fn start_with(prefix: &str, operator_args: &[&str]) -> TestEnv {
+        let setup = Self::setup(prefix, &[]).await;
+        let launch = setup.launch_defaults().args(operator_args);
+        setup.launch(launch).await
+    }
+
+    /// Everything but the operator: the CRDs, an admin client, a namespace from `prefix` and
+    /// one from each of `more` (in order), a fake provider. A test prepares what the operator
+    /// must find at its start, then calls [`Setup::launch`] with the launch it needs.
+    pub async fn setup(prefix: &str, more: &[&str]) -> Setup {
         super::install_crds();
         let client = super::admin_client().await;
         let namespace = super::namespace(&client, prefix).await;
+        let mut other_namespaces = Vec::new();
+        for prefix in more {
+            other_namespaces.push(super::namespace(&client, prefix).await);
+        }
         let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
-        let operator = Operator::start(&namespace, fake.ca_pem(), operator_args).await;
-        operator.wait_until_leader(&namespace).await;
-        TestEnv { client, namespace, fake, operator, other_namespaces: Vec::new() }
+        Setup { client, namespace, other_namespaces, fake }
+    }
+
+    /// Waits until the fake provider has answered `count` requests to `endpoint` in all.
+    pub async fn wait_for_requests(&self, endpoint: fake_provider::Endpoint, count: u64) {
+        super::eventually(&format!("{count} requests to {endpoint:?}"), Duration::from_secs(30), || async {
+            (self.fake.requests(endpoint) >= count).then_some(())
+        })
+        .await;
     }
 
     pub fn tokens(&self) -> Api<ConsentToken> {

@@ -110,19 +110,11 @@ pub async fn env_through_proxy(
     prefix: &str,
     lease_duration: &str,
 ) -> (super::operator::TestEnv, Proxy, tempfile::TempDir) {
-    super::install_crds();
-    let admin = super::admin_client().await;
-    let namespace = super::namespace(&admin, prefix).await;
+    let setup = super::operator::TestEnv::setup(prefix, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(api_server_addr(super::kubeconfig()));
-    let through_proxy = proxy.kubeconfig(super::kubeconfig(), dir.path());
-    let fake = fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let launch = super::operator::Launch {
-        kubeconfig: &through_proxy,
-        lease_duration,
-        ..super::operator::Launch::new(&namespace, fake.ca_pem())
-    };
-    let operator = super::operator::Operator::launch(launch).await;
-    operator.wait_until_leader(&namespace).await;
-    (super::operator::TestEnv::from_parts(admin, namespace, fake, operator), proxy, dir)
+    let kubeconfig = proxy.kubeconfig(super::kubeconfig(), dir.path());
+    let lease_duration = lease_duration.to_owned();
+    let launch = super::operator::Launch { kubeconfig, lease_duration, ..setup.launch_defaults() };
+    (setup.launch(launch).await, proxy, dir)
 }
