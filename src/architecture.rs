@@ -1,5 +1,6 @@
 //! Checks on the shape of the code itself: each folder of `src/` uses only the folders below it
-//! (the table in `lib.rs`), so there is no import cycle between them either.
+//! (the table in `lib.rs`), so there is no import cycle between them either; and no file is over
+//! 400 lines unless its module doc says why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -156,4 +157,46 @@ fn the_cycle_finder_finds_cycles() {
     let cycle = find_cycle(&graph).unwrap();
     assert_eq!(cycle.len(), 3, "{cycle:?}");
     assert_eq!(named_modules("use crate::{a, b::c};\nlet x = crate::d::e();"), ["a", "b", "d"]);
+}
+
+/// The longest a file of `src/` may be before it has to say why it is longer.
+const LONGEST: usize = 400;
+
+/// Files of `src/` over [`LONGEST`] lines whose module doc does not say why ("Over 400 lines
+/// because ...").
+fn long_files_without_a_reason(src: &Path) -> Vec<String> {
+    let mut long = Vec::new();
+    let mut pending = vec![src.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let says_why =
+                text.lines().take_while(|l| l.starts_with("//!")).any(|l| l.contains("Over 400 lines because"));
+            if text.lines().count() > LONGEST && !says_why {
+                long.push(format!("{} ({} lines)", path.strip_prefix(src).unwrap().display(), text.lines().count()));
+            }
+        }
+    }
+    long
+}
+
+#[test]
+fn no_file_is_over_400_lines_unless_it_says_why() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(long_files_without_a_reason(&src), Vec::<String>::new());
+}
+
+#[test]
+fn a_long_file_is_found_unless_it_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "fn f() {}\n".repeat(LONGEST);
+    std::fs::write(dir.path().join("long.rs"), format!("//! A module.\n{body}")).unwrap();
+    std::fs::write(dir.path().join("why.rs"), format!("//! Over 400 lines because of its tables.\n{body}")).unwrap();
+    std::fs::write(dir.path().join("short.rs"), "//! A module.\n").unwrap();
+    assert_eq!(long_files_without_a_reason(dir.path()), ["long.rs (401 lines)"]);
 }

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use crate::api::crd::{
     CollectionPoint, ConsentToken, ConsentTokenSpec, CredentialsSecretRef, FdxSource, OneTrustSource,
 };
-use crate::reconcile::target_secret::TokenRecord;
+use crate::reconcile::token_record::TokenRecord;
 
 /// A collection point GUID in the documented shape.
 pub const GUID: &str = "123e4567-e89b-12d3-a456-426614174000";

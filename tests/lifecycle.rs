@@ -360,7 +360,7 @@ async fn a_cached_object_has_every_field_the_reconcile_reads() {
     use consent_token_operator::cache::cached_token::CachedToken;
     use consent_token_operator::cache::cached_token::slim_consent_token;
     use consent_token_operator::provider::token::Token;
-    use consent_token_operator::reconcile::target_secret;
+    use consent_token_operator::reconcile::{target_secret, token_record};
     use kube::Resource;
     use kube::runtime::reflector::ObjectRef;
 
@@ -396,7 +396,7 @@ async fn a_cached_object_has_every_field_the_reconcile_reads() {
 
     let summary =
         consent_token_operator::cache::secret_summary::SecretSummary::of(&env.secrets().get("mx").await.unwrap());
-    let record = target_secret::read(&summary, cached.target_key()).expect("the cached Secret's token is intact");
+    let record = token_record::read(&summary, cached.target_key()).expect("the cached Secret's token is intact");
     assert!(target_secret::matches(&summary, &cached, &record), "the cached Secret is as the spec wants it");
     let token = Token::new("header.payload.signature".into());
     assert_eq!(target_secret::desired(&cached, &token, &record), target_secret::desired(&full, &token, &record));

@@ -4,7 +4,7 @@
 //! `kubectl explain consenttoken.spec` prints: they are written for users.
 //! Validation that the API server can do lives here too (types, enums, patterns, CEL rules),
 //! so a wrong object is refused by `kubectl apply` with a message that says what to fix.
-//! (Long because every field carries its user documentation; it holds nothing else.)
+//! (Over 400 lines because every field carries its user documentation; it holds nothing else.)
 
 pub mod provider;
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use provider::{
     AllowedNamespaces, ClusterConsentProvider, ClusterConsentProviderSpec, ConsentProvider, ConsentProviderSpec,
-    ConsentProviderStatus, Endpoint, Endpoints, FdxEndpoint, OneTrustTenant,
+    ConsentProviderStatus, Endpoint, EndpointSpec, FdxEndpoint, OneTrustTenant,
 };
 
 /// What the API server says when a spec names no provider or more than one; the operator says

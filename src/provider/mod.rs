@@ -19,7 +19,7 @@
 //! | a ConsentToken's own provider | [`crate::api::crd::ProviderSource`] | `OneTrustSource`: hostname, collection point | `FdxSource`: base URL, API version, customer id |
 //! | a shared provider object's endpoint | [`crate::api::crd::Endpoint`] | `OneTrustTenant`: hostname | `FdxEndpoint`: base URL, API version |
 //! | the validated request | [`Source`] | [`OneTrustRequest`]: OAuth, then the collection point's token | [`FdxRequest`]: one call that mints a customer's token |
-//! | a provider object's check | [`CheckedEndpoint`] | an access token can be obtained | the credentials are present and allowed |
+//! | a provider object's check | [`ValidEndpoint`] | an access token can be obtained | the credentials are present and allowed |
 //! | the client | `onetrust.rs`, with OAuth access tokens cached per credential (`access_tokens.rs`) | `fdx.rs`: Basic client credentials, one token per customer |
 //!
 //! [`crate::api::crd::ProviderKind`] names them in status and metrics. Everything else (the
@@ -108,12 +108,12 @@ impl Source {
 
 /// A provider object's endpoint, checked against the policy without sending anything.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CheckedEndpoint {
+pub enum ValidEndpoint {
     OneTrust(OneTrustTenantRequest),
     Fdx { host: String },
 }
 
-impl CheckedEndpoint {
+impl ValidEndpoint {
     pub fn new(endpoint: crate::api::crd::Endpoint<'_>, policy: &UpstreamPolicy) -> Result<Self, Error> {
         Ok(match endpoint {
             crate::api::crd::Endpoint::OneTrust(tenant) => {
@@ -156,12 +156,12 @@ impl Providers {
     /// What a provider object's Ready condition says when its credentials work: for OneTrust,
     /// an access token was obtained (or is cached) with them; for FDX, whose only call mints a
     /// customer's token, that they were found and allowed (checked for real at each fetch).
-    pub async fn check(&self, endpoint: &CheckedEndpoint, credentials: &Credentials) -> Result<&'static str, Error> {
+    pub async fn check(&self, endpoint: &ValidEndpoint, credentials: &Credentials) -> Result<&'static str, Error> {
         match endpoint {
-            CheckedEndpoint::OneTrust(tenant) => {
+            ValidEndpoint::OneTrust(tenant) => {
                 self.onetrust.obtain_access_token(tenant, credentials).await.map(|()| "AccessTokenObtained")
             }
-            CheckedEndpoint::Fdx { .. } => Ok("CredentialsValid"),
+            ValidEndpoint::Fdx { .. } => Ok("CredentialsValid"),
         }
     }
 

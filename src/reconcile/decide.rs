@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::crd::ConsentTokenStatus;
-use crate::reconcile::target_secret::TokenRecord;
+use crate::reconcile::token_record::TokenRecord;
 
 /// A wake-up later than this after its scheduled time was not our own timer (a restart).
 const OVERDUE_SLACK: Duration = Duration::from_secs(2);

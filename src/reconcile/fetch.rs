@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::reconcile::context::Context;
 use crate::reconcile::secret::{self, Target};
 use crate::reconcile::spec::ValidSpec;
-use crate::reconcile::target_secret::{self, TokenRecord};
+use crate::reconcile::target_secret;
+use crate::reconcile::token_record::TokenRecord;
 use crate::reconcile::unwritten::Unwritten;
 
 /// What a token is fetched for, and against what it is judged.

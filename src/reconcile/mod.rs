@@ -23,6 +23,7 @@ mod secret;
 pub mod spec;
 pub mod status;
 pub mod target_secret;
+pub mod token_record;
 pub mod unwritten;
 
 use std::time::{Duration, Instant};
@@ -36,8 +37,9 @@ use crate::basics::object_id::ObjectId;
 use crate::error::Error;
 use crate::provider::lookup;
 use crate::reconcile::status::Failure;
-use crate::reconcile::target_secret::TokenRecord;
-use crate::scheduling::schedule::{self, FailedAttempt};
+use crate::reconcile::token_record::TokenRecord;
+use crate::scheduling::retry::{self, FailedAttempt};
+use crate::scheduling::schedule;
 use context::Context;
 use decide::{Decision, Situation, Why, decide};
 use fetch::{Refresh, Replace};
@@ -94,7 +96,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     let current = target.record(ct.target_key());
     let observed = Observed {
         // The workload has no usable token: failures retry sooner, and nothing is held back quietly.
-        urgent: schedule::urgent(now, current.as_ref().map(|r| r.expires_at)),
+        urgent: retry::urgent(now, current.as_ref().map(|r| r.expires_at)),
         uid,
         previous,
         current,
@@ -202,8 +204,7 @@ fn validate(
 
 /// When to look again after a request was held back without being sent.
 fn held_back(err: &Error) -> Duration {
-    let (at, _) =
-        schedule::retry_window(&FailedAttempt::held_back(Timestamp::now(), err.retry_class()), rand::random());
+    let (at, _) = retry::retry_window(&FailedAttempt::held_back(Timestamp::now(), err.retry_class()), rand::random());
     tracing::debug!(reason = err.metric_label(), %at, "provider host busy or paused; queued");
     crate::basics::time_math::between(Timestamp::now(), at)
 }
@@ -230,7 +231,7 @@ fn failed(ctx: &Context, base: Outcome, err: Error, observed: Observed) -> Outco
         token_expires_at: observed.current.as_ref().and_then(|r| r.expires_at),
         urgent: observed.urgent,
     };
-    let (from, to) = schedule::retry_window(&attempt, rand::random());
+    let (from, to) = retry::retry_window(&attempt, rand::random());
     let retry = if from < to { ctx.scheduling.calendar.place(&observed.uid, from, to) } else { from };
     Outcome {
         token: observed.current,

@@ -19,7 +19,7 @@ use crate::reconcile::api_writes::FIELD_MANAGER;
 use crate::reconcile::context::Context;
 use crate::reconcile::memory::{Written, needs_status_write};
 use crate::reconcile::status::{self, Failure, Ready};
-use crate::reconcile::target_secret::TokenRecord;
+use crate::reconcile::token_record::TokenRecord;
 
 /// What the fetch stage did, if anything.
 #[derive(Debug)]

@@ -13,7 +13,8 @@ use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
 use crate::reconcile::api_writes::FIELD_MANAGER;
 use crate::reconcile::context::Context;
-use crate::reconcile::target_secret::{self, TokenRecord, WritePlan};
+use crate::reconcile::target_secret::{self, WritePlan};
+use crate::reconcile::token_record::{self, TokenRecord};
 
 /// The target Secret as the reconcile finds it.
 pub enum Target {
@@ -28,7 +29,7 @@ impl Target {
     /// The facts of the intact token in it under `key`, if there is one.
     pub fn record(&self, key: &str) -> Option<TokenRecord> {
         match self {
-            Self::Ours(secret) => target_secret::read(secret, key),
+            Self::Ours(secret) => token_record::read(secret, key),
             Self::Missing | Self::Foreign => None,
         }
     }
@@ -96,7 +97,7 @@ pub async fn repair(ct: &ConsentToken, ctx: &Context, target: &Target, record: &
     let secret = api.get_opt(&ct.target_secret_name()).await?;
     // Gone or its token edited meanwhile: the watch event that follows triggers a new token.
     if let Some(secret) = secret
-        && let Some(token) = target_secret::intact_token(&secret, ct.target_key(), record)
+        && let Some(token) = token_record::intact_token(&secret, ct.target_key(), record)
     {
         let plan =
             target_secret::plan_write(Some(&SecretSummary::of(&secret)), target_secret::desired(ct, &token, record));

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::crd::{ConsentTokenStatus, FailureStatus, ProviderKind, RateLimitStatus};
 use crate::api::rate_limit::RateLimit;
 use crate::error::Error;
-use crate::reconcile::target_secret::TokenRecord;
+use crate::reconcile::token_record::TokenRecord;
 
 pub const READY: &str = "Ready";
 

@@ -22,7 +22,7 @@ use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
 use crate::provider::credentials::{CredentialsCache, CredentialsChange};
 use crate::provider::lookup::{Catalog, ProviderKey, ProviderObject};
-use crate::provider::{CheckedEndpoint, Providers, UpstreamPolicy};
+use crate::provider::{Providers, UpstreamPolicy, ValidEndpoint};
 use crate::reconcile::api_writes::FIELD_MANAGER;
 
 /// How often statuses are brought up to date.
@@ -127,7 +127,7 @@ impl Writer {
             let endpoint = subject
                 .endpoint
                 .ok_or_else(|| Error::InvalidSpec(crate::api::crd::provider::EXACTLY_ONE_ENDPOINT.into()))?;
-            let checked = CheckedEndpoint::new(endpoint, &self.policy)?;
+            let checked = ValidEndpoint::new(endpoint, &self.policy)?;
             let values = self
                 .credentials
                 .get(

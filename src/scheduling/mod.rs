@@ -6,4 +6,5 @@
 
 pub mod calendar;
 pub mod first_tokens;
+pub mod retry;
 pub mod schedule;

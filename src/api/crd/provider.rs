@@ -41,7 +41,7 @@ pub const EXACTLY_ONE_ENDPOINT: &str = "set exactly one of spec.oneTrust or spec
 #[serde(rename_all = "camelCase")]
 pub struct ConsentProviderSpec {
     #[serde(flatten)]
-    pub endpoints: Endpoints,
+    pub endpoints: EndpointSpec,
 }
 
 /// A OneTrust tenant or an MX / FDX endpoint, with its credentials, for ConsentTokens in the
@@ -69,7 +69,7 @@ pub struct ConsentProviderSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterConsentProviderSpec {
     #[serde(flatten)]
-    pub endpoints: Endpoints,
+    pub endpoints: EndpointSpec,
 
     /// The namespace of the credentials Secret. Defaults to the operator's own namespace. When
     /// the operator watches a list of namespaces, this must be its own namespace or one of them
@@ -84,10 +84,10 @@ pub struct ClusterConsentProviderSpec {
     pub allowed_namespaces: AllowedNamespaces,
 }
 
-/// The endpoint of a provider object: exactly one of the two (a rule on the spec).
+/// The endpoint a provider object names: exactly one of the two (a rule on the spec).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Endpoints {
+pub struct EndpointSpec {
     /// A OneTrust tenant. ConsentTokens using it set `spec.collectionPoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_trust: Option<OneTrustTenant>,
@@ -190,7 +190,7 @@ pub enum Endpoint<'a> {
     Fdx(&'a FdxEndpoint),
 }
 
-impl Endpoints {
+impl EndpointSpec {
     /// `None` when the spec names no endpoint or both (which the CRD refuses).
     pub fn endpoint(&self) -> Option<Endpoint<'_>> {
         match (&self.one_trust, &self.fdx) {
