@@ -5,40 +5,49 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Folder (or top-level file) -> the folders its (non-test) code names as `crate::...`.
-fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut pending = vec![src.clone()];
+/// Every file below `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-                continue;
+            } else {
+                files.push(path);
             }
-            let relative = path.strip_prefix(&src).unwrap();
-            let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
-            let module = first.trim_end_matches(".rs").to_owned();
-            if ["lib", "main", "bin", "fixtures", "architecture"].contains(&module.as_str()) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            // Unit tests sit at the end of each file; what they use is not a dependency, and
-            // neither is a link in a comment.
-            let code: String = text
-                .split("#[cfg(test)]")
-                .next()
-                .unwrap_or_default()
-                .lines()
-                .filter(|line| !line.trim_start().starts_with("//"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let edges = graph.entry(module.clone()).or_default();
-            for target in named_modules(&code) {
-                if target != module {
-                    edges.insert(target);
-                }
+        }
+    }
+    files
+}
+
+/// Folder (or top-level file) -> the folders its (non-test) code names as `crate::...`.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in files_under(&src) {
+        let relative = path.strip_prefix(&src).unwrap();
+        let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if ["lib", "main", "bin", "fixtures", "architecture"].contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests sit at the end of each file; what they use is not a dependency, and
+        // neither is a link in a comment.
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let edges = graph.entry(module.clone()).or_default();
+        for target in named_modules(&code) {
+            if target != module {
+                edges.insert(target);
             }
         }
     }
@@ -166,20 +175,11 @@ const LONGEST: usize = 400;
 /// because ...").
 fn long_files_without_a_reason(src: &Path) -> Vec<String> {
     let mut long = Vec::new();
-    let mut pending = vec![src.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let says_why =
-                text.lines().take_while(|l| l.starts_with("//!")).any(|l| l.contains("Over 400 lines because"));
-            if text.lines().count() > LONGEST && !says_why {
-                long.push(format!("{} ({} lines)", path.strip_prefix(src).unwrap().display(), text.lines().count()));
-            }
+    for path in files_under(src) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let says_why = text.lines().take_while(|l| l.starts_with("//!")).any(|l| l.contains("Over 400 lines because"));
+        if text.lines().count() > LONGEST && !says_why {
+            long.push(format!("{} ({} lines)", path.strip_prefix(src).unwrap().display(), text.lines().count()));
         }
     }
     long

@@ -263,7 +263,11 @@ impl WatchCache<ConsentToken> for WorkQueue {
         WorkQueue::relist_started(self);
     }
     fn relist_done(&self, _: Option<&str>) -> Vec<ConsentToken> {
-        WorkQueue::relist_done(self)
+        let gone = WorkQueue::relist_done(self);
+        for ct in &gone {
+            tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), "deleted while the watch was away");
+        }
+        gone
     }
 }
 
