@@ -284,7 +284,8 @@ async fn the_operator_with_the_charts_rbac_works_where_granted_and_is_refused_el
 
     // Pointed at a namespace it was not granted, the same identity never gets ready.
     // It tried (and was refused: its log says so) before we look at its readiness.
-    let refused = Operator::spawn(&kubeconfig, &other, &release_ns, env.fake.ca_pem(), &["--leader-election", "false"]);
+    let launch = Launch { kubeconfig, lease_namespace: release_ns.clone(), ..Launch::new(&other, env.fake.ca_pem()) };
+    let refused = Operator::spawn(launch.args(&["--leader-election", "false"]));
     support::eventually("the refused operator to be refused", Duration::from_secs(30), || async {
         let logs = refused.logs();
         (logs.contains("403") || logs.to_lowercase().contains("forbidden")).then_some(())

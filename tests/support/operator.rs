@@ -3,7 +3,7 @@
 //! file. Dropping it kills the process and scans its log for secrets (see `secrecy`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -74,22 +74,9 @@ impl Operator {
         Self::launch(Launch::new(namespace, ca_pem).args(extra_args)).await
     }
 
-    /// Starts the operator binary with the identity of `kubeconfig`, watching `namespace`, with
-    /// its Lease in `lease_namespace`, and waits until it reports ready.
-    pub async fn start_as(
-        kubeconfig: &Path,
-        namespace: &str,
-        lease_namespace: &str,
-        ca_pem: &str,
-        extra_args: &[&str],
-    ) -> Operator {
-        let (kubeconfig, lease_namespace) = (kubeconfig.to_path_buf(), lease_namespace.to_owned());
-        Self::launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args)).await
-    }
-
     /// Starts the operator as `launch` says and waits until it reports ready.
     pub async fn launch(launch: Launch) -> Operator {
-        let operator = Self::spawn_launch(launch);
+        let operator = Self::spawn(launch);
         super::eventually("the operator to be ready", Duration::from_secs(30), || async {
             (operator.readyz().await == Some(200)).then_some(())
         })
@@ -97,19 +84,8 @@ impl Operator {
         operator
     }
 
-    /// Starts the operator binary without waiting for it.
-    pub fn spawn(
-        kubeconfig: &Path,
-        namespace: &str,
-        lease_namespace: &str,
-        ca_pem: &str,
-        extra_args: &[&str],
-    ) -> Operator {
-        let (kubeconfig, lease_namespace) = (kubeconfig.to_path_buf(), lease_namespace.to_owned());
-        Self::spawn_launch(Launch { kubeconfig, lease_namespace, ..Launch::new(namespace, ca_pem) }.args(extra_args))
-    }
-
-    pub fn spawn_launch(launch: Launch) -> Operator {
+    /// Starts the operator as `launch` says without waiting for it.
+    pub fn spawn(launch: Launch) -> Operator {
         super::secrecy::start_recording();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = dir.path().join("ca.pem");
