@@ -139,27 +139,10 @@ mod tests {
             assert_eq!(between(from, to), Duration::from_millis(213_500), "spread over a tenth of the wait");
         }
         // A short wait is still spread over a minute; a long one over at most ten.
-        let (from, to) = retry_window(
-            &FailedAttempt {
-                at: t(0),
-                class: RetryClass::After(Duration::from_secs(5)),
-                in_a_row: 1,
-                token_expires_at: None,
-                urgent: false,
-            },
-            0.5,
-        );
+        let (from, to) = retry_window(&FailedAttempt::held_back(t(0), RetryClass::After(Duration::from_secs(5))), 0.5);
         assert_eq!((from, to), (t(5), t(65)));
-        let (from, to) = retry_window(
-            &FailedAttempt {
-                at: t(0),
-                class: RetryClass::After(Duration::from_secs(86_400)),
-                in_a_row: 1,
-                token_expires_at: None,
-                urgent: false,
-            },
-            0.5,
-        );
+        let (from, to) =
+            retry_window(&FailedAttempt::held_back(t(0), RetryClass::After(Duration::from_secs(86_400))), 0.5);
         assert_eq!(between(from, to), Duration::from_secs(600));
     }
 
