@@ -33,17 +33,15 @@ impl Catalog {
     /// The one provider lookup: the provider object `reference` names for a ConsentToken in
     /// `namespace` (a ConsentProvider is looked for in that namespace).
     pub fn lookup(&self, namespace: &str, reference: &ProviderRef) -> Result<ProviderObject, Error> {
-        let found = match reference.kind {
-            ProviderRefKind::ConsentProvider => {
-                self.providers.get(&ObjectRef::new(&reference.name).within(namespace)).map(ProviderObject::Namespaced)
-            }
-            ProviderRefKind::ClusterConsentProvider => {
-                self.cluster_providers.get(&ObjectRef::new(&reference.name)).map(ProviderObject::Cluster)
-            }
-        };
-        let kind = match reference.kind {
-            ProviderRefKind::ConsentProvider => "ConsentProvider",
-            ProviderRefKind::ClusterConsentProvider => "ClusterConsentProvider",
+        let (found, kind) = match reference.kind {
+            ProviderRefKind::ConsentProvider => (
+                self.providers.get(&ObjectRef::new(&reference.name).within(namespace)).map(ProviderObject::Namespaced),
+                "ConsentProvider",
+            ),
+            ProviderRefKind::ClusterConsentProvider => (
+                self.cluster_providers.get(&ObjectRef::new(&reference.name)).map(ProviderObject::Cluster),
+                "ClusterConsentProvider",
+            ),
         };
         found.ok_or_else(|| Error::ProviderNotFound { kind, name: reference.name.clone() })
     }

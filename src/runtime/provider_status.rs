@@ -83,8 +83,12 @@ impl Writer {
         let objects: Vec<(ProviderObject, String)> = self
             .views
             .iter()
-            .flat_map(|(catalog, _)| catalog.all().into_iter().map(|p| (catalog.credentials_namespace(&p), p)))
-            .map(|(namespace, p)| (p, namespace))
+            .flat_map(|(catalog, _)| {
+                catalog.all().into_iter().map(|p| {
+                    let namespace = catalog.credentials_namespace(&p);
+                    (p, namespace)
+                })
+            })
             .collect();
         let subjects = objects.iter().map(|(p, credentials_namespace)| Subject {
             key: p.key(),
