@@ -11,8 +11,8 @@ use support::proxy::Cut;
 
 #[tokio::test]
 async fn an_api_server_outage_delays_renewals_and_loses_nothing() {
-    let figures = support::faults::outage_with_tokens_due("kube-apiserver", Duration::from_secs(12)).await;
-    assert!(figures.due_during_outage > 0);
+    let figures = support::faults::outages_with_tokens_due("kube-apiserver", Duration::from_secs(12), 1).await;
+    assert!(figures.due_during_outages > 0);
 
     // A ConsentToken deleted while the operator's watch is away: the restarted API server's
     // new watch cache cannot replay the deletion (410 Gone), so the operator lists again, and

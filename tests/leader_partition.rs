@@ -82,11 +82,19 @@ async fn a_partitioned_leader_stops_writing_before_a_standby_takes_over() {
     let revoked = Timestamp::now();
     standby.wait_until_leader(&namespace).await;
     handed_over_without_two_writers(&env.operator, &standby, revoked).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while env.operator.is_running() {
-        assert!(std::time::Instant::now() < deadline, "the old leader did not exit");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The old leader stays up as a standby (a lost Lease is no crash), and writes nothing more
+    // while the new one renews.
+    first_log(&env.operator, "standing by").await;
+    let old_writes = env.operator.log_times("token written").len();
+    let new_writes = standby.log_times("token written").len();
+    support::eventually("renewals by the new leader", Duration::from_secs(30), || async {
+        (standby.log_times("token written").len() >= new_writes + 3).then_some(())
+    })
+    .await;
+    assert!(env.operator.is_running(), "the old leader exited");
+    assert_eq!(env.operator.log_times("token written").len(), old_writes, "the old leader wrote as a standby");
+    // Out of the way for part 2, whose replicas are chosen by who is killed.
+    env.operator.kill();
 
     // 2. The network cut: a new replica (through the proxy, renewals allowed again) takes the
     //    Lease when the current leader is killed, then loses its connection.

@@ -6,7 +6,8 @@
 //! - [`owned_secrets`]: the Secrets the operator manages, as [`secret_summary`]s without tokens;
 //! - [`secret_names`]: a hash of every other Secret's name;
 //! - [`credentials_index`]: which ConsentTokens use which credentials Secret;
-//! - [`watch_backoff`], [`watch_filters`]: how the watches reconnect and what wakes a reconcile.
+//! - [`watch_backoff`], [`watch_filters`]: how the watches reconnect and what wakes a reconcile;
+//! - [`undecodable`]: how one object that does not decode is skipped without failing its watch.
 //!
 //! May use: [`crate::api`], [`crate::basics`], [`crate::error`], [`crate::provider`] (the one
 //! provider lookup, to find a ConsentToken's credentials).
@@ -16,6 +17,7 @@ pub mod credentials_index;
 pub mod owned_secrets;
 pub mod secret_names;
 pub mod secret_summary;
+pub mod undecodable;
 pub mod watch_backoff;
 
 pub mod watch_filters;

@@ -15,6 +15,11 @@ use crate::observability::object_metrics::ObjectMetrics;
 use crate::observability::process_metrics::ProcessMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: &'static str,
 }
@@ -39,6 +44,7 @@ pub struct Metrics {
     pub objects: Arc<ObjectMetrics>,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
+    pub undecodable: Family<KindLabels, Gauge>,
     pub refreshes: Family<ProviderLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
@@ -64,6 +70,12 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the one that writes (holds the Lease)", leader.clone());
+        let undecodable = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "undecodable_objects",
+            "Watched objects skipped because they do not decode as this version's types (the log names each)",
+            undecodable.clone(),
+        );
         let refreshes = Family::<ProviderLabels, Counter>::default();
         registry.register("refreshes", "Tokens fetched and written", refreshes.clone());
         let failures = Family::<FailureLabels, Counter>::default();
@@ -94,6 +106,7 @@ impl Default for Metrics {
             registry: root,
             objects,
             leader,
+            undecodable,
             refreshes,
             failures,
             upstream_duration,
@@ -128,6 +141,11 @@ impl Metrics {
     /// Removes every per-object series of a deleted ConsentToken.
     pub fn forget(&self, namespace: &str, name: &str) {
         self.objects.forget(namespace, name);
+    }
+
+    /// Drops every object's series.
+    pub fn forget_all(&self) {
+        self.objects.clear();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

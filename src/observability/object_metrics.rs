@@ -107,6 +107,13 @@ impl ObjectMetrics {
         let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         objects.remove(&(namespace.into(), name.into()));
     }
+
+    /// Drops every object's series (this replica stopped leading: they would go stale, and a
+    /// stale expiry raises a false alert).
+    pub fn clear(&self) {
+        let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *objects = HashMap::new();
+    }
 }
 
 impl Collector for ObjectMetrics {

@@ -112,6 +112,12 @@ impl StatusMemory {
         self.lock().remove(&ObjectId::of(uid));
     }
 
+    /// Forgets everything (this replica stopped leading: another may write meanwhile, so what
+    /// this one wrote last says nothing when it leads again).
+    pub fn clear(&self) {
+        *self.lock() = HashMap::new();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Box<Written>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,19 +1,20 @@
-//! Starting the operator from its configuration: clients, shared state, the server, and the
-//! controllers (behind leader election when it is on).
+//! Starting the operator from its configuration: clients, shared state, the server, the
+//! controllers, and (when it is on) leader election, which says when they may write.
 
 use std::sync::Arc;
 
 use futures::FutureExt;
-use kube::Client;
 use kube::runtime::events::Reporter;
+use kube::{Api, Client};
+use tokio::sync::watch;
 
-use crate::config::{Config, LeaderElectionArgs};
+use crate::config::Config;
 use crate::observability::metrics::Metrics;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::{ApiWrites, InvalidWriteRate};
 use crate::reconcile::context::{Kube, Scheduling, Upstream};
 use crate::runtime::controller::{self, Shared};
-use crate::runtime::leader::Leadership;
+use crate::runtime::leader::{Elector, LeaseTiming, Role};
 use crate::runtime::server::{self, Readiness};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +27,6 @@ pub enum StartError {
     Server(#[from] std::io::Error),
     #[error(transparent)]
     WriteRate(#[from] InvalidWriteRate),
-    #[error("cannot take part in leader election: {0}")]
-    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
-    #[error("leadership lost; exiting so a fresh start rejoins as a standby")]
-    LostLeadership,
 }
 
 /// Runs until SIGTERM or SIGINT, then lets reconciles under way finish.
@@ -80,79 +77,50 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let server =
         tokio::spawn(server::serve(config.server.clone(), metrics.clone(), readiness.clone(), shutdown.clone()));
 
-    // Controllers start once this replica leads (at once without leader election).
-    let (leading_tx, mut leading) = tokio::sync::watch::channel(!config.leader_election.enabled);
-    let (release_tx, release) = tokio::sync::oneshot::channel();
-    let leadership = hold_leadership(client, &config.leader_election, &readiness, leading_tx, release);
-    tokio::pin!(leadership);
-    let leader_gauge = shared.metrics.leader.clone();
-    let controllers = async {
-        tokio::select! {
-            _ = leading.wait_for(|leading| *leading) => {}
-            () = shutdown.clone() => return,
-        }
-        leader_gauge.set(1);
-        controller::run(shared, &config.controller, readiness.clone(), shutdown.clone()).await;
-    };
-    let result = tokio::select! {
-        // Losing the Lease stops the controllers at once (this future wins and they are dropped):
-        // another replica is about to write.
-        result = &mut leadership => result,
-        // Shut down, and the reconciles under way have finished: only now may a standby write,
-        // and it need not wait for the Lease to expire.
-        () = controllers => {
-            let _ = release_tx.send(());
-            leadership.await
-        }
-    };
-    if result.is_ok() {
-        match server.await {
-            Ok(served) => served?,
-            Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
-        }
+    // The watches run from the start, whatever the role; reconciles only while leading.
+    let election = &config.leader_election;
+    let (role_tx, role) = watch::channel(if election.enabled { Role::Standby } else { Role::Leader });
+    let follow = follow_role(role.clone(), metrics.clone(), readiness.clone());
+    let follow = tokio::spawn(follow);
+    let controllers = controller::run(shared, &config.controller, readiness.clone(), role, shutdown.clone());
+    if election.enabled {
+        let identity = election.identity.clone().unwrap_or_else(default_identity);
+        let leases = Api::namespaced(client, &election.lease_namespace);
+        let timing = LeaseTiming::new(election.lease_duration);
+        let elector = Elector::new(leases, &election.lease_name, identity, timing);
+        // The Lease is given up only once the controllers stopped (at shutdown, after the
+        // reconciles under way finished): only then may a standby write.
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+        let elect = elector.run(role_tx, async move {
+            let _ = stopped.await;
+        });
+        let controllers = async move {
+            controllers.await;
+            let _ = stopped_tx.send(());
+        };
+        futures::join!(elect, controllers);
+    } else {
+        controllers.await;
+        drop(role_tx);
     }
-    result
+    follow.abort();
+    match server.await {
+        Ok(served) => served?,
+        Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
+    }
+    Ok(())
 }
 
-/// Takes part in leader election: sends `true` on `leading` once this replica holds the Lease.
-/// Returns an error when it lost the Lease, and `Ok` once it gave the Lease up after `release`
-/// fired (at shutdown; with leader election off, at once then).
-async fn hold_leadership(
-    client: Client,
-    args: &LeaderElectionArgs,
-    readiness: &Readiness,
-    leading: tokio::sync::watch::Sender<bool>,
-    mut release: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), StartError> {
-    if !args.enabled {
-        let _ = release.await;
-        return Ok(());
+/// Keeps the `consent_token_leader` gauge and what `/readyz` says in step with the role.
+async fn follow_role(mut role: watch::Receiver<Role>, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+    loop {
+        let now = *role.borrow_and_update();
+        metrics.leader.set(i64::from(now == Role::Leader));
+        readiness.set_role(now);
+        if role.changed().await.is_err() {
+            return;
+        }
     }
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let mut election =
-        Leadership::start(client, &args.lease_namespace, &args.lease_name, identity, args.lease_duration).await?;
-    tracing::info!(identity = election.identity(), lease = %args.lease_name, "waiting to become leader");
-    readiness.set_standby(true);
-    let released = tokio::select! {
-        acquired = election.acquired() => { acquired?; false }
-        _ = &mut release => true,
-    };
-    if released {
-        election.release().await;
-        return Ok(());
-    }
-    tracing::info!(identity = election.identity(), "became leader");
-    readiness.set_standby(false);
-    leading.send_replace(true);
-    let released = tokio::select! {
-        () = election.lost() => false,
-        _ = release => true,
-    };
-    if !released {
-        return Err(StartError::LostLeadership);
-    }
-    election.release().await;
-    Ok(())
 }
 
 /// The pod name when set (the chart sets CONSENT_IDENTITY to it), else the host name and a random suffix.

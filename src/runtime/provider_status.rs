@@ -24,6 +24,7 @@ use crate::provider::credentials::{CredentialsCache, CredentialsChange};
 use crate::provider::lookup::{Catalog, ProviderKey, ProviderObject};
 use crate::provider::{Providers, UpstreamPolicy, ValidEndpoint};
 use crate::reconcile::api_writes::FIELD_MANAGER;
+use crate::runtime::leader::Role;
 
 /// How often statuses are brought up to date.
 const PASS_EVERY: Duration = Duration::from_secs(3);
@@ -39,6 +40,8 @@ pub struct Writer {
     pub views: Vec<(Catalog, Arc<CredentialsIndex>)>,
     /// Changes to credentials Secrets: a provider whose Secret changed is checked again at once.
     pub changes: broadcast::Receiver<CredentialsChange>,
+    /// Statuses are written only while this replica leads.
+    pub role: watch::Receiver<Role>,
 }
 
 /// A provider object, whichever its kind.
@@ -66,7 +69,18 @@ impl Writer {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = every.tick() => self.pass(&mut checks).await,
+                _ = every.tick() => {
+                    if *self.role.borrow() != Role::Leader {
+                        continue;
+                    }
+                    // Leading may end during a pass: the pass is dropped then (another replica
+                    // is about to write).
+                    let mut role = self.role.clone();
+                    tokio::select! {
+                        () = self.pass(&mut checks) => {}
+                        _ = role.wait_for(|role| *role == Role::Standby) => {}
+                    }
+                }
                 change = self.changes.recv() => match change {
                     // A provider's credentials changed: check it again on the next pass.
                     Ok(change) => checks.retain(|_, c| c.credentials != (change.namespace.clone(), change.name.clone())),

@@ -12,27 +12,32 @@ use axum::routing::get;
 
 use crate::config::ServerArgs;
 use crate::observability::metrics::Metrics;
+use crate::runtime::leader::Role;
 
-/// What `/readyz` answers: a leader is ready once every watch has listed its objects (it then
-/// acts on complete knowledge); a standby is ready once it knows it is a standby, so a rollout
-/// can go on while it waits for the Lease.
+/// What `/readyz` answers: ready once every watch has listed its objects, leader and standby
+/// alike (a standby keeps the same caches, so it can lead at once); the body says which it is.
+/// Losing the Lease does not make a replica unready, and `/healthz` never depends on it.
 #[derive(Default)]
 pub struct Readiness {
     watches_synced: AtomicBool,
-    standby: AtomicBool,
+    leader: AtomicBool,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.watches_synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
+        self.watches_synced.load(Ordering::Relaxed)
     }
 
     pub fn set_watches_synced(&self) {
         self.watches_synced.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_standby(&self, standby: bool) {
-        self.standby.store(standby, Ordering::Relaxed);
+    pub fn set_role(&self, role: Role) {
+        self.leader.store(role == Role::Leader, Ordering::Relaxed);
+    }
+
+    fn role(&self) -> &'static str {
+        if self.leader.load(Ordering::Relaxed) { "leader" } else { "standby" }
     }
 }
 
@@ -84,9 +89,10 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let role = state.readiness.role();
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, format!("ok: {role}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("caches not synced ({role})"))
     }
 }

@@ -38,6 +38,7 @@ use kube::{Api, Client};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::annotations::NOT_MANAGED_SELECTOR;
+use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::cache::secret_names::SecretNames;
 use crate::cache::watch_backoff::WatchBackoff;
@@ -46,6 +47,7 @@ use crate::config::ControllerArgs;
 use crate::observability::metrics::Metrics;
 use crate::provider::credentials::CredentialsChangeFeed;
 use crate::reconcile::context::{Kube, Scheduling, Upstream};
+use crate::runtime::leader::Role;
 use crate::runtime::provider_status;
 use crate::runtime::server::Readiness;
 use watches::WatchName;
@@ -74,11 +76,13 @@ struct SecretsSeen {
 }
 
 /// Runs the controllers until `shutdown` resolves; reconciles under way are finished first.
-/// `readiness` turns ready once every watch has listed its objects.
+/// The watches and caches run whatever this replica's `role`; reconciles and writes only while
+/// it leads. `readiness` turns ready once every watch has listed its objects.
 pub async fn run(
     shared: Shared,
     args: &ControllerArgs,
     readiness: Arc<Readiness>,
+    role: watch::Receiver<Role>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = shutdown.shared();
@@ -102,7 +106,7 @@ pub async fn run(
     let (all_listed_tx, all_listed) = watch::channel(false);
     let controllers: Vec<namespace::NamespaceController> = scopes
         .iter()
-        .map(|scope| namespace::controller(&shared, &seen, args, scope.as_deref(), shutdown.clone()))
+        .map(|scope| namespace::controller(&shared, &seen, args, scope.as_deref(), role.clone(), shutdown.clone()))
         .collect();
     let mut runs = Vec::new();
     let mut listed = Vec::new();
@@ -131,6 +135,7 @@ pub async fn run(
         credentials: shared.upstream.credentials.clone(),
         views,
         changes: seen.changes.0.subscribe(),
+        role,
     };
     runs.push(Box::pin(until(shutdown.clone(), status_writer.run(all_listed.clone()))));
     tokio::spawn(async move {
@@ -173,7 +178,7 @@ fn credentials_watch(
 }
 
 /// Takes objects from the queue and reconciles them until `shutdown`; a reconcile under way is
-/// finished first.
+/// finished first. Dropped (leadership lost), it gives its object back to the queue.
 async fn worker(
     queue: Arc<WorkQueue>,
     context: Arc<crate::reconcile::context::Context>,
@@ -186,7 +191,23 @@ async fn worker(
             () = &mut shutdown => return,
             next = queue.next() => next,
         };
+        let mut in_flight = InFlight { queue: &queue, id: Some(id) };
         let after = crate::reconcile::reconcile(&ct, &context).await;
+        in_flight.id = None;
         queue.done(id, after);
+    }
+}
+
+/// An object a worker took, until its reconcile finishes.
+struct InFlight<'a> {
+    queue: &'a WorkQueue,
+    id: Option<ObjectId>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.queue.abandon(id);
+        }
     }
 }

@@ -7,27 +7,32 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::listed::Listed;
 use super::watches::{self, WakeOwner, WatchName};
 use super::{SecretsSeen, Shared, until, worker};
 use crate::api::annotations::MANAGED_SELECTOR;
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
+use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::cache::cached_token::slim_consent_token;
 use crate::cache::credentials_index::{self, CredentialsIndex};
 use crate::cache::owned_secrets::OwnedSecrets;
+use crate::cache::undecodable::{Guarded, UndecodableObjects};
 use crate::cache::watch_backoff::WatchBackoff;
 use crate::cache::watch_filters::spec_changes;
 use crate::cache::work_queue::WorkQueue;
 use crate::config::ControllerArgs;
+use crate::observability::metrics::KindLabels;
 use crate::provider::credentials::CredentialsChange;
 use crate::provider::lookup::{Catalog, ProviderKey};
 use crate::reconcile::context::{Caches, Context, ObjectRecords};
+use crate::runtime::leader::Role;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -53,6 +58,7 @@ pub fn controller<S>(
     seen: &SecretsSeen,
     args: &ControllerArgs,
     namespace: Option<&str>,
+    role: watch::Receiver<Role>,
     shutdown: S,
 ) -> NamespaceController
 where
@@ -84,7 +90,14 @@ where
     // The index first, the queue last: a reconcile the queue starts sees the object indexed.
     let token_caches: Vec<Arc<dyn WatchCache<ConsentToken>>> =
         vec![index.clone(), shared.scheduling.first_tokens.clone(), context.clone(), queue.clone()];
-    let tokens = watcher(api(client, namespace), watcher::Config::default()).modify(slim_consent_token);
+    let undecodable = guard("ConsentToken", shared);
+    let cached = queue.clone();
+    let tokens = watcher(api::<Guarded<ConsentToken>>(client, namespace), watcher::Config::default())
+        .filter_map(move |event| {
+            let event = event.map(|e| undecodable.guard(e, |meta| cached.get(ObjectId::of(uid(meta))))).transpose();
+            async move { event }
+        })
+        .modify(slim_consent_token);
     let tokens =
         watches::feed(named(TOKENS), tokens.backoff(WatchBackoff::default()), token_caches, Some(listed.flag(TOKENS)));
     let secret_caches: Vec<Arc<dyn WatchCache<Secret>>> = vec![owned_secrets, Arc::new(WakeOwner(queue.clone()))];
@@ -98,7 +111,8 @@ where
         futures::join!(tokens, secrets, by_catalog, by_credentials);
     };
 
-    let workers = workers(queue.clone(), context, args.concurrency, listed.wait_for(&[TOKENS]), shutdown.clone());
+    let tokens_listed = listed.wait_for(&[TOKENS]);
+    let workers = workers(queue.clone(), context, args.concurrency, tokens_listed, role, shutdown.clone());
     let timers = async move { queue.run_timers().await };
     let run = async move {
         futures::join!(until(shutdown.clone(), triggers), until(shutdown.clone(), timers), workers);
@@ -106,13 +120,21 @@ where
     NamespaceController { run: Box::pin(run), listed: Box::pin(listed.wait_for(&[])), index, catalog }
 }
 
-/// `concurrency` workers, started once the ConsentTokens are listed (as kube-runtime's
-/// controller did), each taking the next object due; they stop taking new ones at shutdown.
+/// `concurrency` workers while this replica leads, started once the ConsentTokens are listed
+/// (as kube-runtime's controller did), each taking the next object due; they stop taking new
+/// ones at shutdown and finish what they started.
+///
+/// When leading ends they are dropped at once, with whatever they had under way (another
+/// replica is about to write), and the objects they held are queued again. The caches stay:
+/// leading again needs no relist. What this replica remembered of its own writes and its
+/// per-object series go, and every object is queued, so that leading again starts from what
+/// the cluster says, as a fresh process would.
 async fn workers<S>(
     queue: Arc<WorkQueue>,
     context: Arc<Context>,
     concurrency: u16,
     tokens_listed: impl Future<Output = ()>,
+    mut role: watch::Receiver<Role>,
     shutdown: S,
 ) where
     S: Future<Output = ()> + Send + Sync + Clone + 'static,
@@ -121,8 +143,24 @@ async fn workers<S>(
         () = tokens_listed => {}
         () = shutdown.clone() => return,
     }
-    let workers = (0..concurrency.max(1)).map(|_| worker(queue.clone(), context.clone(), shutdown.clone()));
-    futures::future::join_all(workers).await;
+    loop {
+        tokio::select! {
+            leads = role.wait_for(|role| *role == Role::Leader) => if leads.is_err() { return },
+            () = shutdown.clone() => return,
+        }
+        let workers = (0..concurrency.max(1)).map(|_| worker(queue.clone(), context.clone(), shutdown.clone()));
+        tokio::select! {
+            _ = futures::future::join_all(workers) => return,
+            stands_by = role.wait_for(|role| *role == Role::Standby) => {
+                context.records.status_memory.clear();
+                context.metrics.forget_all();
+                queue.wake_all();
+                if stands_by.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A new spec of a provider object wakes the ConsentTokens that name it; new labels on a
@@ -203,17 +241,28 @@ fn catalog(
     listed: &mut Listed,
 ) -> (Catalog, CatalogChanges) {
     let (provider_store, writer) = reflector::store::<ConsentProvider>();
-    let providers = watcher(api::<ConsentProvider>(client, namespace), watcher::Config::default())
+    let (undecodable, cached) = (guard("ConsentProvider", shared), provider_store.clone());
+    let providers = watcher(api::<Guarded<ConsentProvider>>(client, namespace), watcher::Config::default())
+        .filter_map(move |event| {
+            let event = event.map(|e| undecodable.guard(e, |meta| last_in(&cached, meta))).transpose();
+            async move { event }
+        })
         .backoff(WatchBackoff::default())
         .modify(|p| p.metadata.managed_fields = None)
         .reflect(writer)
         .inspect(mark(listed.flag(PROVIDERS)));
     let (cluster_store, writer) = reflector::store::<ClusterConsentProvider>();
-    let cluster_providers = watcher(Api::<ClusterConsentProvider>::all(client.clone()), watcher::Config::default())
-        .backoff(WatchBackoff::default())
-        .modify(|p| p.metadata.managed_fields = None)
-        .reflect(writer)
-        .inspect(mark(listed.flag(CLUSTER_PROVIDERS)));
+    let (undecodable, cached) = (guard("ClusterConsentProvider", shared), cluster_store.clone());
+    let cluster_providers =
+        watcher(Api::<Guarded<ClusterConsentProvider>>::all(client.clone()), watcher::Config::default())
+            .filter_map(move |event| {
+                let event = event.map(|e| undecodable.guard(e, |meta| last_in(&cached, meta))).transpose();
+                async move { event }
+            })
+            .backoff(WatchBackoff::default())
+            .modify(|p| p.metadata.managed_fields = None)
+            .reflect(writer)
+            .inspect(mark(listed.flag(CLUSTER_PROVIDERS)));
     let (namespace_store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     let namespace_config = match namespace {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
@@ -266,4 +315,27 @@ fn mark<K>(flag: tokio::sync::watch::Sender<bool>) -> impl FnMut(&Result<watcher
             flag.send_replace(true);
         }
     }
+}
+
+/// Skips the objects of `kind` that do not decode, counted in the shared gauge.
+fn guard(kind: &'static str, shared: &Shared) -> UndecodableObjects {
+    UndecodableObjects::new(kind, shared.metrics.undecodable.get_or_create(&KindLabels { kind }).clone())
+}
+
+fn uid(meta: &ObjectMeta) -> &str {
+    meta.uid.as_deref().unwrap_or_default()
+}
+
+/// The version of an object a reflector's store holds.
+fn last_in<K>(store: &reflector::Store<K>, meta: &ObjectMeta) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    let name = meta.name.as_deref()?;
+    let reference = reflector::ObjectRef::new(name);
+    let reference = match meta.namespace.as_deref() {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
+    };
+    store.get(&reference).map(|object| K::clone(&object))
 }

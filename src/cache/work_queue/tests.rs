@@ -1,0 +1,137 @@
+//! The work queue's rules: order, triggers, timers, relists.
+
+use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn token(name: &str, uid: &str, generation: i64, annotations: &[(&str, &str)]) -> ConsentToken {
+    let mut ct = crate::fixtures::fdx_consent_token("https://bank.example");
+    ct.metadata.name = Some(name.into());
+    ct.metadata.uid = Some(uid.into());
+    ct.metadata.generation = Some(generation);
+    ct.metadata.annotations =
+        Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>());
+    ct
+}
+
+fn queue() -> WorkQueue {
+    WorkQueue::new(Gauge::default())
+}
+
+/// What is queued now, in order, each then finished with no timer.
+async fn drain(queue: &WorkQueue) -> Vec<String> {
+    let mut names = Vec::new();
+    while queue.queued.get() > 0 {
+        let (id, ct) = queue.next().await;
+        names.push(ct.name_any());
+        queue.done(id, Duration::MAX);
+    }
+    names
+}
+
+#[tokio::test]
+async fn new_objects_spec_and_annotation_changes_are_queued_and_status_writes_are_not() {
+    let queue = queue();
+    assert_eq!(queue.apply(token("a", "1", 1, &[])), Cached::Changed);
+    assert_eq!(drain(&queue).await, ["a"]);
+    let mut with_status = token("a", "1", 1, &[]);
+    with_status.status = Some(Default::default());
+    assert_eq!(queue.apply(with_status), Cached::Unchanged);
+    assert!(queue.get(ObjectId::of("1")).unwrap().status.is_some(), "the cache is updated");
+    assert_eq!(queue.apply(token("a", "1", 2, &[])), Cached::Changed);
+    assert_eq!(queue.apply(token("a", "1", 2, &[("consent.dev/refresh-requested-at", "now")])), Cached::Changed);
+    assert_eq!(drain(&queue).await, ["a"], "queued once however often it changed meanwhile");
+    queue.remove(ObjectId::of("1"));
+    assert_eq!(queue.apply(token("a", "1", 2, &[])), Cached::Changed, "recreated after its deletion");
+}
+
+#[tokio::test]
+async fn objects_are_taken_in_the_order_they_came_due() {
+    let queue = queue();
+    for (name, uid) in [("c", "3"), ("a", "1"), ("b", "2")] {
+        queue.apply(token(name, uid, 1, &[]));
+    }
+    queue.wake(ObjectId::of("1")); // already queued: keeps its place
+    assert_eq!(drain(&queue).await, ["c", "a", "b"]);
+}
+
+#[tokio::test]
+async fn a_trigger_during_a_reconcile_runs_it_again_afterwards_not_beside_it() {
+    let queue = queue();
+    queue.apply(token("a", "1", 1, &[]));
+    let (id, _) = queue.next().await;
+    queue.wake(id);
+    assert_eq!(queue.queued.get(), 0, "not queued while it runs");
+    queue.done(id, Duration::from_secs(3600));
+    assert_eq!(queue.queued.get(), 1);
+    assert_eq!(drain(&queue).await, ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_queues_the_object_when_it_comes_due_and_a_trigger_replaces_it() {
+    let queue = Arc::new(queue());
+    queue.apply(token("a", "1", 1, &[]));
+    queue.apply(token("b", "2", 1, &[]));
+    let timers = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.run_timers().await }
+    });
+    let (a, _) = queue.next().await;
+    queue.done(a, Duration::from_secs(60));
+    let (b, _) = queue.next().await;
+    queue.done(b, Duration::from_secs(30));
+    let started = Instant::now();
+    assert_eq!(queue.next().await.1.name_any(), "b");
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    queue.done(b, Duration::from_secs(600));
+    queue.wake(a); // a trigger before its timer: now, and the timer is gone
+    assert_eq!(queue.next().await.1.name_any(), "a");
+    queue.done(a, Duration::MAX);
+    assert_eq!(queue.next().await.1.name_any(), "b");
+    assert_eq!(started.elapsed(), Duration::from_secs(30 + 600));
+    timers.abort();
+}
+
+#[test]
+fn a_relist_forgets_what_was_deleted_while_the_watch_was_away() {
+    let queue = queue();
+    for (name, uid) in [("kept", "1"), ("deleted", "2"), ("recreated", "3")] {
+        queue.apply(token(name, uid, 1, &[]));
+    }
+    queue.relist_started();
+    for (name, uid) in [("kept", "1"), ("recreated", "4"), ("new", "5")] {
+        queue.apply(token(name, uid, 1, &[]));
+    }
+    let mut gone: Vec<String> = queue.relist_done().iter().map(|ct| ct.uid().unwrap()).collect();
+    gone.sort();
+    assert_eq!(gone, ["2", "3"]);
+    assert_eq!(queue.objects().len(), 3);
+    assert_eq!(queue.queued.get(), 3, "1, 4 and 5 queued; the gone ones counted out");
+}
+
+#[tokio::test]
+async fn an_abandoned_reconcile_is_due_again_and_wake_all_queues_every_object_once() {
+    let queue = queue();
+    queue.apply(token("a", "1", 1, &[]));
+    queue.apply(token("b", "2", 1, &[]));
+    let (a, _) = queue.next().await;
+    queue.wake(a); // a trigger while it runs
+    queue.abandon(a);
+    assert_eq!(drain(&queue).await, ["b", "a"], "a is queued again, once");
+    queue.wake_all();
+    queue.wake_all();
+    assert_eq!(queue.queued.get(), 2);
+    assert_eq!(drain(&queue).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_not_handed_out() {
+    let queue = queue();
+    queue.apply(token("a", "1", 1, &[]));
+    queue.apply(token("b", "2", 1, &[]));
+    queue.remove(ObjectId::of("1"));
+    assert_eq!(queue.queued.get(), 1);
+    assert_eq!(drain(&queue).await, ["b"]);
+    assert!(queue.get(ObjectId::of("1")).is_none());
+    assert_eq!(queue.objects().len(), 1);
+}
