@@ -14,7 +14,9 @@ use support::proxy::Cut;
 
 #[tokio::test]
 async fn killed_between_the_providers_answer_and_the_secret_write() {
-    let (mut env, proxy, _dir) = support::proxy::env_through_proxy("kill", "6s").await;
+    // A long Lease: the stalled leader must go on fetching while its writes hang (the fence is
+    // not the subject here; leader_partition tests it).
+    let (mut env, proxy, _dir) = support::proxy::env_through_proxy("kill", "60s").await;
     env.fake.set_fdx_lifetime(30);
     let (admin, namespace) = (env.client.clone(), env.namespace.clone());
     let tokens = 4;
@@ -38,6 +40,11 @@ async fn killed_between_the_providers_answer_and_the_secret_write() {
     })
     .await;
     env.operator.kill();
+    // The Lease given up in the killed leader's place: how long a standby waits for a dead
+    // leader's Lease is high_availability's subject, not this test's.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(admin.clone(), &namespace);
+    let vacant = serde_json::json!({"spec": {"holderIdentity": ""}});
+    leases.patch("operator", &Default::default(), &kube::api::Patch::Merge(&vacant)).await.unwrap();
     for (i, fingerprint) in before.iter().enumerate() {
         let status = env.tokens().get(&format!("mx-{i}")).await.unwrap().status.unwrap();
         assert_eq!(&status.token_fingerprint, fingerprint, "nothing was written before the kill");
