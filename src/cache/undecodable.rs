@@ -14,9 +14,10 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::runtime::watcher::Event;
+use kube::runtime::watcher::{self, Event};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -107,7 +108,7 @@ impl UndecodableObjects {
             Event::InitDone => Some(Event::InitDone),
             Event::Apply(Guarded::Decoded(object)) => Some(Event::Apply(self.decoded(object))),
             Event::InitApply(Guarded::Decoded(object)) => Some(Event::InitApply(self.decoded(object))),
-            Event::Delete(Guarded::Decoded(object)) => Some(Event::Delete(self.gone(object))),
+            Event::Delete(Guarded::Decoded(object)) => Some(Event::Delete(self.decoded(object))),
             Event::Apply(Guarded::Undecodable(bad)) => {
                 self.report(&bad);
                 last_good(&bad.metadata).map(Event::Apply)
@@ -123,12 +124,20 @@ impl UndecodableObjects {
         }
     }
 
-    fn decoded<K: Resource>(&self, object: K) -> K {
-        self.forget(object.meta());
-        object
+    /// A watch's events with each undecodable object handled by [`Self::guard`].
+    pub fn skip<K: Resource>(
+        self,
+        events: impl Stream<Item = Result<Event<Guarded<K>>, watcher::Error>>,
+        last_good: impl Fn(&ObjectMeta) -> Option<K>,
+    ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> {
+        events.filter_map(move |event| {
+            let event = event.map(|e| self.guard(e, &last_good)).transpose();
+            std::future::ready(event)
+        })
     }
 
-    fn gone<K: Resource>(&self, object: K) -> K {
+    /// The object decoded (again): no longer counted.
+    fn decoded<K: Resource>(&self, object: K) -> K {
         self.forget(object.meta());
         object
     }

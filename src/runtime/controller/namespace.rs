@@ -92,12 +92,8 @@ where
         vec![index.clone(), shared.scheduling.first_tokens.clone(), context.clone(), queue.clone()];
     let undecodable = guard("ConsentToken", shared);
     let cached = queue.clone();
-    let tokens = watcher(api::<Guarded<ConsentToken>>(client, namespace), watcher::Config::default())
-        .filter_map(move |event| {
-            let event = event.map(|e| undecodable.guard(e, |meta| cached.get(ObjectId::of(uid(meta))))).transpose();
-            async move { event }
-        })
-        .modify(slim_consent_token);
+    let tokens = watcher(api::<Guarded<ConsentToken>>(client, namespace), watcher::Config::default());
+    let tokens = undecodable.skip(tokens, move |meta| cached.get(ObjectId::of(uid(meta)))).modify(slim_consent_token);
     let tokens =
         watches::feed(named(TOKENS), tokens.backoff(WatchBackoff::default()), token_caches, Some(listed.flag(TOKENS)));
     let secret_caches: Vec<Arc<dyn WatchCache<Secret>>> = vec![owned_secrets, Arc::new(WakeOwner(queue.clone()))];
@@ -242,11 +238,9 @@ fn catalog(
 ) -> (Catalog, CatalogChanges) {
     let (provider_store, writer) = reflector::store::<ConsentProvider>();
     let (undecodable, cached) = (guard("ConsentProvider", shared), provider_store.clone());
-    let providers = watcher(api::<Guarded<ConsentProvider>>(client, namespace), watcher::Config::default())
-        .filter_map(move |event| {
-            let event = event.map(|e| undecodable.guard(e, |meta| last_in(&cached, meta))).transpose();
-            async move { event }
-        })
+    let providers = watcher(api::<Guarded<ConsentProvider>>(client, namespace), watcher::Config::default());
+    let providers = undecodable
+        .skip(providers, move |meta| last_in(&cached, meta))
         .backoff(WatchBackoff::default())
         .modify(|p| p.metadata.managed_fields = None)
         .reflect(writer)
@@ -254,15 +248,13 @@ fn catalog(
     let (cluster_store, writer) = reflector::store::<ClusterConsentProvider>();
     let (undecodable, cached) = (guard("ClusterConsentProvider", shared), cluster_store.clone());
     let cluster_providers =
-        watcher(Api::<Guarded<ClusterConsentProvider>>::all(client.clone()), watcher::Config::default())
-            .filter_map(move |event| {
-                let event = event.map(|e| undecodable.guard(e, |meta| last_in(&cached, meta))).transpose();
-                async move { event }
-            })
-            .backoff(WatchBackoff::default())
-            .modify(|p| p.metadata.managed_fields = None)
-            .reflect(writer)
-            .inspect(mark(listed.flag(CLUSTER_PROVIDERS)));
+        watcher(Api::<Guarded<ClusterConsentProvider>>::all(client.clone()), watcher::Config::default());
+    let cluster_providers = undecodable
+        .skip(cluster_providers, move |meta| last_in(&cached, meta))
+        .backoff(WatchBackoff::default())
+        .modify(|p| p.metadata.managed_fields = None)
+        .reflect(writer)
+        .inspect(mark(listed.flag(CLUSTER_PROVIDERS)));
     let (namespace_store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     let namespace_config = match namespace {
         Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
