@@ -14,10 +14,11 @@ async fn an_api_server_outage_delays_renewals_and_loses_nothing() {
     let figures = support::faults::outages_with_tokens_due("kube-apiserver", Duration::from_secs(12), 1).await;
     assert!(figures.due_during_outages > 0);
 
-    // A ConsentToken deleted while the operator's watch is away: the restarted API server's
-    // new watch cache cannot replay the deletion (410 Gone), so the operator lists again, and
-    // what the list no longer has is forgotten: its metric series first of all (a stale
-    // expiry series would raise a false alert).
+    // A ConsentToken and another's Secret deleted while the operator's watches are away: the
+    // restarted API server's new watch cache cannot replay the deletions (410 Gone), so the
+    // operator lists again, and what the lists no longer have is handled as deleted: the
+    // ConsentToken forgotten, its metric series first of all (a stale expiry series would
+    // raise a false alert), and the Secret put back.
     let (env, proxy, _dir) = support::proxy::env_through_proxy("relist", "45s").await;
     for name in ["kept", "deleted"] {
         env.fdx_token(name, &format!("relist-customer-{name}")).await;
@@ -31,6 +32,7 @@ async fn an_api_server_outage_delays_renewals_and_loses_nothing() {
     // server had already written into it).
     proxy.cut(Cut::Drop);
     env.tokens().delete("deleted", &Default::default()).await.unwrap();
+    env.secrets().delete("kept", &Default::default()).await.unwrap();
     tokio::task::spawn_blocking(|| support::control_plane_fault("stop", "kube-apiserver")).await.unwrap();
     tokio::task::spawn_blocking(|| support::control_plane_fault("start", "kube-apiserver")).await.unwrap();
     proxy.heal();
@@ -40,6 +42,10 @@ async fn an_api_server_outage_delays_renewals_and_loses_nothing() {
     })
     .await;
     assert!(series(&metrics, "kept"), "the other object's series stays");
+    support::eventually("kept's Secret put back", Duration::from_secs(30), || async {
+        env.token_in_secret("kept", "token").await
+    })
+    .await;
     assert!(
         env.operator.logs().contains("deleted while the watch was away"),
         "forgotten by the relist, not by a replayed deletion"

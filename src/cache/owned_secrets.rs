@@ -75,10 +75,14 @@ impl WatchCache<Secret> for OwnedSecrets {
         *self.relisting() = Some(Summaries::new());
     }
 
+    /// The Secrets deleted while the watch was away, as far as the cache knew them: their
+    /// owners are woken like those of a Secret whose deletion was seen (and put them back).
     fn relist_done(&self, _: Option<&str>) -> Vec<Secret> {
         let listed = self.relisting().take().unwrap_or_default();
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = listed;
-        Vec::new()
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        let vanished = live.iter().filter(|(key, _)| !listed.contains_key(key)).map(|(_, gone)| gone.tombstone()).collect();
+        *live = listed;
+        vanished
     }
 }
 
@@ -124,5 +128,46 @@ mod tests {
         deliver(&[&cache], None, &InitDone);
         assert_eq!((uid(&cache, "a"), uid(&cache, "c")), (None, Some("4".into())));
         assert_eq!(cache.in_namespace("team").len(), 1);
+    }
+
+    /// Another cache of the same watch, recording the owners of what it is told went.
+    #[derive(Default)]
+    struct Deletions(Mutex<Vec<(String, Vec<String>)>>);
+
+    impl WatchCache<Secret> for Deletions {
+        fn apply(&self, _: &Secret) {}
+        fn delete(&self, secret: &Secret) {
+            let owners = secret.owner_references().iter().map(|o| format!("{}/{}", o.kind, o.uid)).collect();
+            self.0.lock().unwrap().push((secret.name_any(), owners));
+        }
+    }
+
+    #[test]
+    fn a_secret_deleted_while_the_watch_was_away_is_a_deletion_with_its_owner() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        use kube::runtime::watcher::Event::{Init, InitApply, InitDone};
+
+        use crate::basics::watch_cache::deliver;
+        let owned = |name: &str, uid: &str, owner: &str| {
+            let mut secret = secret(name, uid);
+            secret.metadata.owner_references = Some(vec![OwnerReference {
+                kind: "ConsentToken".into(),
+                api_version: "consent.dev/v1alpha1".into(),
+                name: name.into(),
+                uid: owner.into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]);
+            secret
+        };
+        let (cache, deletions) = (OwnedSecrets::default(), Deletions::default());
+        for event in [Init, InitApply(owned("kept", "1", "ct-1")), InitApply(owned("gone", "2", "ct-2")), InitDone] {
+            deliver(&[&cache, &deletions], None, &event);
+        }
+        for event in [Init, InitApply(owned("kept", "1", "ct-1")), InitDone] {
+            deliver(&[&cache, &deletions], None, &event);
+        }
+        assert_eq!(*deletions.0.lock().unwrap(), vec![("gone".to_owned(), vec!["ConsentToken/ct-2".to_owned()])]);
+        assert_eq!(uid(&cache, "gone"), None);
     }
 }

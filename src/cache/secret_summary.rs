@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
 
 use crate::api::annotations::*;
 use crate::api::crd::ConsentToken;
@@ -135,6 +137,31 @@ impl SecretSummary {
     /// The fingerprint of the value under `key`.
     pub fn fingerprint(&self, key: &str) -> Option<&str> {
         self.data().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// What is known of this Secret once it is gone: its name, namespace and uid, and its
+    /// controller as a ConsentToken (the summary keeps the controller's uid only; a Secret
+    /// labelled as ours is controlled by one, and waking a uid that is no ConsentToken does
+    /// nothing).
+    pub fn tombstone(&self) -> Secret {
+        let controller = self.controller().map(|uid| OwnerReference {
+            api_version: ConsentToken::api_version(&()).into_owned(),
+            kind: ConsentToken::kind(&()).into_owned(),
+            name: String::new(),
+            uid: uid.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        });
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name().to_owned()),
+                namespace: Some(self.namespace().to_owned()),
+                uid: self.uid().map(str::to_owned),
+                owner_references: controller.map(|owner| vec![owner]),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        }
     }
 
     /// Whether this ConsentToken created the Secret (its controller owner reference).
