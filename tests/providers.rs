@@ -24,8 +24,11 @@ async fn fdx_token_lands_in_an_owned_secret_and_is_scheduled_with_room_for_the_k
     let status = ready.status.unwrap();
     assert_eq!(status.provider.as_deref(), Some("FDX"));
     assert_eq!(status.observed_generation, ct.metadata.generation);
+    // The token's 300 s from the moment it was fetched, on the operator's clock: `exp` or the
+    // second after it (`iat` counts whole seconds; the fetch ends a moment after it).
     let expires = status.expires_at.unwrap().0;
-    assert_eq!(expires.as_second(), claims["exp"].as_i64().unwrap());
+    let after_exp = expires.as_second() - claims["exp"].as_i64().unwrap();
+    assert!((0..=1).contains(&after_exp), "expiresAt {expires} is {after_exp}s after exp");
     let next = status.next_refresh_time.unwrap().0;
     let left_at_renewal = expires.duration_since(next).as_secs();
     // Half of 300 s, plus at most 15 s of jitter that only ever moves renewal earlier.
@@ -125,4 +128,42 @@ async fn short_lived_tokens_are_replaced_before_they_expire() {
     }
     let ready = env.wait_for_ready("short", "True", "TokenValid").await;
     assert_eq!(ready.status.unwrap().consecutive_failures, 0);
+}
+
+/// A provider whose clock is 4 minutes ahead of the node's, then one 3 minutes behind: each
+/// token lives its own lifetime (`exp - iat`) from the moment it was fetched, is renewed before
+/// that ends, and the gap shows in the skew metric. Read against the node's clock, the first
+/// token would have looked 4 minutes longer-lived (renewed minutes late) and the second already
+/// expired (refused for ever).
+#[tokio::test]
+async fn tokens_are_timed_by_their_own_clock_when_the_providers_clock_is_off() {
+    let env = TestEnv::start("skew").await;
+    env.fake.set_fdx_lifetime(20);
+    for (name, offset) in [("ahead", 240), ("behind", -180)] {
+        env.fake.set_clock_offset(offset);
+        env.fdx_token(name, &format!("skew-customer-{name}")).await;
+        let status = env.wait_for_ready(name, "True", "TokenValid").await.status.unwrap();
+        let token = env.token_in_secret(name, "token").await.unwrap();
+        let exp = claims(&token)["exp"].as_i64().unwrap();
+        assert!((exp - Timestamp::now().as_second() - offset).abs() <= 21, "the fake's clock is {offset}s off");
+        let (refreshed, expires) = (status.last_refresh_time.unwrap().0, status.expires_at.unwrap().0);
+        let lifetime = expires.duration_since(refreshed).as_secs();
+        assert!((19..=20).contains(&lifetime), "{name}: expiresAt {lifetime}s after the fetch, not 20s");
+
+        let metric = "consent_token_provider_clock_ahead_seconds{provider=\"FDX\"} ";
+        let metrics = env.operator.metrics().await;
+        let ahead: f64 = metrics.lines().find_map(|l| l.strip_prefix(metric)).unwrap().parse().unwrap();
+        assert!(
+            (ahead - offset as f64).abs() <= 2.0,
+            "{name}: the skew metric says {ahead}s, the clock is {offset}s off"
+        );
+
+        let renewed_at = support::eventually(&format!("{name} renewed"), Duration::from_secs(30), || async {
+            let now = Timestamp::now();
+            env.token_in_secret(name, "token").await.filter(|t| *t != token).map(|_| now)
+        })
+        .await;
+        assert!(renewed_at < expires, "{name}: renewed at {renewed_at}, after its end at {expires}");
+    }
+    assert!(env.operator.logs().contains("the provider's clock and this node's are far apart"));
 }

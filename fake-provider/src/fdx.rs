@@ -64,7 +64,7 @@ pub async fn token(
                 Some(req) if req.kind == "consent_management" => {
                     match req.scopes.strip_prefix("customer.modify_consent:") {
                         Some(customer) if !customer.is_empty() => {
-                            let now = jiff::Timestamp::now().as_second();
+                            let now = st.clock().as_second();
                             let claims = serde_json::json!({
                                 "name": "consent_management",
                                 "scopes": {"customer.modify_consent": customer},

@@ -9,7 +9,8 @@
 //! application/json` and exactly the documented body) as HS256 JWTs with a configurable
 //! lifetime. Knobs inject 429s with `Retry-After` and the
 //! `ot-*` headers, 5xx, slow answers and garbage bodies; rotating a client's secret makes the
-//! old one (and access tokens issued to it) answer 401. Every request is counted.
+//! old one (and access tokens issued to it) answer 401; a clock offset writes its tokens' `iat`
+//! and `exp` as a provider with a clock that is off would. Every request is counted.
 
 mod fdx;
 pub mod issued;
@@ -113,6 +114,13 @@ impl FakeProvider {
     /// Lifetime of MX / FDX tokens, in seconds (default 300).
     pub fn set_fdx_lifetime(&self, seconds: u64) {
         self.state().fdx_lifetime = seconds;
+    }
+
+    /// Sets this provider's clock `seconds` ahead of the machine's (negative: behind): the
+    /// `iat` and `exp` of the tokens it hands out say so, as a provider with a clock that is
+    /// off would. What it accepts is still judged on the machine's clock.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.state().clock_offset = seconds;
     }
 
     /// Publishes a new version of a collection point (the latest one is served by default).

@@ -42,7 +42,7 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
                 let now = jiff::Timestamp::now();
                 let claims = serde_json::json!({
                     "user_name": "integration@example.com", "scope": ["CONSENT"],
-                    "exp": now.as_second().saturating_add(expires_in), "jti": uuid::Uuid::new_v4().to_string(),
+                    "exp": st.clock().as_second().saturating_add(expires_in), "jti": uuid::Uuid::new_v4().to_string(),
                     "client_id": id,
                 });
                 let access_token = sign(Algorithm::RS256, &claims);
@@ -145,7 +145,7 @@ pub async fn collection_point_token(
                 Some(v) if v > latest => StatusCode::NOT_FOUND.into_response(),
                 requested => {
                     let version = requested.unwrap_or(latest);
-                    let token = collection_point_jwt(&guid, version, query.state.as_deref());
+                    let token = collection_point_jwt(&guid, version, query.state.as_deref(), st.clock());
                     match st.collection_point_body {
                         CollectionPointBody::Object => axum::Json(serde_json::json!({"token": token})).into_response(),
                         CollectionPointBody::JsonString => axum::Json(serde_json::Value::String(token)).into_response(),
@@ -159,8 +159,7 @@ pub async fn collection_point_token(
 }
 
 /// Shaped like real collection point tokens: RS512, no `exp`, `iat` as an ISO-8601 string.
-fn collection_point_jwt(guid: &str, version: i64, state: Option<&str>) -> String {
-    let now = jiff::Timestamp::now();
+fn collection_point_jwt(guid: &str, version: i64, state: Option<&str>, now: jiff::Timestamp) -> String {
     let iat = now.strftime("%Y-%m-%dT%H:%M:%S%.2f").to_string();
     let claims = serde_json::json!({
         "iss": "https://privacyportal.onetrust.example", "processId": guid, "processVersion": version,

@@ -66,6 +66,8 @@ pub(crate) struct State {
     pub access_tokens: HashMap<String, Issued>,
     pub oauth_expires_in: i64,
     pub fdx_lifetime: u64,
+    /// How far this provider's clock is ahead of the machine's (seconds; negative: behind).
+    pub clock_offset: i64,
     pub collection_point_versions: HashMap<String, i64>,
     pub collection_point_body: CollectionPointBody,
     /// The OAuth endpoint takes form-urlencoded (OneTrust's sample code) instead of multipart.
@@ -83,6 +85,7 @@ impl State {
             access_tokens: HashMap::new(),
             oauth_expires_in: 3600,
             fdx_lifetime: 300,
+            clock_offset: 0,
             collection_point_versions: HashMap::new(),
             collection_point_body: CollectionPointBody::Object,
             oauth_sample_code: false,
@@ -90,6 +93,12 @@ impl State {
             counts: HashMap::new(),
             status_counts: HashMap::new(),
         }
+    }
+
+    /// The time on this provider's clock: what its tokens' `iat` and `exp` are written from.
+    pub fn clock(&self) -> jiff::Timestamp {
+        let now = jiff::Timestamp::now();
+        now.checked_add(jiff::SignedDuration::from_secs(self.clock_offset)).unwrap_or(now)
     }
 
     pub fn set_fault(&mut self, endpoint: Endpoint, fault: Option<Fault>, times: Option<u32>) {

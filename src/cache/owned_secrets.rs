@@ -80,7 +80,8 @@ impl WatchCache<Secret> for OwnedSecrets {
     fn relist_done(&self, _: Option<&str>) -> Vec<Secret> {
         let listed = self.relisting().take().unwrap_or_default();
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        let vanished = live.iter().filter(|(key, _)| !listed.contains_key(key)).map(|(_, gone)| gone.tombstone()).collect();
+        let vanished =
+            live.iter().filter(|(key, _)| !listed.contains_key(key)).map(|(_, gone)| gone.tombstone()).collect();
         *live = listed;
         vanished
     }

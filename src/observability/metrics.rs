@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::observability::clock_skew::ClockSkew;
 use crate::observability::object_metrics::ObjectMetrics;
 use crate::observability::process_metrics::ProcessMetrics;
 
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
+    /// How far each provider's clock is from this node's.
+    pub clock_skew: ClockSkew,
     pub reconcile_duration: Histogram,
     /// ConsentTokens due now and waiting for one of the `--concurrency` workers.
     pub reconciles_queued: Gauge,
@@ -94,6 +97,12 @@ impl Default for Metrics {
             "Requests not sent because the provider asked to wait (HTTP 429 Retry-After)",
             rate_limit_waits.clone(),
         );
+        let clock_skew = ClockSkew::default();
+        registry.register(
+            "provider_clock_ahead_seconds",
+            "How far the provider's clock was ahead of this node's (negative: behind) at the last token fetched from it, from the token's iat",
+            clock_skew.gauge.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
         let reconciles_queued = Gauge::default();
@@ -111,6 +120,7 @@ impl Default for Metrics {
             failures,
             upstream_duration,
             rate_limit_waits,
+            clock_skew,
             reconcile_duration,
             reconciles_queued,
         }

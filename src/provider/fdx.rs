@@ -99,6 +99,7 @@ fn read_answer(body: &[u8], fetched_at: Timestamp) -> Result<FetchedToken, Error
         expires_at: Some(
             claims.expires_at.unwrap_or_else(|| crate::basics::time_math::later(fetched_at, DOCUMENTED_LIFETIME)),
         ),
+        provider_clock_ahead: claims.provider_clock_ahead,
         collection_point_version: None,
     })
 }

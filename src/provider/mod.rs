@@ -68,7 +68,10 @@ pub struct Credentials {
 pub struct FetchedToken {
     pub token: Token,
     pub fetched_at: Timestamp,
+    /// On this node's clock (see `token`: a token is judged by its own clock).
     pub expires_at: Option<Timestamp>,
+    /// How far the provider's clock was ahead of this node's, when the token tells.
+    pub provider_clock_ahead: Option<jiff::SignedDuration>,
     /// OneTrust: the collection point version the token belongs to.
     pub collection_point_version: Option<i64>,
 }

@@ -208,6 +208,7 @@ impl OneTrustClient {
             token: Token::new(value),
             fetched_at,
             expires_at: claims.expires_at,
+            provider_clock_ahead: claims.provider_clock_ahead,
             collection_point_version: claims.process_version,
         })
     }

@@ -1,17 +1,26 @@
 //! Token values and what can be read from them without verifying them.
 //!
 //! Neither provider publishes a key to verify its tokens with, and the operator only passes
-//! them on, so claims are decoded without verification: to schedule renewal (`exp`) and to
-//! report the collection point version (`processVersion`). Decoding is tolerant of odd claims
+//! them on, so claims are decoded without verification: to schedule renewal (`exp`, `iat`) and
+//! to report the collection point version (`processVersion`). Decoding is tolerant of odd claims
 //! such as OneTrust's ISO-8601 string `iat`, but a value that is not a JWT at all, or that has
 //! already expired, is refused: it is never written to a Secret.
+//!
+//! A token is judged by its own clock: its lifetime is `exp - iat`, counted from the moment
+//! this node fetched it. `exp` read against this node's clock would make every five-minute MX
+//! token look too short-lived on a node a few minutes fast (refused for ever), and on a node a
+//! few minutes slow leave a renewal at half the lifetime less real time than the kubelet needs.
+//! The provider's clock stays what judges the token in the end, and the provider started that
+//! clock when it answered, so the lifetime anchored at the fetch is the true one (give or take
+//! the answer's time on the wire, under a second).
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::basics::time_math::{between, later};
 use crate::error::Error;
 
 /// A token value. Its `Debug` prints `[REDACTED]`; the value is only reachable through
@@ -41,16 +50,22 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// What the operator reads from a token's claims.
+/// What the operator reads from a token's claims, on this node's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenClaims {
-    /// `exp`, when the token has one.
+    /// When the token stops being valid, on this node's clock: its lifetime (`exp - iat`) from
+    /// the moment it was fetched, or `exp` itself when `iat` is missing or not believable. `None`:
+    /// the token has no `exp`.
     pub expires_at: Option<Timestamp>,
+    /// How far the provider's clock is ahead of this node's (negative: behind), told by a
+    /// believable numeric `iat` against the moment of the fetch.
+    pub provider_clock_ahead: Option<SignedDuration>,
     /// OneTrust `processVersion`: the collection point version the token belongs to.
     pub process_version: Option<i64>,
 }
 
-/// Decodes a JWT's claims without verifying its signature and checks it can be used at `now`.
+/// Decodes a JWT's claims without verifying its signature and checks it can be used; `now` is
+/// when it was fetched.
 pub fn read_claims(token: &str, now: Timestamp) -> Result<TokenClaims, Error> {
     if token.is_empty() {
         return Err(Error::InvalidResponse("the token is empty"));
@@ -61,17 +76,39 @@ pub fn read_claims(token: &str, now: Timestamp) -> Result<TokenClaims, Error> {
     let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|_| Error::InvalidResponse("the token is not a decodable JWT"))?;
     let claims = claims.as_object().ok_or(Error::InvalidResponse("the token's claims are not a JSON object"))?;
-    let expires_at = match claims.get("exp") {
+    let exp = match claims.get("exp") {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => Some(numeric_date(value).ok_or(Error::InvalidResponse("the token's exp claim is not a date"))?),
     };
-    if let Some(exp) = expires_at
-        && exp <= now
-    {
-        return Err(Error::InvalidResponse("the token has already expired"));
-    }
+    // OneTrust's string `iat` names no time zone: it tells nothing about the provider's clock.
+    let issued_at = claims
+        .get("iat")
+        .filter(|value| value.is_number())
+        .and_then(numeric_date)
+        .filter(|iat| believable_issue_time(*iat, exp, now));
+    let expires_at = match (exp, issued_at) {
+        // In whole seconds, as `exp` is, rounded down: never later than the token's real end.
+        (Some(exp), Some(iat)) => Some(whole_second(later(now, between(iat, exp)))),
+        (Some(exp), None) if exp <= now => return Err(Error::InvalidResponse("the token has already expired")),
+        (exp, _) => exp,
+    };
+    let provider_clock_ahead = issued_at.map(|iat| iat.duration_since(now));
     let process_version = claims.get("processVersion").and_then(integer);
-    Ok(TokenClaims { expires_at, process_version })
+    Ok(TokenClaims { expires_at, provider_clock_ahead, process_version })
+}
+
+/// Further apart than this, an `iat` and this node's clock are not two clocks that drifted but a
+/// time zone mistake, a token that was not just issued, or an `iat` that means something else:
+/// `exp` is then read against this node's clock, as it is.
+pub const MOST_BELIEVABLE_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// An `iat` before `exp` (a lifetime of more than nothing) and within an hour of the fetch.
+fn believable_issue_time(iat: Timestamp, exp: Option<Timestamp>, fetched_at: Timestamp) -> bool {
+    exp.is_none_or(|exp| iat < exp) && iat.duration_since(fetched_at).unsigned_abs() <= MOST_BELIEVABLE_SKEW
 }
 
 /// Tokens are small; anything larger is not what the providers send.
@@ -96,6 +133,7 @@ fn integer(value: &serde_json::Value) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // small test numbers
 mod tests {
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -104,23 +142,50 @@ mod tests {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"k")).unwrap()
     }
 
+    // The sample token from the MX document: exp 1746143513, iat 1746143213.
+    const MX_SAMPLE: &str = "eyJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiY29uc2VudF9tYW5hZ2VtZW50Iiwic2NvcGVzIjp7ImN1c3RvbWVyLm1vZGlmeV9jb25zZW50IjoiZk43U3NJTWZKdkpKY05qS0JtQjZLZyJ9LCJleHAiOjE3NDYxNDM1MTMsImlhdCI6MTc0NjE0MzIxMywianRpIjoiYmQ0MWY3N2UtNjg4NC00MThjLTg2ZTAtM2JiMGRiYzEyYTc3IiwiX3R5cGUiOiJJbnN0aXR1dGlvbiIsIl9pZCI6ImJrdSJ9.q9dvdMTW9kiKOSAeSNICoSWWKsmsCW4MEk85JQA9OWY";
+    const MX_SAMPLE_IAT: i64 = 1_746_143_213;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
     #[test]
-    fn reads_exp_of_the_documented_mx_sample() {
-        // The sample token from the MX document: exp 1746143513, iat 1746143213.
-        let sample = "eyJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiY29uc2VudF9tYW5hZ2VtZW50Iiwic2NvcGVzIjp7ImN1c3RvbWVyLm1vZGlmeV9jb25zZW50IjoiZk43U3NJTWZKdkpKY05qS0JtQjZLZyJ9LCJleHAiOjE3NDYxNDM1MTMsImlhdCI6MTc0NjE0MzIxMywianRpIjoiYmQ0MWY3N2UtNjg4NC00MThjLTg2ZTAtM2JiMGRiYzEyYTc3IiwiX3R5cGUiOiJJbnN0aXR1dGlvbiIsIl9pZCI6ImJrdSJ9.q9dvdMTW9kiKOSAeSNICoSWWKsmsCW4MEk85JQA9OWY";
-        let before = Timestamp::from_second(1_746_143_213).unwrap();
-        let claims = read_claims(sample, before).unwrap();
-        assert_eq!(claims.expires_at, Some(Timestamp::from_second(1_746_143_513).unwrap()));
-        // The same token read after its exp is refused rather than written.
-        let after = Timestamp::from_second(1_746_143_514).unwrap();
-        assert!(matches!(read_claims(sample, after), Err(Error::InvalidResponse(_))));
+    fn reads_the_documented_mx_sample_on_the_clock_it_was_fetched_by() {
+        let claims = read_claims(MX_SAMPLE, at(MX_SAMPLE_IAT)).unwrap();
+        assert_eq!(claims.expires_at, Some(at(MX_SAMPLE_IAT + 300)));
+        assert_eq!(claims.provider_clock_ahead, Some(SignedDuration::ZERO));
+    }
+
+    #[test]
+    fn a_node_fast_or_slow_still_gets_the_whole_lifetime() {
+        // This node 4 minutes ahead of the provider: `exp` is a minute away on this clock, but
+        // the token lives its five minutes from the fetch.
+        let fast = read_claims(MX_SAMPLE, at(MX_SAMPLE_IAT + 240)).unwrap();
+        assert_eq!(fast.expires_at, Some(at(MX_SAMPLE_IAT + 240 + 300)));
+        assert_eq!(fast.provider_clock_ahead, Some(SignedDuration::from_secs(-240)));
+        // This node 6 minutes behind: `exp` past on the provider's clock... ahead of it here.
+        let slow = read_claims(MX_SAMPLE, at(MX_SAMPLE_IAT - 360)).unwrap();
+        assert_eq!(slow.expires_at, Some(at(MX_SAMPLE_IAT - 360 + 300)));
+        assert_eq!(slow.provider_clock_ahead, Some(SignedDuration::from_secs(360)));
+    }
+
+    #[test]
+    fn an_unbelievable_iat_falls_back_to_exp_on_this_clock() {
+        // Two hours after its issue: not a clock that drifted. Its exp has passed: refused.
+        assert!(matches!(read_claims(MX_SAMPLE, at(MX_SAMPLE_IAT + 7200)), Err(Error::InvalidResponse(_))));
+        // An iat after exp says nothing about the lifetime either.
+        let now = Timestamp::now().as_second();
+        let backwards = hs256(serde_json::json!({"exp": now + 100, "iat": now + 200}));
+        let claims = read_claims(&backwards, at(now)).unwrap();
+        assert_eq!((claims.expires_at, claims.provider_clock_ahead), (Some(at(now + 100)), None));
     }
 
     #[test]
     fn tolerates_onetrust_string_iat_and_no_exp() {
         let token = hs256(serde_json::json!({"iat": "2025-05-01T14:23:32.72", "processVersion": 3, "sub": "Email"}));
         let claims = read_claims(&token, Timestamp::now()).unwrap();
-        assert_eq!(claims, TokenClaims { expires_at: None, process_version: Some(3) });
+        assert_eq!(claims, TokenClaims { expires_at: None, provider_clock_ahead: None, process_version: Some(3) });
     }
 
     #[test]
@@ -154,7 +219,26 @@ mod tests {
             let token = hs256(serde_json::json!({"exp": value, "processVersion": value, "iat": value}));
             let now = Timestamp::now();
             if let Ok(claims) = read_claims(&token, now) {
-                proptest::prop_assert!(claims.expires_at.is_none_or(|exp| exp > now));
+                proptest::prop_assert!(claims.expires_at.is_none_or(|expires| expires > now));
+                proptest::prop_assert!(claims.provider_clock_ahead.is_none_or(|ahead| ahead.unsigned_abs() <= MOST_BELIEVABLE_SKEW));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever `iat` and `exp` say, an accepted token expires after its fetch, and a
+        /// believable `iat` gives it exactly its lifetime from the fetch.
+        #[test]
+        fn a_token_lives_its_own_lifetime_from_the_fetch(iat in -20_000i64..20_000, lifetime in -400i64..400) {
+            let now = Timestamp::now().as_second();
+            let token = hs256(serde_json::json!({"iat": now + iat, "exp": now + iat + lifetime}));
+            if let Ok(claims) = read_claims(&token, at(now)) {
+                let expires = claims.expires_at.unwrap();
+                proptest::prop_assert!(expires > at(now));
+                if iat.unsigned_abs() <= MOST_BELIEVABLE_SKEW.as_secs() && lifetime > 0 {
+                    proptest::prop_assert_eq!(expires, at(now + lifetime));
+                    proptest::prop_assert_eq!(claims.provider_clock_ahead, Some(SignedDuration::from_secs(iat)));
+                }
             }
         }
     }

@@ -69,7 +69,12 @@ pub async fn refresh(ct: &ConsentToken, ctx: &Context, refresh: &Refresh<'_>) ->
                 )
                 .await?;
             match ctx.upstream.providers.fetch(&spec.source, &credentials).await {
-                Ok(fetched) => (fetched, credentials.version.clone()),
+                Ok(fetched) => {
+                    if let Some(ahead) = fetched.provider_clock_ahead {
+                        ctx.metrics.clock_skew.observe(spec.provider.as_str(), ahead);
+                    }
+                    (fetched, credentials.version.clone())
+                }
                 Err(err) => {
                     if matches!(err, Error::Unauthorized { .. }) {
                         ctx.upstream.credentials.forget(&location.namespace, &location.reference.name);

@@ -59,6 +59,7 @@ mod tests {
                 token: Token::new("a.b.c".into()),
                 fetched_at: t(0),
                 expires_at: Some(t(300)),
+                provider_clock_ahead: None,
                 collection_point_version: None,
             },
             request: "sha256:aaaa".into(),
