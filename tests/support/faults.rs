@@ -133,7 +133,7 @@ pub fn one_writer_at_a_time(operators: &[&super::operator::Operator]) -> usize {
         let mut leading_since: Option<Timestamp> = None;
         let mut own = Vec::new();
         for line in logs.lines() {
-            let Some(at) = line.split_whitespace().next().and_then(|t| t.parse::<Timestamp>().ok()) else { continue };
+            let Some(at) = operator.log_time(line) else { continue };
             if line.contains("became leader") {
                 leading_since = Some(at);
             } else if line.contains("standing by") {
@@ -185,20 +185,22 @@ pub async fn outages_with_tokens_due(component: &str, outage: Duration, outages:
     let sampler = SecretSampler::start(env.client.clone(), &env.namespace);
     let (mut missed_total, mut worst, mut requests_during) = (0, Duration::ZERO, 0);
     for round in 0..outages {
+        // The next ones a minute after the previous recovery; the renewals due are read after
+        // that minute, or those done meanwhile would count as missed.
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
         let mut due = BTreeMap::new();
         for i in 0..tokens {
             let name = format!("t{i}");
             let status = env.tokens().get(&name).await.unwrap().status.unwrap();
             due.insert(name, status.next_refresh_time.unwrap().0);
         }
-        // The first outage starts just before the first renewal falls due; the next ones a
-        // minute after the previous recovery.
+        // The first outage starts just before the first renewal falls due.
         if round == 0 {
             let first_due = *due.values().min().unwrap();
             let wait = first_due.duration_since(Timestamp::now()) - jiff::SignedDuration::from_secs(3);
             tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
-        } else {
-            tokio::time::sleep(Duration::from_secs(60)).await;
         }
         let requests_before = env.fake.requests(Endpoint::FdxToken);
         let down = Timestamp::now();

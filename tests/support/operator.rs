@@ -20,6 +20,8 @@ pub struct Operator {
     pub identity: String,
     child: Child,
     log: PathBuf,
+    /// How far its wall clock is set off the machine's (`Launch::clock_offset`).
+    clock_offset: jiff::SignedDuration,
     pub metrics_addr: String,
     _dir: tempfile::TempDir,
 }
@@ -43,7 +45,14 @@ pub struct Launch {
     pub hosts: Vec<(String, String)>,
     /// Short, so takeovers are quick to test.
     pub lease_duration: String,
+    /// Seconds its wall clock is set ahead of the machine's (negative: behind), with
+    /// libfaketime; its monotonic clock is left alone. Its log's times are then its own; see
+    /// [`Operator::log_times`].
+    pub clock_offset: Option<i64>,
 }
+
+/// Debian's libfaketime (the thread-safe build): `scripts/control-plane` installs it.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 impl Launch {
     /// As cluster admin, for `namespace`, with the Lease there too.
@@ -58,6 +67,7 @@ impl Launch {
             min_token_lifetime: "2s".to_owned(),
             hosts: Vec::new(),
             lease_duration: "6s".to_owned(),
+            clock_offset: None,
         }
     }
 
@@ -118,6 +128,14 @@ impl Operator {
         if launch.allow_loopback {
             command.args(["--allowed-private-networks", "127.0.0.0/8,::1/128"]);
         }
+        if let Some(offset) = launch.clock_offset {
+            assert!(
+                std::path::Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} missing: scripts/control-plane installs it"
+            );
+            command.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", format!("{offset:+}"));
+            command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         // Leader election stays on, with a Lease of the test's own and a short duration.
         let child = command
             // The dual-stack address of the chart; the tests reach it over IPv4 (and IPv6, readyz_over_ipv6).
@@ -134,7 +152,8 @@ impl Operator {
             .stderr(std::fs::File::options().append(true).open(&log).expect("log file"))
             .spawn()
             .expect("start the operator");
-        Operator { identity, child, log, metrics_addr, _dir: dir }
+        let clock_offset = jiff::SignedDuration::from_secs(launch.clock_offset.unwrap_or_default());
+        Operator { identity, child, log, clock_offset, metrics_addr, _dir: dir }
     }
 
     /// `/readyz`'s status code, if the operator answers.
@@ -172,13 +191,16 @@ impl Operator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// When the log says `message` (the timestamps of the matching lines), in order.
+    /// When the log says `message` (the timestamps of the matching lines, on the machine's
+    /// clock), in order.
     pub fn log_times(&self, message: &str) -> Vec<jiff::Timestamp> {
-        self.logs()
-            .lines()
-            .filter(|line| line.contains(message))
-            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
-            .collect()
+        self.logs().lines().filter(|line| line.contains(message)).filter_map(|line| self.log_time(line)).collect()
+    }
+
+    /// When a line of its log was written, on the machine's clock (its own may be set off).
+    pub fn log_time(&self, line: &str) -> Option<jiff::Timestamp> {
+        let own: jiff::Timestamp = line.split_whitespace().next()?.parse().ok()?;
+        own.checked_sub(self.clock_offset).ok()
     }
 
     /// Reconciles this process has finished (its reconcile-duration histogram's count): the
