@@ -310,8 +310,8 @@ fn the_supported_kubernetes_version_is_the_tested_one() {
     }
 }
 
-/// The tests a page names as evidence: `a::b::tests::name` (a unit test in src/a/b.rs or
-/// src/a/b/mod.rs) and `file::name` (a test in tests/file.rs), as (source files, function).
+/// The tests a page names as evidence: `a::b::tests::name` (a unit test in src/a/b.rs,
+/// src/a/b/mod.rs or src/a/b/tests.rs) and `file::name` (a test in tests/file.rs), as (source files, function).
 fn named_tests(root: &Path, text: &str) -> Vec<(String, Vec<PathBuf>, String)> {
     let mut found = Vec::new();
     for (i, span) in text.split('`').enumerate() {
@@ -324,7 +324,8 @@ fn named_tests(root: &Path, text: &str) -> Vec<(String, Vec<PathBuf>, String)> {
         let (path, name) = (&parts[..parts.len() - 1], parts[parts.len() - 1].to_owned());
         let files = if path.last() == Some(&"tests") {
             let module = path[..path.len() - 1].join("/");
-            vec![root.join(format!("src/{module}.rs")), root.join(format!("src/{module}/mod.rs"))]
+            let candidates = ["src/{}.rs", "src/{}/mod.rs", "src/{}/tests.rs"];
+            candidates.iter().map(|pattern| root.join(pattern.replace("{}", &module))).collect()
         } else if path.len() == 1 && root.join(format!("tests/{}.rs", path[0])).exists() {
             vec![root.join(format!("tests/{}.rs", path[0]))]
         } else {

@@ -6,12 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use fake_provider::Endpoint;
+use fake_provider::{Endpoint, Fault};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use support::operator::{Operator, TestEnv};
+use support::operator::{Operator, TestEnv, claims};
 
 #[tokio::test]
 async fn rotated_credentials_are_used_within_seconds() {
@@ -141,6 +141,71 @@ async fn deleting_the_consent_token_deletes_its_secret_and_metrics() {
     .await;
 }
 
+/// `kubectl replace --force` of a ConsentToken (deleted, then created again under the same name
+/// with a new uid): the new object finds its predecessor's Secret, which it may not take
+/// (TargetConflict), until the garbage collector deletes it. That deletion wakes it, so the
+/// Secret holds a valid token again within seconds, not after the conflict's back-off.
+#[tokio::test]
+async fn a_replaced_consent_token_takes_the_secret_over_once_its_predecessors_is_gone() {
+    let env = TestEnv::start("replace").await;
+    env.fdx_token("replaced", "replace-customer").await;
+    env.wait_for_ready("replaced", "True", "TokenValid").await;
+    // What kubectl replace --force does: delete (background propagation), then create.
+    env.tokens().delete("replaced", &DeleteParams::background()).await.unwrap();
+    support::eventually("the old ConsentToken gone", Duration::from_secs(10), || async {
+        env.tokens().get_opt("replaced").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let replaced_at = jiff::Timestamp::now();
+    let new_uid = env.fdx_token("replaced", "replace-customer").await.uid().unwrap();
+    let token_back = support::eventually("a token from the new object", Duration::from_secs(60), || async {
+        let secret = env.secrets().get_opt("replaced").await.unwrap()?;
+        let ours = secret.owner_references().iter().any(|owner| owner.uid == new_uid);
+        (ours && secret.data.is_some_and(|data| data.contains_key("token"))).then(jiff::Timestamp::now)
+    })
+    .await;
+    let took = token_back.duration_since(replaced_at);
+    eprintln!("FIGURES replace --force: the Secret held the new object's token {took:#} after the create");
+    assert!(took.as_secs() <= 10, "the Secret took {took:#} to hold a token again");
+    env.wait_for_ready("replaced", "True", "TokenValid").await;
+}
+
+/// Two ConsentTokens naming the same target Secret: the second waits (TargetConflict) and takes
+/// the Secret over as soon as the first is deleted, without waiting for its back-off or for the
+/// garbage collector to delete the first one's Secret.
+#[tokio::test]
+async fn a_consent_token_waiting_for_a_target_name_takes_it_when_its_holder_is_deleted() {
+    let env = TestEnv::start("waiting").await;
+    env.fake.add_fdx_client("mx-client", "mx-secret-value");
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    let spec = |customer: &str| {
+        serde_json::json!({"fdx": {"baseUrl": env.fake.base_url(), "customerId": customer,
+            "credentialsSecretRef": {"name": "mx-credentials"}}, "target": {"secretName": "shared-name"}})
+    };
+    env.create_token("holder", spec("waiting-customer-1")).await;
+    env.wait_for_ready("holder", "True", "TokenValid").await;
+    let waiter = env.create_token("waiter", spec("waiting-customer-2")).await;
+    env.wait_for_ready("waiter", "False", "TargetConflict").await;
+    env.tokens().delete("holder", &DeleteParams::background()).await.unwrap();
+    let deleted_at = jiff::Timestamp::now();
+    let waiter_uid = waiter.uid().unwrap();
+    let taken = support::eventually("the waiter's token in the Secret", Duration::from_secs(60), || async {
+        let secret = env.secrets().get_opt("shared-name").await.unwrap()?;
+        let customer =
+            claims(&String::from_utf8(secret.data?.get("token")?.0.clone()).ok()?)["scopes"]["customer.modify_consent"]
+                .clone();
+        let ours = secret.metadata.owner_references?.iter().any(|owner| owner.uid == waiter_uid);
+        (ours && customer == "waiting-customer-2").then(jiff::Timestamp::now)
+    })
+    .await;
+    let took = taken.duration_since(deleted_at);
+    eprintln!(
+        "FIGURES waiting for a target name: the waiter's token in the Secret {took:#} after the holder's deletion"
+    );
+    assert!(took.as_secs() <= 10, "the waiter took {took:#}");
+    env.wait_for_ready("waiter", "True", "TokenValid").await;
+}
+
 #[tokio::test]
 async fn the_refresh_annotation_refreshes_once_per_value() {
     let env = TestEnv::start("force").await;
@@ -200,6 +265,29 @@ async fn a_restarted_operator_resumes_the_schedule_instead_of_refetching() {
     for i in 0..5 {
         env.wait_for_ready(&format!("mx-{i}"), "True", "TokenValid").await;
     }
+}
+
+/// A rename whose first fetch fails (the provider answers 500), then heals: the old Secret goes
+/// once the new one holds a token, although the failure already recorded the new spec.
+#[tokio::test]
+async fn a_rename_whose_first_fetch_failed_still_deletes_the_old_secret() {
+    let env = TestEnv::start("rename-failed").await;
+    env.fdx_token("mx", "rename-failed-customer").await;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    env.fake.inject(Endpoint::FdxToken, Fault::Status(500), None);
+    let rename = serde_json::json!({"spec": {"target": {"secretName": "mx-renamed"}}});
+    env.tokens().patch("mx", &PatchParams::default(), &Patch::Merge(rename)).await.unwrap();
+    let failed = env.wait_for_ready("mx", "False", "UpstreamError").await;
+    assert_eq!(failed.status.unwrap().observed_generation, failed.metadata.generation, "the new spec recorded");
+    env.fake.clear_faults(Endpoint::FdxToken);
+    support::eventually("the token under the new name", Duration::from_secs(60), || async {
+        env.token_in_secret("mx-renamed", "token").await
+    })
+    .await;
+    support::eventually("the old Secret deleted", Duration::from_secs(30), || async {
+        env.secrets().get_opt("mx").await.ok()?.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

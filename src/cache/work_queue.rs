@@ -72,6 +72,15 @@ pub enum Cached {
     Unchanged,
 }
 
+/// Whether an object whose reconcile just finished is still watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Watched {
+    Still,
+    /// Its deletion arrived while the reconcile ran.
+    DeletedMeanwhile,
+}
+
 impl WorkQueue {
     pub fn new(queued: Gauge) -> Self {
         let (ready_tx, ready_rx) = mpsc::unbounded_channel();
@@ -131,6 +140,11 @@ impl WorkQueue {
             self.queued.dec();
         }
         slot.object.decode()
+    }
+
+    /// Whether the object is watched (it exists, as far as the watch knows).
+    pub fn contains(&self, id: ObjectId) -> bool {
+        self.lock().objects.contains_key(&id)
     }
 
     /// The cached object.
@@ -201,23 +215,25 @@ impl WorkQueue {
         }
     }
 
-    /// The reconcile of `id` finished and asked to look again `after` this long.
-    pub fn done(&self, id: ObjectId, after: Duration) {
+    /// The reconcile of `id` finished and asked to look again `after` this long. Whether the
+    /// object was deleted while it ran: what that reconcile recorded of it must then go too.
+    pub fn done(&self, id: ObjectId, after: Duration) -> Watched {
         let mut state = self.lock();
-        let Some(slot) = state.objects.get_mut(&id) else { return };
+        let Some(slot) = state.objects.get_mut(&id) else { return Watched::DeletedMeanwhile };
         slot.running = false;
         if std::mem::take(&mut slot.again) {
             self.wake_locked(&mut state, id);
-            return;
+            return Watched::Still;
         }
         // Beyond what a clock can hold: no timer (a watch event still wakes it).
-        let Some(at) = Instant::now().checked_add(after) else { return };
+        let Some(at) = Instant::now().checked_add(after) else { return Watched::Still };
         slot.timer = Some(at);
         let earliest = state.timers.first().map(|(first, _)| *first);
         state.timers.insert((at, id));
         if earliest.is_none_or(|first| at < first) {
             self.timers_changed.notify_one();
         }
+        Watched::Still
     }
 
     /// Gives back an object whose reconcile was dropped before it finished (this replica lost

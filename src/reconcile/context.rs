@@ -10,15 +10,18 @@ use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
 
 use crate::api::crd::ConsentToken;
+use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::cache::owned_secrets::OwnedSecrets;
 use crate::cache::secret_names::SecretNames;
+use crate::cache::work_queue::WorkQueue;
 use crate::observability::metrics::Metrics;
 use crate::provider::credentials::{CredentialsCache, PendingRotations};
 use crate::provider::lookup::Catalog;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::ApiWrites;
 use crate::reconcile::memory::StatusMemory;
+use crate::reconcile::target_waiters::TargetWaiters;
 use crate::reconcile::unwritten::UnwrittenTokens;
 use crate::scheduling::calendar::Calendar;
 use crate::scheduling::first_tokens::FirstTokens;
@@ -74,6 +77,9 @@ pub struct Caches {
     pub catalog: Catalog,
     /// Names of Secrets that are not ours, to create a new target Secret without a read first.
     pub secret_names: Arc<SecretNames>,
+    /// Every watched ConsentToken (the work queue is their cache): a Secret of ours whose
+    /// controller is not among them belongs to a deleted one.
+    pub tokens: Arc<WorkQueue>,
     /// Turns true once `owned_secrets` has listed every managed Secret and `catalog` every
     /// provider and namespace: from then on, what is missing from them is missing from the
     /// cluster (or, for a Secret, not labelled as ours).
@@ -89,18 +95,36 @@ pub struct ObjectRecords {
     pub status_memory: StatusMemory,
     /// Tokens fetched whose write failed, for the next attempt.
     pub unwritten: UnwrittenTokens,
+    /// Objects waiting for a target name another's Secret holds (shared with the Secret watch).
+    pub target_waiters: Arc<TargetWaiters>,
 }
 
 /// Fed by the ConsentToken watch: a deleted ConsentToken's records go with it, its metric
 /// series first (or they would raise a false expiry alert), its last written status, a token
 /// not yet written and its place in the calendar.
-impl WatchCache<ConsentToken> for Context {
-    fn apply(&self, _: &ConsentToken) {}
-    fn delete(&self, ct: &ConsentToken) {
+impl Context {
+    /// Forgets what this replica holds of a deleted ConsentToken: its metric series, its last
+    /// written status, a token kept for it and its place in the calendar; and wakes those that
+    /// waited for its target name.
+    pub fn forget(&self, ct: &ConsentToken) {
         let uid = ct.uid().unwrap_or_default();
         self.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
         self.records.status_memory.forget(&uid);
         self.records.unwritten.forget(&uid);
         self.scheduling.calendar.forget(&uid);
+        // Those that wait for its target name may take the Secret it leaves (see
+        // `secret::left_by_a_deleted_consent_token`) without waiting for the garbage collector.
+        let (namespace, target) = (ct.namespace().unwrap_or_default(), ct.target_secret_name());
+        self.records.target_waiters.stop_waiting(&namespace, &target, ObjectId::of(&uid));
+        for waiting in self.records.target_waiters.freed(&namespace, &target) {
+            self.caches.tokens.wake(waiting);
+        }
+    }
+}
+
+impl WatchCache<ConsentToken> for Context {
+    fn apply(&self, _: &ConsentToken) {}
+    fn delete(&self, ct: &ConsentToken) {
+        self.forget(ct);
     }
 }

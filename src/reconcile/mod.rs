@@ -23,6 +23,7 @@ mod secret;
 pub mod spec;
 pub mod status;
 pub mod target_secret;
+pub mod target_waiters;
 pub mod token_record;
 pub mod unwritten;
 
@@ -74,6 +75,11 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
         Some(written) => written.overlay(cached),
         None => cached,
     };
+    // 1. observe
+    let target = secret::observe(ct, ctx, &previous).await?;
+    // A target conflict is over once the Secret is ours (freed, or taken over from a deleted
+    // ConsentToken): its failure and back-off no longer hold.
+    let previous = if matches!(target, Target::Ours(_)) { status::conflict_over(previous) } else { previous };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
     let credentials_changed_to = ctx.upstream.pending_rotations.take(ObjectId::of(&uid));
     let resolution = lookup::resolve(ct, &ctx.caches.catalog);
@@ -91,8 +97,6 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
         carried_failure: Failure::carried(&previous),
     };
 
-    // 1. observe
-    let target = secret::observe(ct, ctx, &previous).await?;
     let current = target.record(ct.target_key());
     let observed = Observed {
         // The workload has no usable token: failures retry sooner, and nothing is held back quietly.
@@ -160,9 +164,20 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
         Err(err) => failed(ctx, base, err, observed),
     };
 
-    // A renamed target: once the token is under the new name, the old Secret goes.
+    // A target name someone else's Secret holds: the Secret's deletion wakes this object.
+    let (namespace, id) = (ct.namespace().unwrap_or_default(), ObjectId::of(&ct.uid().unwrap_or_default()));
+    match &outcome.attempt {
+        Attempt::Failed(Error::TargetConflict(name)) => ctx.records.target_waiters.wait(&namespace, name, id),
+        _ => ctx.records.target_waiters.stop_waiting(&namespace, &ct.target_secret_name(), id),
+    }
+
+    // A renamed target: once the token is under the new name, the old Secret goes. Also when
+    // the first fetch after the rename failed: the failure recorded the new spec, and only the
+    // creation of a target Secret for an object reconciled before tells of it (the cache is
+    // scanned then; never in the first fill of new objects).
     let spec_changed = previous_generation.is_some() && previous_generation != ct.meta().generation;
-    if spec_changed && outcome.token.is_some() {
+    let recreated = matches!(target, Target::Missing) && previous_generation.is_some();
+    if (spec_changed || recreated) && outcome.token.is_some() {
         secret::delete_renamed(ct, ctx).await?;
     }
 

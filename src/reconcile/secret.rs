@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use crate::api::annotations::{MANAGED_BY, MANAGED_BY_LABEL, WRITTEN};
 use crate::api::crd::{ConsentToken, ConsentTokenStatus};
+use crate::basics::object_id::ObjectId;
 use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
 use crate::reconcile::api_writes::FIELD_MANAGER;
@@ -67,8 +69,30 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
     Ok(match secret {
         None => Target::Missing,
         Some(secret) if secret.is_controlled_by(ct) => Target::Ours(secret),
+        Some(secret) if left_by_a_deleted_consent_token(&secret, ctx) => {
+            tracing::info!(
+                namespace = ct.namespace(),
+                name = ct.name_any(),
+                secret = secret.name(),
+                "taking over the Secret a deleted ConsentToken left"
+            );
+            Target::Ours(secret)
+        }
         Some(_) => Target::Foreign,
     })
+}
+
+/// A Secret of ours (labelled so, and with the keys it wrote recorded) whose controller is no
+/// watched ConsentToken: it belonged to
+/// one that was deleted (a ConsentToken replaced with `kubectl replace --force`, or one that held
+/// this name before), and the garbage collector is about to delete it. Taken over, it keeps its
+/// token where pods read it instead of disappearing until the new object writes one. The cache
+/// of ConsentTokens is complete here (reconciles start once it is listed), and a uid is never
+/// reused, so a controller missing from it is gone for good.
+fn left_by_a_deleted_consent_token(secret: &SecretSummary, ctx: &Context) -> bool {
+    secret.label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+        && secret.annotation(WRITTEN).is_some()
+        && secret.controller().is_some_and(|controller| !ctx.caches.tokens.contains(ObjectId::of(controller)))
 }
 
 /// Writes `desired` (holding a new token) where `target` says: applied over our own Secret,
@@ -158,7 +182,8 @@ fn replaced(err: kube::Error, name: &str) -> Error {
 
 /// Deletes Secrets this ConsentToken created under an earlier `spec.target.secretName`: the
 /// old name would otherwise keep a live token nobody renews. Looked for only after a spec
-/// change (a scan of the cache), each deleted with its uid as precondition.
+/// change or when the target Secret was created for an object that had a token (a scan of the
+/// cache), each deleted with its uid as precondition.
 pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Error> {
     let current = ct.target_secret_name();
     let namespace = ct.namespace().unwrap_or_default();

@@ -194,9 +194,39 @@ pub fn ready(status: Option<&ConsentTokenStatus>) -> Option<Ready> {
     ready_condition(status?).map(|c| Ready { is_true: c.status == "True", reason: kept_reason(&c.reason) })
 }
 
+/// `previous` without its target conflict, now that the target Secret is this object's: the
+/// failure, its count and its retry time go, so the token is judged afresh (fetched at once if it
+/// answers another request) and Ready tells the truth. Any other failure stays.
+pub fn conflict_over(previous: ConsentTokenStatus) -> ConsentTokenStatus {
+    let conflict = Error::TargetConflict(String::new()).reason();
+    match &previous.last_failure {
+        Some(failure) if previous.consecutive_failures > 0 && failure.reason == conflict => {
+            ConsentTokenStatus { consecutive_failures: 0, last_failure: None, next_refresh_time: None, ..previous }
+        }
+        _ => previous,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_is_forgotten_once_the_target_is_ours_and_other_failures_are_not() {
+        let failed = |reason: &str| ConsentTokenStatus {
+            consecutive_failures: 2,
+            last_failure: Some(Box::new(FailureStatus {
+                reason: reason.into(),
+                message: "m".into(),
+                time: Time(jiff::Timestamp::UNIX_EPOCH),
+            })),
+            next_refresh_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            ..Default::default()
+        };
+        let over = conflict_over(failed("TargetConflict"));
+        assert_eq!((over.consecutive_failures, over.last_failure, over.next_refresh_time), (0, None, None));
+        assert_eq!(conflict_over(failed("UpstreamError")), failed("UpstreamError"));
+    }
 
     use crate::fixtures;
 

@@ -24,7 +24,7 @@ async fn drain(queue: &WorkQueue) -> Vec<String> {
     while queue.queued.get() > 0 {
         let (id, ct) = queue.next().await;
         names.push(ct.name_any());
-        queue.done(id, Duration::MAX);
+        assert_eq!(queue.done(id, Duration::MAX), Watched::Still);
     }
     names
 }
@@ -62,9 +62,19 @@ async fn a_trigger_during_a_reconcile_runs_it_again_afterwards_not_beside_it() {
     let (id, _) = queue.next().await;
     queue.wake(id);
     assert_eq!(queue.queued.get(), 0, "not queued while it runs");
-    queue.done(id, Duration::from_secs(3600));
+    assert_eq!(queue.done(id, Duration::from_secs(3600)), Watched::Still);
     assert_eq!(queue.queued.get(), 1);
     assert_eq!(drain(&queue).await, ["a"]);
+}
+
+#[tokio::test]
+async fn a_deletion_during_a_reconcile_is_reported_when_it_finishes() {
+    let queue = queue();
+    queue.apply(token("a", "1", 1, &[]));
+    let (id, _) = queue.next().await;
+    queue.remove(id);
+    assert_eq!(queue.done(id, Duration::from_secs(60)), Watched::DeletedMeanwhile);
+    assert_eq!(queue.queued.get(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,16 +87,16 @@ async fn a_timer_queues_the_object_when_it_comes_due_and_a_trigger_replaces_it()
         async move { queue.run_timers().await }
     });
     let (a, _) = queue.next().await;
-    queue.done(a, Duration::from_secs(60));
+    assert_eq!(queue.done(a, Duration::from_secs(60)), Watched::Still);
     let (b, _) = queue.next().await;
-    queue.done(b, Duration::from_secs(30));
+    assert_eq!(queue.done(b, Duration::from_secs(30)), Watched::Still);
     let started = Instant::now();
     assert_eq!(queue.next().await.1.name_any(), "b");
     assert_eq!(started.elapsed(), Duration::from_secs(30));
-    queue.done(b, Duration::from_secs(600));
+    assert_eq!(queue.done(b, Duration::from_secs(600)), Watched::Still);
     queue.wake(a); // a trigger before its timer: now, and the timer is gone
     assert_eq!(queue.next().await.1.name_any(), "a");
-    queue.done(a, Duration::MAX);
+    assert_eq!(queue.done(a, Duration::MAX), Watched::Still);
     assert_eq!(queue.next().await.1.name_any(), "b");
     assert_eq!(started.elapsed(), Duration::from_secs(30 + 600));
     timers.abort();

@@ -42,7 +42,7 @@ use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::cache::secret_names::SecretNames;
 use crate::cache::watch_backoff::WatchBackoff;
-use crate::cache::work_queue::WorkQueue;
+use crate::cache::work_queue::{Watched, WorkQueue};
 use crate::config::ControllerArgs;
 use crate::observability::metrics::Metrics;
 use crate::provider::credentials::CredentialsChangeFeed;
@@ -194,7 +194,11 @@ async fn worker(
         let mut in_flight = InFlight { queue: &queue, id: Some(id) };
         let after = crate::reconcile::reconcile(&ct, &context).await;
         in_flight.id = None;
-        queue.done(id, after);
+        // The deletion forgot the object's series and status while its reconcile ran, which
+        // may have set them again since: a stale expiry series would fire a false alert.
+        if queue.done(id, after) == Watched::DeletedMeanwhile {
+            context.forget(&ct);
+        }
     }
 }
 

@@ -69,10 +69,12 @@ where
     let mut listed = Listed::default();
     let (catalog, catalog_changes) = catalog(client, namespace, shared, &mut listed);
     let owned_secrets = Arc::new(OwnedSecrets::default());
+    let queue = Arc::new(WorkQueue::new(shared.metrics.reconciles_queued.clone()));
     let caches = Caches {
         owned_secrets: owned_secrets.clone(),
         catalog: catalog.clone(),
         secret_names: seen.names.clone(),
+        tokens: queue.clone(),
         listed: listed.when(&[OWNED_SECRETS, PROVIDERS, CLUSTER_PROVIDERS, NAMESPACES]),
         credentials_namespaces: seen.namespaces.clone(),
     };
@@ -84,7 +86,6 @@ where
         caches,
         records: ObjectRecords::default(),
     });
-    let queue = Arc::new(WorkQueue::new(shared.metrics.reconciles_queued.clone()));
     let index = Arc::new(CredentialsIndex::default());
 
     // The index first, the queue last: a reconcile the queue starts sees the object indexed.
@@ -96,7 +97,8 @@ where
     let tokens = undecodable.skip(tokens, move |meta| cached.get(ObjectId::of(uid(meta)))).modify(slim_consent_token);
     let tokens =
         watches::feed(named(TOKENS), tokens.backoff(WatchBackoff::default()), token_caches, Some(listed.flag(TOKENS)));
-    let secret_caches: Vec<Arc<dyn WatchCache<Secret>>> = vec![owned_secrets, Arc::new(WakeOwner(queue.clone()))];
+    let wake = WakeOwner { queue: queue.clone(), waiters: context.records.target_waiters.clone() };
+    let secret_caches: Vec<Arc<dyn WatchCache<Secret>>> = vec![owned_secrets, Arc::new(wake)];
     let secrets = watcher(api(client, namespace), watcher::Config::default().labels(MANAGED_SELECTOR));
     let secrets_listed = Some(listed.flag(OWNED_SECRETS));
     let secrets =

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::{WatchCache, deliver};
 use crate::cache::work_queue::WorkQueue;
+use crate::reconcile::target_waiters::TargetWaiters;
 
 /// Which watch: what it watches, and where (`None`: all namespaces).
 #[derive(Clone)]
@@ -74,14 +75,18 @@ pub async fn wake<K>(
 }
 
 /// Wakes the ConsentToken that controls a Secret of ours when the Secret changes or goes: its
-/// reconcile puts it back.
-pub struct WakeOwner(pub Arc<WorkQueue>);
+/// reconcile puts it back. A Secret that goes also wakes the ConsentTokens that wait for its
+/// name (see `TargetWaiters`): one may take it now.
+pub struct WakeOwner {
+    pub queue: Arc<WorkQueue>,
+    pub waiters: Arc<TargetWaiters>,
+}
 
 impl WakeOwner {
     fn wake(&self, secret: &Secret) {
         for owner in secret.owner_references() {
             if owner.kind == "ConsentToken" && owner.api_version.starts_with("consent.dev/") {
-                self.0.wake(ObjectId::of(&owner.uid));
+                self.queue.wake(ObjectId::of(&owner.uid));
             }
         }
     }
@@ -93,5 +98,9 @@ impl WatchCache<Secret> for WakeOwner {
     }
     fn delete(&self, secret: &Secret) {
         self.wake(secret);
+        let namespace = secret.namespace().unwrap_or_default();
+        for waiting in self.waiters.freed(&namespace, &secret.name_any()) {
+            self.queue.wake(waiting);
+        }
     }
 }
