@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use support::chart::{FULLNAME, apply, render};
+use support::chart::{FULLNAME, as_chart_in};
 use support::faults::chart_lease_duration;
 use support::operator::{Launch, Operator, TestEnv};
 
@@ -30,9 +30,8 @@ async fn a_leader_whose_clock_is_behind_stops_writing_before_the_standby_starts(
     let setup = TestEnv::setup("clock-skew", &[]).await;
     let (admin, namespace) = (setup.client.clone(), setup.namespace.clone());
     // The chart's RBAC for this namespace: the leader under test runs as its ServiceAccount.
-    apply(&render(&namespace, &[&format!("watchNamespaces={{{namespace}}}")]), false);
     let dir = tempfile::tempdir().unwrap();
-    let as_chart = support::kubeconfig_as(&namespace, FULLNAME, dir.path()).await;
+    let as_chart = as_chart_in(&namespace, dir.path()).await;
     setup.fake.set_fdx_lifetime(12);
     let lease_duration = chart_lease_duration();
     let behind = Launch {

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use support::chart::{FULLNAME, apply, render};
+use support::chart::{FULLNAME, as_chart_in};
 use support::operator::{Launch, Operator, TestEnv};
 use support::proxy::{Cut, Proxy, api_server_addr};
 
@@ -51,9 +51,8 @@ async fn a_partitioned_leader_stops_writing_before_a_standby_takes_over() {
     let setup = TestEnv::setup("partition", &[]).await;
     let (admin, namespace) = (setup.client.clone(), setup.namespace.clone());
     // The chart's RBAC for this namespace: the replica under test runs as its ServiceAccount.
-    apply(&render(&namespace, &[&format!("watchNamespaces={{{namespace}}}")]), false);
     let dir = tempfile::tempdir().unwrap();
-    let as_chart = support::kubeconfig_as(&namespace, FULLNAME, dir.path()).await;
+    let as_chart = as_chart_in(&namespace, dir.path()).await;
     let proxy = Proxy::start(api_server_addr(&as_chart));
     let through_proxy = proxy.kubeconfig(&as_chart, dir.path());
 

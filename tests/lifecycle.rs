@@ -275,17 +275,26 @@ async fn a_rename_whose_first_fetch_failed_still_deletes_the_old_secret() {
     env.fdx_token("mx", "rename-failed-customer").await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
     env.fake.inject(Endpoint::FdxToken, Fault::Status(500), None);
-    let rename = serde_json::json!({"spec": {"target": {"secretName": "mx-renamed"}}});
-    env.tokens().patch("mx", &PatchParams::default(), &Patch::Merge(rename)).await.unwrap();
+    rename_target(&env, "mx", "mx-renamed").await;
     let failed = env.wait_for_ready("mx", "False", "UpstreamError").await;
     assert_eq!(failed.status.unwrap().observed_generation, failed.metadata.generation, "the new spec recorded");
     env.fake.clear_faults(Endpoint::FdxToken);
+    token_moved(&env, "mx-renamed", "mx").await;
+}
+
+async fn rename_target(env: &TestEnv, name: &str, secret_name: &str) {
+    let rename = serde_json::json!({"spec": {"target": {"secretName": secret_name}}});
+    env.tokens().patch(name, &PatchParams::default(), &Patch::Merge(rename)).await.unwrap();
+}
+
+/// Waits for a token under the `to` name, then for the Secret under the `from` name to go.
+async fn token_moved(env: &TestEnv, to: &str, from: &str) {
     support::eventually("the token under the new name", Duration::from_secs(60), || async {
-        env.token_in_secret("mx-renamed", "token").await
+        env.token_in_secret(to, "token").await
     })
     .await;
     support::eventually("the old Secret deleted", Duration::from_secs(30), || async {
-        env.secrets().get_opt("mx").await.ok()?.is_none().then_some(())
+        env.secrets().get_opt(from).await.ok()?.is_none().then_some(())
     })
     .await;
 }
@@ -296,22 +305,8 @@ async fn a_renamed_target_takes_the_token_and_the_old_secret_goes() {
     env.fdx_token("mx", "rename-customer").await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
     let old = env.secrets().get("mx").await.unwrap();
-    env.tokens()
-        .patch(
-            "mx",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"target": {"secretName": "mx-renamed"}}})),
-        )
-        .await
-        .unwrap();
-    support::eventually("the token under the new name", Duration::from_secs(30), || async {
-        env.token_in_secret("mx-renamed", "token").await
-    })
-    .await;
-    support::eventually("the old Secret deleted", Duration::from_secs(30), || async {
-        env.secrets().get_opt("mx").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    rename_target(&env, "mx", "mx-renamed").await;
+    token_moved(&env, "mx-renamed", "mx").await;
     let ct = env.wait_for_ready("mx", "True", "TokenValid").await;
     assert_eq!(ct.status.unwrap().observed_generation, ct.metadata.generation);
     assert_ne!(old.uid(), None);

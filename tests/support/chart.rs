@@ -64,6 +64,14 @@ pub fn apply(manifest: &str, dry_run: bool) {
     super::kubectl(&args);
 }
 
+/// The chart's RBAC (and the rest of the release) applied for one watched `namespace`, and a
+/// kubeconfig in `dir` as the release's ServiceAccount: an operator run with it has exactly the
+/// chart's permissions.
+pub async fn as_chart_in(namespace: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    apply(&render(namespace, &[&format!("watchNamespaces={{{namespace}}}")]), false);
+    super::kubeconfig_as(namespace, FULLNAME, dir).await
+}
+
 /// Only the documents of `manifest` of these kinds (for example the RBAC of a release, without
 /// its Deployment, where no node runs pods).
 pub fn only_kinds(manifest: &str, kinds: &[&str]) -> String {
