@@ -1,13 +1,14 @@
 //! A ConsentToken the operator's types cannot decode (stored through a hand-edited CRD, as an
-//! older or newer schema would leave it): reported by name and skipped, and every other object
-//! goes on being served, also by a process that starts with it in its first list. A test binary
-//! of its own because it edits the CRD.
+//! older or newer schema would leave it): reported by name (log, metric, a Warning Event on it)
+//! and skipped, and every other object goes on being served, also by a process that starts with
+//! it in its first list. A test binary of its own because it edits the CRD.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
 
 mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
@@ -65,6 +66,18 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
     let line = env.operator.logs().lines().find(|l| l.contains("does not decode")).unwrap().to_owned();
     assert!(line.contains("spec.target.secretName"), "names the field: {line}");
     assert!(!line.contains("42"), "never the value: {line}");
+    // And on the object itself, for `kubectl describe`: a Warning Event from the leader.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.namespace);
+    let note = support::eventually("an Undecodable Event on the bad object", Duration::from_secs(30), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let on_bad = e.regarding.as_ref()?.name.as_deref() == Some("bad");
+            (on_bad && e.reason.as_deref() == Some("Undecodable") && e.type_.as_deref() == Some("Warning"))
+                .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await;
+    assert!(note.contains("spec.target.secretName") && !note.contains("42"), "{note}");
 
     // The watch goes on: the others are renewed, a new one is served.
     let before = env.tokens().get("a").await.unwrap().status.unwrap().token_fingerprint;

@@ -8,13 +8,16 @@
 //! (a warning naming it and the field that did not decode, never the field's value, which may
 //! be a customer id; and the `consent_token_undecodable_objects` gauge) and skipped. If an
 //! earlier version of it decoded, that version goes on being served, so a good token is not
-//! dropped for an edit the operator cannot read; its deletion is still seen.
+//! dropped for an edit the operator cannot read; its deletion is still seen. Namespaced objects
+//! are also handed on as [`UndecodableReport`]s, for a Warning Event on each (see
+//! `runtime::undecodable_events`).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::watcher::{self, Event};
@@ -83,22 +86,36 @@ impl<K: Resource> Resource for Guarded<K> {
     }
 }
 
+/// An object that did not decode, as an Event names it, and where it did not decode.
+#[derive(Clone, Debug)]
+pub struct UndecodableReport {
+    pub object: ObjectReference,
+    pub path: String,
+}
+
 /// The objects of one kind that did not decode, for one watch: reported once each, counted in
 /// the gauge while they stay so.
 pub struct UndecodableObjects {
     kind: &'static str,
     seen: Mutex<HashSet<ObjectId>>,
     gauge: Gauge,
+    /// Where reports go for an Event; full, a report is dropped (the log and gauge have it).
+    reports: Option<tokio::sync::mpsc::Sender<UndecodableReport>>,
 }
 
 impl UndecodableObjects {
     pub fn new(kind: &'static str, gauge: Gauge) -> Self {
-        Self { kind, seen: Mutex::default(), gauge }
+        Self { kind, seen: Mutex::default(), gauge, reports: None }
+    }
+
+    /// Also hands each object on to `reports`, the first time it is seen undecodable.
+    pub fn reporting_to(self, reports: tokio::sync::mpsc::Sender<UndecodableReport>) -> Self {
+        Self { reports: Some(reports), ..self }
     }
 
     /// The event the caches get for `event` (`None`: nothing), given the last version of an
     /// object that decoded, if the caches hold one.
-    pub fn guard<K: Resource>(
+    pub fn guard<K: Resource<DynamicType = ()>>(
         &self,
         event: Event<Guarded<K>>,
         last_good: impl Fn(&ObjectMeta) -> Option<K>,
@@ -110,11 +127,11 @@ impl UndecodableObjects {
             Event::InitApply(Guarded::Decoded(object)) => Some(Event::InitApply(self.decoded(object))),
             Event::Delete(Guarded::Decoded(object)) => Some(Event::Delete(self.decoded(object))),
             Event::Apply(Guarded::Undecodable(bad)) => {
-                self.report(&bad);
+                self.report(&bad, &K::api_version(&()));
                 last_good(&bad.metadata).map(Event::Apply)
             }
             Event::InitApply(Guarded::Undecodable(bad)) => {
-                self.report(&bad);
+                self.report(&bad, &K::api_version(&()));
                 last_good(&bad.metadata).map(Event::InitApply)
             }
             Event::Delete(Guarded::Undecodable(bad)) => {
@@ -125,7 +142,7 @@ impl UndecodableObjects {
     }
 
     /// A watch's events with each undecodable object handled by [`Self::guard`].
-    pub fn skip<K: Resource>(
+    pub fn skip<K: Resource<DynamicType = ()>>(
         self,
         events: impl Stream<Item = Result<Event<Guarded<K>>, watcher::Error>>,
         last_good: impl Fn(&ObjectMeta) -> Option<K>,
@@ -151,7 +168,7 @@ impl UndecodableObjects {
     }
 
     /// Warns the first time an object is seen undecodable (again after it decoded).
-    fn report(&self, bad: &Undecodable) {
+    fn report(&self, bad: &Undecodable, api_version: &str) {
         let id = ObjectId::of(bad.metadata.uid.as_deref().unwrap_or_default());
         let mut seen = self.lock();
         if seen.insert(id) {
@@ -164,6 +181,18 @@ impl UndecodableObjects {
                 field = %bad.path,
                 "an object does not decode; skipped (its last version that decoded, if any, is still served)"
             );
+            if let Some(reports) = &self.reports {
+                let object = ObjectReference {
+                    api_version: Some(api_version.to_owned()),
+                    kind: Some(self.kind.to_owned()),
+                    namespace: bad.metadata.namespace.clone(),
+                    name: bad.metadata.name.clone(),
+                    uid: bad.metadata.uid.clone(),
+                    resource_version: bad.metadata.resource_version.clone(),
+                    field_path: None,
+                };
+                let _ = reports.try_send(UndecodableReport { object, path: bad.path.clone() });
+            }
         }
     }
 

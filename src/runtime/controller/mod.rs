@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::annotations::NOT_MANAGED_SELECTOR;
 use crate::basics::object_id::ObjectId;
@@ -50,6 +50,7 @@ use crate::reconcile::context::{Kube, Scheduling, Upstream};
 use crate::runtime::leader::Role;
 use crate::runtime::provider_status;
 use crate::runtime::server::Readiness;
+use crate::runtime::undecodable_events;
 use watches::WatchName;
 
 /// The parts of the reconcile's context that every namespace's controller shares, built once
@@ -104,11 +105,23 @@ pub async fn run(
     };
 
     let (all_listed_tx, all_listed) = watch::channel(false);
+    let (undecodable, undecodable_reports) = mpsc::channel(undecodable_events::QUEUE);
     let controllers: Vec<namespace::NamespaceController> = scopes
         .iter()
-        .map(|scope| namespace::controller(&shared, &seen, args, scope.as_deref(), role.clone(), shutdown.clone()))
+        .map(|scope| {
+            let scoped = namespace::Scoped { namespace: scope.as_deref(), undecodable: &undecodable };
+            namespace::controller(&shared, &seen, args, scoped, role.clone(), shutdown.clone())
+        })
         .collect();
-    let mut runs = Vec::new();
+    drop(undecodable);
+    let events = undecodable_events::publish(
+        undecodable_reports,
+        shared.kube.client.clone(),
+        shared.kube.reporter.clone(),
+        role.clone(),
+    );
+    let mut runs: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    runs.push(Box::pin(until(shutdown.clone(), events)));
     let mut listed = Vec::new();
     let mut views = Vec::new();
     for controller in controllers {

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::listed::Listed;
 use super::watches::{self, WakeOwner, WatchName};
@@ -23,7 +23,7 @@ use crate::basics::watch_cache::WatchCache;
 use crate::cache::cached_token::slim_consent_token;
 use crate::cache::credentials_index::{self, CredentialsIndex};
 use crate::cache::owned_secrets::OwnedSecrets;
-use crate::cache::undecodable::{Guarded, UndecodableObjects};
+use crate::cache::undecodable::{Guarded, UndecodableObjects, UndecodableReport};
 use crate::cache::watch_backoff::WatchBackoff;
 use crate::cache::watch_filters::spec_changes;
 use crate::cache::work_queue::WorkQueue;
@@ -52,22 +52,29 @@ const PROVIDERS: &str = "ConsentProviders";
 const CLUSTER_PROVIDERS: &str = "ClusterConsentProviders";
 const NAMESPACES: &str = "Namespaces";
 
-/// The controller of `namespace` (`None`: every namespace).
+/// Where one controller works, and where it reports objects that do not decode.
+pub struct Scoped<'a> {
+    /// `None`: every namespace.
+    pub namespace: Option<&'a str>,
+    pub undecodable: &'a mpsc::Sender<UndecodableReport>,
+}
+
+/// The controller of `scoped.namespace`.
 pub fn controller<S>(
     shared: &Shared,
     seen: &SecretsSeen,
     args: &ControllerArgs,
-    namespace: Option<&str>,
+    scoped: Scoped<'_>,
     role: watch::Receiver<Role>,
     shutdown: S,
 ) -> NamespaceController
 where
     S: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
-    let client = &shared.kube.client;
+    let (client, namespace) = (&shared.kube.client, scoped.namespace);
     let named = |name| WatchName { name, namespace: namespace.map(str::to_owned) };
     let mut listed = Listed::default();
-    let (catalog, catalog_changes) = catalog(client, namespace, shared, &mut listed);
+    let (catalog, catalog_changes) = catalog(client, &scoped, shared, &mut listed);
     let owned_secrets = Arc::new(OwnedSecrets::default());
     let queue = Arc::new(WorkQueue::new(shared.metrics.reconciles_queued.clone()));
     let caches = Caches {
@@ -91,7 +98,7 @@ where
     // The index first, the queue last: a reconcile the queue starts sees the object indexed.
     let token_caches: Vec<Arc<dyn WatchCache<ConsentToken>>> =
         vec![index.clone(), shared.scheduling.first_tokens.clone(), context.clone(), queue.clone()];
-    let undecodable = guard("ConsentToken", shared);
+    let undecodable = guard("ConsentToken", shared).reporting_to(scoped.undecodable.clone());
     let cached = queue.clone();
     let tokens = watcher(api::<Guarded<ConsentToken>>(client, namespace), watcher::Config::default());
     let tokens = undecodable.skip(tokens, move |meta| cached.get(ObjectId::of(uid(meta)))).modify(slim_consent_token);
@@ -232,14 +239,11 @@ struct CatalogChanges {
 
 /// The provider objects and namespace labels a controller resolves `providerRef`s against
 /// (kube-runtime reflectors), with the objects whose spec (or labels) changed.
-fn catalog(
-    client: &Client,
-    namespace: Option<&str>,
-    shared: &Shared,
-    listed: &mut Listed,
-) -> (Catalog, CatalogChanges) {
+fn catalog(client: &Client, scoped: &Scoped<'_>, shared: &Shared, listed: &mut Listed) -> (Catalog, CatalogChanges) {
+    let namespace = scoped.namespace;
     let (provider_store, writer) = reflector::store::<ConsentProvider>();
-    let (undecodable, cached) = (guard("ConsentProvider", shared), provider_store.clone());
+    let undecodable = guard("ConsentProvider", shared).reporting_to(scoped.undecodable.clone());
+    let cached = provider_store.clone();
     let providers = watcher(api::<Guarded<ConsentProvider>>(client, namespace), watcher::Config::default());
     let providers = undecodable
         .skip(providers, move |meta| last_in(&cached, meta))
