@@ -104,21 +104,17 @@ pub struct ObjectRecords {
 /// not yet written and its place in the calendar.
 impl Context {
     /// Forgets what this replica holds of a deleted ConsentToken: its metric series, its last
-    /// written status, a token kept for it and its place in the calendar; and wakes those that
-    /// waited for its target name.
+    /// written status, a token kept for it, its place in the calendar and its wait for a target
+    /// name. (Those that waited for its own target name are woken by `WakeWaiters`, after the
+    /// work queue has dropped it.)
     pub fn forget(&self, ct: &ConsentToken) {
         let uid = ct.uid().unwrap_or_default();
         self.metrics.forget(&ct.namespace().unwrap_or_default(), &ct.name_any());
         self.records.status_memory.forget(&uid);
         self.records.unwritten.forget(&uid);
         self.scheduling.calendar.forget(&uid);
-        // Those that wait for its target name may take the Secret it leaves (see
-        // `secret::left_by_a_deleted_consent_token`) without waiting for the garbage collector.
         let (namespace, target) = (ct.namespace().unwrap_or_default(), ct.target_secret_name());
         self.records.target_waiters.stop_waiting(&namespace, &target, ObjectId::of(&uid));
-        for waiting in self.records.target_waiters.freed(&namespace, &target) {
-            self.caches.tokens.wake(waiting);
-        }
     }
 }
 

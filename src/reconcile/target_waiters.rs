@@ -28,6 +28,10 @@ impl TargetWaiters {
     /// `object` no longer waits for `namespace/name` (it was deleted, or it got the name).
     pub fn stop_waiting(&self, namespace: &str, name: &str, object: ObjectId) {
         let mut waiting = self.lock();
+        // Called after every reconcile: nothing to build a key for in the usual case.
+        if waiting.is_empty() {
+            return;
+        }
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(objects) = waiting.get_mut(&key) {
             objects.remove(&object);

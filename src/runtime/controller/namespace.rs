@@ -14,7 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::listed::Listed;
-use super::watches::{self, WakeOwner, WatchName};
+use super::watches::{self, WakeOwner, WakeWaiters, WatchName};
 use super::{SecretsSeen, Shared, until, worker};
 use crate::api::annotations::MANAGED_SELECTOR;
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
@@ -95,9 +95,11 @@ where
     });
     let index = Arc::new(CredentialsIndex::default());
 
-    // The index first, the queue last: a reconcile the queue starts sees the object indexed.
+    // The index first, then the queue: a reconcile the queue starts sees the object indexed.
+    // Waiters for a deleted object's target name are woken once the queue has dropped it.
+    let waiters = WakeWaiters { queue: queue.clone(), waiters: context.records.target_waiters.clone() };
     let token_caches: Vec<Arc<dyn WatchCache<ConsentToken>>> =
-        vec![index.clone(), shared.scheduling.first_tokens.clone(), context.clone(), queue.clone()];
+        vec![index.clone(), shared.scheduling.first_tokens.clone(), context.clone(), queue.clone(), Arc::new(waiters)];
     let undecodable = guard("ConsentToken", shared).reporting_to(scoped.undecodable.clone());
     let cached = queue.clone();
     let tokens = watcher(api::<Guarded<ConsentToken>>(client, namespace), watcher::Config::default());

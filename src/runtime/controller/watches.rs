@@ -11,6 +11,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::api::crd::ConsentToken;
 use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::{WatchCache, deliver};
 use crate::cache::work_queue::WorkQueue;
@@ -88,6 +89,24 @@ impl WakeOwner {
             if owner.kind == "ConsentToken" && owner.api_version.starts_with("consent.dev/") {
                 self.queue.wake(ObjectId::of(&owner.uid));
             }
+        }
+    }
+}
+
+/// Wakes the ConsentTokens that wait for a deleted ConsentToken's target name: they may take
+/// the Secret it leaves (see `secret::left_by_a_deleted_consent_token`) without waiting for the
+/// garbage collector. After the work queue among the watch's caches, so that a woken object's
+/// reconcile no longer finds the deleted one among the watched.
+pub struct WakeWaiters {
+    pub queue: Arc<WorkQueue>,
+    pub waiters: Arc<TargetWaiters>,
+}
+
+impl WatchCache<ConsentToken> for WakeWaiters {
+    fn apply(&self, _: &ConsentToken) {}
+    fn delete(&self, ct: &ConsentToken) {
+        for waiting in self.waiters.freed(&ct.namespace().unwrap_or_default(), &ct.target_secret_name()) {
+            self.queue.wake(waiting);
         }
     }
 }
