@@ -15,6 +15,7 @@ use kube::core::ApiResource;
 use support::operator::Operator;
 
 const CRD: &str = "consenttokens.consent.dev";
+const BAD_VALUE: u64 = 4_815_162_342_999;
 
 fn undecodable_gauge(metrics: &str) -> Option<f64> {
     metrics
@@ -33,7 +34,8 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
     }
 
     // The CRD loosened so that the API server stores what the operator cannot decode (a
-    // number where it expects the Secret's name), then put back as it was.
+    // number where it expects the Secret's name), then put back as it was. The number is one no
+    // log line's timestamp can hold (13 digits), so finding it means the value was printed.
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     let original = crds.get(CRD).await.unwrap();
     let mut loose = serde_json::to_value(&original).unwrap();
@@ -46,7 +48,7 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
         "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken", "metadata": {"name": "bad"},
         "spec": {"fdx": {"baseUrl": env.fake.base_url(), "customerId": "undecodable-customer-bad",
                          "credentialsSecretRef": {"name": "mx-credentials"}},
-                 "target": {"secretName": 42}},
+                 "target": {"secretName": BAD_VALUE}},
     }))
     .unwrap();
     support::eventually("the loosened CRD to accept the object", Duration::from_secs(30), || async {
@@ -65,7 +67,7 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
     .await;
     let line = env.operator.logs().lines().find(|l| l.contains("does not decode")).unwrap().to_owned();
     assert!(line.contains("spec.target.secretName"), "names the field: {line}");
-    assert!(!line.contains("42"), "never the value: {line}");
+    assert!(!line.contains(&BAD_VALUE.to_string()), "never the value: {line}");
     // And on the object itself, for `kubectl describe`: a Warning Event from the leader.
     let events: Api<Event> = Api::namespaced(env.client.clone(), &env.namespace);
     let note = support::eventually("an Undecodable Event on the bad object", Duration::from_secs(30), || async {
@@ -77,7 +79,7 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
         })
     })
     .await;
-    assert!(note.contains("spec.target.secretName") && !note.contains("42"), "{note}");
+    assert!(note.contains("spec.target.secretName") && !note.contains(&BAD_VALUE.to_string()), "{note}");
 
     // The watch goes on: the others are renewed, a new one is served.
     let before = env.tokens().get("a").await.unwrap().status.unwrap().token_fingerprint;
