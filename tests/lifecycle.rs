@@ -141,6 +141,43 @@ async fn deleting_the_consent_token_deletes_its_secret_and_metrics() {
     .await;
 }
 
+/// A ConsentToken deleted while its reconcile is still under way (here: held in the Ready
+/// transition's Event, after the status was written and before the metrics are): the
+/// reconcile's end sets its series again, and the worker forgets them once more, so no stale
+/// expiry series is left to fire an alert.
+#[tokio::test]
+async fn a_consent_token_deleted_during_its_reconcile_leaves_no_series() {
+    let env = TestEnv::start("deleted-mid-reconcile").await;
+    let webhook = support::slow_admission::SlowAdmission::start("doomed").await;
+    webhook.register(&env.client, &env.namespace).await;
+    let reconciled = env.operator.reconciles().await;
+
+    env.fdx_token("doomed", "customer-doomed").await;
+    tokio::time::timeout(Duration::from_secs(30), webhook.wait_for_held()).await.expect("the Ready Event held");
+    env.tokens().delete("doomed", &DeleteParams::background()).await.unwrap();
+    support::eventually("the ConsentToken gone", Duration::from_secs(10), || async {
+        env.tokens().get_opt("doomed").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Released only once the operator's watch has delivered the deletion: the reconcile then
+    // ends after it, the order this test is about.
+    support::eventually("the deletion seen by the operator", Duration::from_secs(10), || async {
+        env.operator.logs().contains("deleted; its records forgotten").then_some(())
+    })
+    .await;
+    webhook.release();
+
+    let labels = format!("namespace=\"{}\",name=\"doomed\"", env.namespace);
+    support::eventually("the reconcile over and no series of the object left", Duration::from_secs(20), || async {
+        // One scrape for both: the reconcile's end and its series are read at the same moment.
+        let metrics = env.operator.metrics().await;
+        let finished = support::operator::reconciles_in(&metrics) > reconciled;
+        (finished && !metrics.contains(&labels)).then_some(())
+    })
+    .await;
+    assert!(env.operator.logs().contains("deleted during its reconcile; its records forgotten again"));
+}
+
 /// `kubectl replace --force` of a ConsentToken (deleted, then created again under the same name
 /// with a new uid): the new object finds its predecessor's Secret, which it may not take
 /// (TargetConflict), until the garbage collector deletes it. That deletion wakes it, so the

@@ -121,6 +121,7 @@ impl Context {
 impl WatchCache<ConsentToken> for Context {
     fn apply(&self, _: &ConsentToken) {}
     fn delete(&self, ct: &ConsentToken) {
+        tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), "deleted; its records forgotten");
         self.forget(ct);
     }
 }

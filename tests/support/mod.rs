@@ -17,6 +17,7 @@ pub mod node;
 pub mod operator;
 pub mod proxy;
 pub mod secrecy;
+pub mod slow_admission;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

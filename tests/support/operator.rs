@@ -206,12 +206,7 @@ impl Operator {
     /// Reconciles this process has finished (its reconcile-duration histogram's count): the
     /// proof that it looked at objects, before asserting what it did not do.
     pub async fn reconciles(&self) -> u64 {
-        let metrics = self.metrics().await;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("consent_token_reconcile_duration_seconds_count "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_default()
+        reconciles_in(&self.metrics().await)
     }
 
     /// Waits until this process has finished more than `than` reconciles.
@@ -265,6 +260,15 @@ impl Drop for Operator {
 }
 
 /// A loopback port nothing listens on now.
+/// The reconciles finished, as one scrape of `/metrics` counts them.
+pub fn reconciles_in(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("consent_token_reconcile_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_default()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

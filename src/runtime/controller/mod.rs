@@ -34,7 +34,7 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::api::annotations::NOT_MANAGED_SELECTOR;
@@ -210,6 +210,11 @@ async fn worker(
         // The deletion forgot the object's series and status while its reconcile ran, which
         // may have set them again since: a stale expiry series would fire a false alert.
         if queue.done(id, after) == Watched::DeletedMeanwhile {
+            tracing::debug!(
+                namespace = ct.namespace(),
+                name = ct.name_any(),
+                "deleted during its reconcile; its records forgotten again"
+            );
             context.forget(&ct);
         }
     }
