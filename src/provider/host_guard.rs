@@ -8,7 +8,10 @@
 //!   connection failures), no request goes to the host for a cooldown; then one probe goes,
 //!   and the host opens up again when it succeeds (the cooldown doubles while it fails, up to
 //!   [`MAX_COOLDOWN`], so a recovered host is noticed within that). During an outage the host
-//!   gets a handful of requests, not every object's retries.
+//!   gets a handful of requests, not every object's retries. A probe that was never sent (the
+//!   address was refused, or the reconcile was dropped) gives its turn to the next request;
+//! - bounded memory whatever hosts tenants name: a host with nothing under way and a closed
+//!   breaker is dropped once the map has grown (see [`HostGuard::prune`]).
 // Time arithmetic here is fed by upstream behaviour: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
@@ -58,28 +61,68 @@ struct Breaker {
     probing: bool,
 }
 
+/// Hosts kept before the first pruning; after one, twice what it left.
+const PRUNE_AT: usize = 256;
+
+type Hosts = Arc<Mutex<HostMap>>;
+
+struct HostMap {
+    hosts: HashMap<String, (Arc<Semaphore>, Breaker)>,
+    /// The size at which the next pruning runs: doubling keeps its cost constant per request.
+    prune_at: usize,
+}
+
 /// Per host: its request slots and its breaker.
 pub struct HostGuard {
     per_host: usize,
-    hosts: Mutex<HashMap<String, (Arc<Semaphore>, Breaker)>>,
+    hosts: Hosts,
 }
 
 /// Permission to send one request to a host; report how it went with [`HostGuard::record`].
+/// Dropped unreported (nothing was sent), a probe's turn goes to the next request.
 pub struct Pass {
     host: String,
+    hosts: Hosts,
+    /// This request is its host's probe, and has not been reported yet.
+    unreported_probe: bool,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if !self.unreported_probe {
+            return;
+        }
+        let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, breaker)) = map.hosts.get_mut(&self.host) {
+            breaker.probing = false;
+        }
+    }
 }
 
 impl HostGuard {
     pub fn new(per_host: usize) -> Self {
-        Self { per_host: per_host.max(1), hosts: Mutex::new(HashMap::new()) }
+        Self {
+            per_host: per_host.max(1),
+            hosts: Arc::new(Mutex::new(HostMap { hosts: HashMap::new(), prune_at: PRUNE_AT })),
+        }
+    }
+
+    /// Hosts the guard holds state for.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).hosts.len()
     }
 
     /// A pass for one request to `host`, or why not now.
     pub async fn admit(&self, host: &str) -> Result<Pass, Held> {
         let slots = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            let (slots, breaker) = hosts
+            let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            if map.hosts.len() >= map.prune_at && !map.hosts.contains_key(host) {
+                Self::prune(&mut map);
+            }
+            let (slots, breaker) = map
+                .hosts
                 .entry(host.to_owned())
                 .or_insert_with(|| (Arc::new(Semaphore::new(self.per_host)), Breaker::default()));
             Self::closed(breaker)?;
@@ -89,15 +132,31 @@ impl HostGuard {
             Ok(Ok(slot)) => slot,
             _ => return Err(Held::Busy),
         };
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, breaker)) = hosts.get_mut(host) {
+        let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut probe = false;
+        if let Some((_, breaker)) = map.hosts.get_mut(host) {
             // The breaker may have opened while this request waited for its slot.
             Self::closed(breaker)?;
             if breaker.open_until.is_some() {
                 breaker.probing = true;
+                probe = true;
             }
         }
-        Ok(Pass { host: host.to_owned(), _slot: slot })
+        Ok(Pass { host: host.to_owned(), hosts: self.hosts.clone(), unreported_probe: probe, _slot: slot })
+    }
+
+    /// Drops the hosts nobody uses: nothing under way or waiting (only the map holds their
+    /// slots), and a breaker that is not open or probing. A host that failed a few times and
+    /// is forgotten learns it again in [`OPEN_AFTER`] failures; an open breaker is kept until
+    /// its cooldown is over, so no tenant can close one by naming many hosts.
+    fn prune(map: &mut HostMap) {
+        let now = Instant::now();
+        map.hosts.retain(|_, (slots, breaker)| {
+            let in_use = Arc::strong_count(slots) > 1;
+            let open = breaker.probing || breaker.open_until.is_some_and(|until| until > now);
+            in_use || open
+        });
+        map.prune_at = map.hosts.len().saturating_mul(2).max(PRUNE_AT);
     }
 
     /// Whether a request may go: the breaker is closed, or its cooldown is over and no probe is
@@ -118,9 +177,10 @@ impl HostGuard {
     }
 
     /// How the request sent with `pass` went.
-    pub fn record(&self, pass: Pass, answer: Answer) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((_, breaker)) = hosts.get_mut(&pass.host) else { return };
+    pub fn record(&self, mut pass: Pass, answer: Answer) {
+        pass.unreported_probe = false;
+        let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, breaker)) = map.hosts.get_mut(&pass.host) else { return };
         match answer {
             Answer::Working => *breaker = Breaker::default(),
             Answer::Failing => {
@@ -154,7 +214,7 @@ mod tests {
         assert!(matches!(guard.admit("h:443").await, Err(Held::Failing(wait)) if wait <= FIRST_COOLDOWN));
         assert!(guard.admit("other:443").await.is_ok(), "per host");
         // Cooldown over (simulated): exactly one probe goes.
-        guard.hosts.lock().unwrap().get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
+        guard.hosts.lock().unwrap().hosts.get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
         let probe = guard.admit("h:443").await.unwrap();
         assert_eq!(
             guard.admit("h:443").await.err(),
@@ -162,9 +222,9 @@ mod tests {
             "one probe at a time; the others look again as soon as it may have answered"
         );
         guard.record(probe, Answer::Failing);
-        let cooldown = guard.hosts.lock().unwrap()["h:443"].1.cooldown;
+        let cooldown = guard.hosts.lock().unwrap().hosts["h:443"].1.cooldown;
         assert_eq!(cooldown, FIRST_COOLDOWN * 2, "the pause doubles while it fails");
-        guard.hosts.lock().unwrap().get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
+        guard.hosts.lock().unwrap().hosts.get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
         let probe = guard.admit("h:443").await.unwrap();
         guard.record(probe, Answer::Working);
         assert!(guard.admit("h:443").await.is_ok(), "open again after a successful probe");
@@ -189,6 +249,7 @@ mod tests {
                 .hosts
                 .lock()
                 .unwrap()
+                .hosts
                 .entry("h".into())
                 .or_insert_with(|| (Arc::new(Semaphore::new(1)), Breaker::default()))
                 .1
@@ -197,6 +258,75 @@ mod tests {
                 guard.record(pass, Answer::Failing);
             }
         }
-        assert!(guard.hosts.lock().unwrap()["h"].1.cooldown <= MAX_COOLDOWN);
+        assert!(guard.hosts.lock().unwrap().hosts["h"].1.cooldown <= MAX_COOLDOWN);
+    }
+
+    fn open_breaker(guard: &HostGuard, host: &str) {
+        guard.hosts.lock().unwrap().hosts.get_mut(host).unwrap().1.open_until = Some(Instant::now());
+    }
+
+    async fn fail_until_open(guard: &HostGuard, host: &str) {
+        for _ in 0..OPEN_AFTER {
+            let pass = guard.admit(host).await.unwrap();
+            guard.record(pass, Answer::Failing);
+        }
+        assert!(matches!(guard.admit(host).await, Err(Held::Failing(_))));
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_was_never_sent_lets_the_next_request_probe() {
+        let guard = HostGuard::new(4);
+        fail_until_open(&guard, "h:443").await;
+        open_breaker(&guard, "h:443");
+        let probe = guard.admit("h:443").await.unwrap();
+        assert_eq!(guard.admit("h:443").await.err(), Some(Held::Failing(PROBE_WAIT)), "a probe is under way");
+        // Refused before it was sent (say, no allowed address): no answer to report.
+        drop(probe);
+        let next = guard.admit("h:443").await.expect("the next request is the probe");
+        guard.record(next, Answer::Working);
+        assert!(guard.admit("h:443").await.is_ok(), "open again");
+    }
+
+    #[tokio::test]
+    async fn a_probe_dropped_while_it_waited_for_its_answer_lets_the_next_request_probe() {
+        let guard = Arc::new(HostGuard::new(4));
+        fail_until_open(&guard, "h:443").await;
+        open_breaker(&guard, "h:443");
+        // A reconcile holding the probe is dropped (leadership lost) before the answer came.
+        let holder = {
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                let _probe = guard.admit("h:443").await.unwrap();
+                std::future::pending::<()>().await;
+            })
+        };
+        while guard.admit("h:443").await.err() != Some(Held::Failing(PROBE_WAIT)) {
+            tokio::task::yield_now().await;
+        }
+        holder.abort();
+        let _ = holder.await;
+        assert!(guard.admit("h:443").await.is_ok(), "the next request is the probe");
+    }
+
+    #[tokio::test]
+    async fn a_hundred_thousand_hosts_leave_the_map_bounded() {
+        let guard = HostGuard::new(2);
+        fail_until_open(&guard, "failing:443").await;
+        // Open for longer than the loop can take on a slow machine.
+        guard.hosts.lock().unwrap().hosts.get_mut("failing:443").unwrap().1.open_until =
+            Some(Instant::now() + Duration::from_secs(3600));
+        let held = guard.admit("busy:443").await.unwrap();
+        for i in 0..100_000 {
+            let host = format!("h{i}.tenant.example:443");
+            let pass = guard.admit(&host).await.unwrap();
+            guard.record(pass, if i % 2 == 0 { Answer::Working } else { Answer::Failing });
+            assert!(guard.len() <= 2 * PRUNE_AT, "{} hosts after {i}", guard.len());
+        }
+        // What must not be forgotten is kept: an open breaker and a host with a request under way.
+        assert!(matches!(guard.admit("failing:443").await, Err(Held::Failing(_))), "still open");
+        let map = guard.hosts.lock().unwrap();
+        assert!(map.hosts.contains_key("busy:443"));
+        drop(map);
+        drop(held);
     }
 }

@@ -6,9 +6,8 @@
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -20,6 +19,7 @@ use crate::error::Error;
 use crate::observability::metrics::{Metrics, ProviderLabels};
 use crate::provider::host_guard::{Answer, Held, HostGuard};
 use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
+use crate::provider::rate_limit_blocks::RateLimitBlocks;
 
 /// Larger answers are not tokens: read no further.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -65,7 +65,7 @@ pub struct UpstreamClient {
     /// Per (endpoint, host): no request before this instant, and what the provider said.
     /// Per account and endpoint (`None`: every endpoint of the account, after an hourly limit):
     /// no request before this instant, and what the provider said.
-    blocked: Mutex<HashMap<BlockKey, (Instant, RateLimit)>>,
+    blocked: RateLimitBlocks<BlockKey>,
     /// Requests under way per host, and each host's circuit breaker.
     guard: HostGuard,
 }
@@ -100,7 +100,7 @@ impl UpstreamClient {
         }
         let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
         let guard = HostGuard::new(usize::from(args.upstream_concurrency_per_host));
-        Ok(Self { http, metrics, blocked: Mutex::new(HashMap::new()), guard })
+        Ok(Self { http, metrics, blocked: RateLimitBlocks::default(), guard })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -118,8 +118,9 @@ impl UpstreamClient {
         let port = request.url().port_or_known_default().unwrap_or_default();
         let account = Account { host: format!("{host}:{port}"), client: client.clone() };
         let blocked = self
+            .blocked
             .still_blocked(&(account.clone(), Some(endpoint)))
-            .or_else(|| self.still_blocked(&(account.clone(), None)));
+            .or_else(|| self.blocked.still_blocked(&(account.clone(), None)));
         if let Some(limit) = blocked {
             self.metrics.rate_limit_waits.get_or_create(&ProviderLabels { provider: endpoint.provider }).inc();
             return Err(Error::RateLimited(Box::new(limit)));
@@ -162,7 +163,7 @@ impl UpstreamClient {
                 let limit = RateLimit::from_headers(&headers, jiff::Timestamp::now());
                 // OneTrust's per-minute limit is per endpoint; its hourly one is the account's.
                 let scope = if limit.is_hourly() { None } else { Some(endpoint) };
-                self.block((account, scope), &limit);
+                self.blocked.block((account, scope), &limit);
                 Err(Error::RateLimited(Box::new(limit)))
             }
             401 => Err(Error::Unauthorized { status }),
@@ -175,26 +176,6 @@ impl UpstreamClient {
                     .map(|(wait, _)| wait),
             }),
             _ => Err(Error::UpstreamStatus { status, retry_after: None }),
-        }
-    }
-
-    fn still_blocked(&self, key: &BlockKey) -> Option<RateLimit> {
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, limit) = blocked.get(key)?;
-        let now = Instant::now();
-        if *until <= now {
-            blocked.remove(key);
-            return None;
-        }
-        Some(RateLimit { retry_after: until.saturating_duration_since(now), ..limit.clone() })
-    }
-
-    fn block(&self, key: BlockKey, limit: &RateLimit) {
-        let until = crate::basics::time_math::instant_after(Instant::now(), limit.retry_after);
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = blocked.entry(key).or_insert((until, limit.clone()));
-        if entry.0 < until {
-            *entry = (until, limit.clone());
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod http;
 pub mod lookup;
 mod onetrust;
 pub mod policy;
+mod rate_limit_blocks;
 pub mod token;
 
 use std::sync::Arc;
