@@ -31,8 +31,14 @@ pub enum Error {
     #[error("credentials Secret {secret:?} has no non-empty key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
 
-    #[error("{}", credentials_not_allowed(.secret, .host, .listed.as_deref()))]
-    CredentialsNotAllowed { secret: String, host: String, listed: Option<String> },
+    #[error("{}", credentials_not_allowed(.asked_by, .secret, .host, .listed.as_deref()))]
+    CredentialsNotAllowed {
+        /// Who asked, as "ConsentToken team/app": the Secret's owner decides whether to allow it.
+        asked_by: String,
+        secret: String,
+        host: String,
+        listed: Option<String>,
+    },
 
     #[error(
         "the operator may not call provider host {host:?}: the cluster admin allows only {allowed:?} (operator flag --allowed-provider-hosts, Helm value allowedProviderHosts)"
@@ -207,15 +213,16 @@ impl Error {
 
 /// What a ConsentToken's author reads when the credentials Secret does not allow the host: the
 /// exact annotation its owner has to add.
-fn credentials_not_allowed(secret: &str, host: &str, listed: Option<&str>) -> String {
+/// Addressed to the Secret's owner as much as to the asker: it names who asks and where the
+/// values would go, and says to allow it only if that use is intended (the asker chose the host).
+fn credentials_not_allowed(asked_by: &str, secret: &str, host: &str, listed: Option<&str>) -> String {
+    let annotation = crate::api::hosts::ALLOWED_HOSTS_ANNOTATION;
     match listed {
         None => format!(
-            "credentials Secret {secret:?} is not marked for use by ConsentTokens; its owner must annotate it with the provider hosts its values may be sent to: kubectl annotate secret {secret} {}={host}",
-            crate::api::hosts::ALLOWED_HOSTS_ANNOTATION
+            "{asked_by} asks to send credentials Secret {secret:?} to {host}, and the Secret is not marked for use by ConsentTokens. Only if its owner intends this use, they annotate it with the provider hosts its values may be sent to: kubectl annotate secret {secret} {annotation}={host}"
         ),
         Some(listed) => format!(
-            "credentials Secret {secret:?} may not be sent to {host}: its {} annotation allows {listed:?}; its owner must add {host} there if this use is intended",
-            crate::api::hosts::ALLOWED_HOSTS_ANNOTATION
+            "{asked_by} asks to send credentials Secret {secret:?} to {host}, and its {annotation} annotation allows only {listed:?}. Only if its owner intends this use, they add {host} there"
         ),
     }
 }
@@ -241,9 +248,12 @@ impl Error {
             Self::CredentialsKeyMissing { secret, key } => {
                 Self::CredentialsKeyMissing { secret: secret.clone(), key: key.clone() }
             }
-            Self::CredentialsNotAllowed { secret, host, listed } => {
-                Self::CredentialsNotAllowed { secret: secret.clone(), host: host.clone(), listed: listed.clone() }
-            }
+            Self::CredentialsNotAllowed { asked_by, secret, host, listed } => Self::CredentialsNotAllowed {
+                asked_by: asked_by.clone(),
+                secret: secret.clone(),
+                host: host.clone(),
+                listed: listed.clone(),
+            },
             Self::ProviderNotAllowed { host, allowed } => {
                 Self::ProviderNotAllowed { host: host.clone(), allowed: allowed.clone() }
             }
@@ -282,7 +292,7 @@ mod tests {
             Error::NamespaceNotAllowed { provider: "p".into() },
             Error::CredentialsNamespaceNotWatched { namespace: "n".into() },
             Error::CredentialsKeyMissing { secret: "s".into(), key: "k".into() },
-            Error::CredentialsNotAllowed { secret: "s".into(), host: "h".into(), listed: None },
+            Error::CredentialsNotAllowed { asked_by: "a".into(), secret: "s".into(), host: "h".into(), listed: None },
             Error::ProviderNotAllowed { host: "h".into(), allowed: "*".into() },
             Error::AddressNotAllowed(AddressClass::Private),
             Error::Unauthorized { status: 401 },

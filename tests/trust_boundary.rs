@@ -52,6 +52,13 @@ async fn credentials_go_only_to_the_hosts_their_secret_allows() {
         "{}",
         message(&unmarked)
     );
+    // Addressed to the Secret's owner too: who asks, and allow it only if that use is intended.
+    let asker = format!("ConsentToken {}/unmarked asks to send credentials Secret \"database\"", env.namespace);
+    assert!(
+        message(&unmarked).starts_with(&asker) && message(&unmarked).contains("Only if its owner intends this use"),
+        "{}",
+        message(&unmarked)
+    );
     env.wait_for_ready("ot-unmarked", "False", "CredentialsNotAllowed").await;
     let wrong = env.wait_for_ready("wrong-host", "False", "CredentialsNotAllowed").await;
     assert!(

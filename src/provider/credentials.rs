@@ -30,13 +30,30 @@ use crate::provider::Credentials;
 /// Secret's metadata watch reports a new `resourceVersion` or a deletion, and a reconcile that
 /// was triggered by a change asks for that version, so a stale entry is never used after a
 /// rotation is seen.
+/// Where credentials would be sent, and who asks: a refusal names both.
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    pub host: &'a str,
+    /// "ConsentToken team/app", "ClusterConsentProvider mx".
+    pub asked_by: &'a str,
+}
+
 #[derive(Default)]
 pub struct CredentialsCache {
     entries: Mutex<HashMap<SecretKey, Cached>>,
-    /// Secrets being read now, with the newest version the watch reported meanwhile: a read
-    /// that returns an older one is used once but not cached (no newer version is ever replaced
-    /// by an older one).
-    reading: Mutex<HashMap<SecretKey, Option<String>>>,
+    /// Secrets being read now: a read that returns another version than the last one seen
+    /// meanwhile is used once but not cached (no newer version is ever replaced by an older one).
+    reading: Mutex<HashMap<SecretKey, Reading>>,
+}
+
+/// The reads of one Secret under way, and the last version seen while they were: reported by
+/// the watch, or returned by one of them that ended. Shared by concurrent reads, so that a
+/// second read starting does not wipe what the first one must compare with.
+#[derive(Default)]
+struct Reading {
+    readers: u32,
+    /// `Some("")`: deleted.
+    last_seen: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -54,21 +71,22 @@ struct Cached {
 impl CredentialsCache {
     /// The credentials `reference` names, to be sent to `host`: from the cache when it holds
     /// them for `version` (or for any version when `version` is `None`), else with one GET.
-    /// Refused unless the Secret allows `host`.
+    /// Refused unless the Secret allows `host`; `asked_by` ("ConsentToken team/app") is named
+    /// in that refusal.
     pub async fn get(
         &self,
         client: &Client,
         namespace: &str,
         reference: &CredentialsSecretRef,
         version: Option<&str>,
-        host: &str,
+        to: Destination<'_>,
     ) -> Result<Credentials, Error> {
         if let Some(credentials) = self.lookup(namespace, reference, version) {
-            allowed_for(&credentials.allowed_hosts, &reference.name, host)?;
+            allowed_for(&credentials.allowed_hosts, &reference.name, to)?;
             return Ok(credentials);
         }
         self.begin_read(namespace, reference);
-        let read = read(client, namespace, reference, host).await;
+        let read = read(client, namespace, reference, to).await;
         self.end_read(namespace, reference, read.as_ref().ok());
         read
     }
@@ -76,16 +94,31 @@ impl CredentialsCache {
     /// A read of the Secret starts: from now on the watch notes the versions it sees of it.
     fn begin_read(&self, namespace: &str, reference: &CredentialsSecretRef) {
         let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
-        self.reading().insert(key, None);
+        let mut reading = self.reading();
+        let entry = reading.entry(key).or_default();
+        entry.readers = entry.readers.saturating_add(1);
     }
 
-    /// The read ended (with `credentials`, if it succeeded): they are cached unless the watch
-    /// reported another version meanwhile (a newer one is never replaced by an older one).
+    /// The read ended (with `credentials`, if it succeeded): they are cached unless another
+    /// version was seen meanwhile, by the watch or by a concurrent read that ended first.
     fn end_read(&self, namespace: &str, reference: &CredentialsSecretRef, credentials: Option<&Credentials>) {
         let key = SecretKey { namespace: namespace.to_owned(), name: reference.name.clone() };
-        let newer = self.reading().remove(&key).flatten();
+        let last_seen = {
+            let mut reading = self.reading();
+            let Some(entry) = reading.get_mut(&key) else { return };
+            let last_seen = entry.last_seen.clone();
+            entry.readers = entry.readers.saturating_sub(1);
+            if entry.readers == 0 {
+                reading.remove(&key);
+            } else if let Some(credentials) = credentials
+                && last_seen.is_none()
+            {
+                entry.last_seen = Some(credentials.version.clone());
+            }
+            last_seen
+        };
         if let Some(credentials) = credentials
-            && newer.is_none_or(|seen| seen == credentials.version)
+            && last_seen.is_none_or(|seen| seen == credentials.version)
         {
             self.store(namespace, reference, credentials);
         }
@@ -114,9 +147,9 @@ impl CredentialsCache {
     /// The Secret is now at `version` (`None`: deleted); drops what was read from another version.
     pub fn observe(&self, namespace: &str, name: &str, version: Option<&str>) {
         let key = SecretKey { namespace: namespace.to_owned(), name: name.to_owned() };
-        if let Some(seen) = self.reading().get_mut(&key) {
+        if let Some(reading) = self.reading().get_mut(&key) {
             // Deleted: no version a read could return matches.
-            *seen = Some(version.unwrap_or_default().to_owned());
+            reading.last_seen = Some(version.unwrap_or_default().to_owned());
         }
         let mut entries = self.lock();
         if entries.get(&key).is_some_and(|cached| version != Some(cached.version.as_str())) {
@@ -140,7 +173,7 @@ impl CredentialsCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Option<String>>> {
+    fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<SecretKey, Reading>> {
         self.reading.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -217,33 +250,36 @@ async fn read(
     client: &Client,
     namespace: &str,
     reference: &CredentialsSecretRef,
-    host: &str,
+    to: Destination<'_>,
 ) -> Result<Credentials, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets.get_opt(&reference.name).await?.ok_or_else(|| Error::CredentialsNotFound {
         secret: reference.name.clone(),
         namespace: namespace.to_owned(),
     })?;
-    from_secret(&secret, reference, host)
+    from_secret(&secret, reference, to)
 }
 
 /// Takes the two keys out of a Secret whose owner allowed `host`. Surrounding whitespace is
 /// dropped: a trailing newline from `echo ... | base64` is the most common way to break a
 /// credential.
-pub fn from_secret(secret: &Secret, reference: &CredentialsSecretRef, host: &str) -> Result<Credentials, Error> {
+pub fn from_secret(
+    secret: &Secret,
+    reference: &CredentialsSecretRef,
+    to: Destination<'_>,
+) -> Result<Credentials, Error> {
     let marking = secret.metadata.annotations.as_ref().and_then(|a| a.get(ALLOWED_HOSTS_ANNOTATION));
-    let Some(marking) = marking else {
-        return Err(Error::CredentialsNotAllowed {
-            secret: reference.name.clone(),
-            host: host.to_owned(),
-            listed: None,
-        });
+    let refused = |listed: Option<String>| Error::CredentialsNotAllowed {
+        asked_by: to.asked_by.to_owned(),
+        secret: reference.name.clone(),
+        host: to.host.to_owned(),
+        listed,
     };
+    let Some(marking) = marking else { return Err(refused(None)) };
     // A marking that does not parse allows nothing; the message quotes it so its owner sees why.
     let allowed_hosts = HostPatterns::parse(marking).unwrap_or_default();
-    if !allowed_hosts.allows(host) {
-        let listed = Some(marking.chars().take(200).collect());
-        return Err(Error::CredentialsNotAllowed { secret: reference.name.clone(), host: host.to_owned(), listed });
+    if !allowed_hosts.allows(to.host) {
+        return Err(refused(Some(marking.chars().take(200).collect())));
     }
     let value = |key: &str| -> Result<SecretString, Error> {
         let missing = || Error::CredentialsKeyMissing { secret: reference.name.clone(), key: key.to_owned() };
@@ -262,138 +298,17 @@ pub fn from_secret(secret: &Secret, reference: &CredentialsSecretRef, host: &str
     })
 }
 
-fn allowed_for(allowed: &HostPatterns, secret: &str, host: &str) -> Result<(), Error> {
-    if allowed.allows(host) {
+fn allowed_for(allowed: &HostPatterns, secret: &str, to: Destination<'_>) -> Result<(), Error> {
+    if allowed.allows(to.host) {
         return Ok(());
     }
     Err(Error::CredentialsNotAllowed {
+        asked_by: to.asked_by.to_owned(),
         secret: secret.to_owned(),
-        host: host.to_owned(),
+        host: to.host.to_owned(),
         listed: Some(allowed.to_string()),
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::ByteString;
-    use secrecy::ExposeSecret;
-    use std::collections::BTreeMap;
-
-    fn reference() -> CredentialsSecretRef {
-        crate::fixtures::credentials_ref("creds")
-    }
-
-    fn secret(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            metadata: kube::api::ObjectMeta {
-                annotations: Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "*.bank.example".into())])),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    const HOST: &str = "api.bank.example";
-
-    #[test]
-    fn only_a_secret_marked_for_the_host_gives_credentials() {
-        let mut unmarked = secret(&[("client_id", "id"), ("client_secret", "s")]);
-        unmarked.metadata.annotations = None;
-        let err = from_secret(&unmarked, &reference(), HOST).unwrap_err();
-        assert_eq!(err.reason(), "CredentialsNotAllowed");
-        let message = err.to_string();
-        assert!(
-            message.contains("kubectl annotate secret creds consent.dev/allowed-hosts=api.bank.example"),
-            "{message}"
-        );
-
-        let marked = secret(&[("client_id", "id"), ("client_secret", "s")]);
-        let err = from_secret(&marked, &reference(), "attacker.example").unwrap_err();
-        assert_eq!(err.reason(), "CredentialsNotAllowed");
-        assert!(
-            err.to_string().contains("\"*.bank.example\"") && err.to_string().contains("attacker.example"),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("\"s\""), "no value in the message");
-
-        // A marking that does not parse allows nothing and is quoted.
-        let mut garbled = marked.clone();
-        garbled.metadata.annotations = Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "https://x/".into())]));
-        assert!(from_secret(&garbled, &reference(), HOST).unwrap_err().to_string().contains("https://x/"));
-        assert!(from_secret(&marked, &reference(), HOST).is_ok());
-    }
-
-    #[test]
-    fn cached_credentials_are_dropped_when_the_secret_changes_or_goes() {
-        let cache = CredentialsCache::default();
-        let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
-        v1.metadata.resource_version = Some("1".into());
-        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
-        let hit = cache.lookup("ns", &reference(), None).unwrap();
-        assert_eq!(hit.client_secret.expose_secret(), "one");
-        assert!(cache.lookup("other", &reference(), None).is_none(), "per namespace");
-        // A reconcile triggered by a change to version 2 does not take version 1.
-        assert!(cache.lookup("ns", &reference(), Some("2")).is_none());
-        assert!(cache.lookup("ns", &reference(), Some("1")).is_some());
-        // The watch reporting the same version keeps it; another version or a deletion drops it.
-        cache.observe("ns", "creds", Some("1"));
-        assert!(cache.lookup("ns", &reference(), None).is_some());
-        cache.observe("ns", "creds", Some("2"));
-        assert!(cache.lookup("ns", &reference(), None).is_none());
-        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
-        cache.observe("ns", "creds", None);
-        assert!(cache.lookup("ns", &reference(), None).is_none());
-        // A new list of the watch starts from nothing.
-        cache.store("ns", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
-        cache.store("other", &reference(), &from_secret(&v1, &reference(), HOST).unwrap());
-        cache.clear(Some("ns"));
-        assert!(cache.lookup("ns", &reference(), None).is_none());
-        assert!(cache.lookup("other", &reference(), None).is_some(), "another namespace's watch did not relist");
-        cache.clear(None);
-        assert!(cache.lookup("other", &reference(), None).is_none());
-    }
-
-    #[test]
-    fn a_read_older_than_what_the_watch_saw_is_not_cached_and_a_401_forgets() {
-        let cache = CredentialsCache::default();
-        let mut v1 = secret(&[("client_id", "id"), ("client_secret", "one")]);
-        v1.metadata.resource_version = Some("1".into());
-        let old = from_secret(&v1, &reference(), HOST).unwrap();
-        // A read is under way when the watch reports version 2; the read returns version 1.
-        cache.begin_read("ns", &reference());
-        cache.observe("ns", "creds", Some("2"));
-        cache.end_read("ns", &reference(), Some(&old));
-        assert!(cache.lookup("ns", &reference(), None).is_none(), "version 1 is not cached over what the watch saw");
-        // Deleted while being read: nothing is cached either.
-        cache.begin_read("ns", &reference());
-        cache.observe("ns", "creds", None);
-        cache.end_read("ns", &reference(), Some(&old));
-        assert!(cache.lookup("ns", &reference(), None).is_none());
-        // Nothing seen meanwhile: cached.
-        cache.begin_read("ns", &reference());
-        cache.end_read("ns", &reference(), Some(&old));
-        assert!(cache.lookup("ns", &reference(), None).is_some());
-        // A 401 forgets what was cached.
-        cache.forget("ns", "creds");
-        assert!(cache.lookup("ns", &reference(), None).is_none());
-    }
-
-    #[test]
-    fn trims_whitespace_and_requires_both_keys() {
-        let creds =
-            from_secret(&secret(&[("client_id", "id\n"), ("client_secret", " s3cret ")]), &reference(), HOST).unwrap();
-        assert_eq!(creds.client_id.expose_secret(), "id");
-        assert_eq!(creds.client_secret.expose_secret(), "s3cret");
-        let err =
-            from_secret(&secret(&[("client_id", "id"), ("client_secret", "  ")]), &reference(), HOST).unwrap_err();
-        assert_eq!(err.reason(), "CredentialsNotFound");
-        assert!(err.to_string().contains("client_secret") && !err.to_string().contains("id\""));
-    }
-}
+mod tests;

@@ -117,6 +117,16 @@ pub enum ProviderKey {
     Cluster { name: String },
 }
 
+/// As messages name it: "ConsentProvider team/mx", "ClusterConsentProvider mx".
+impl std::fmt::Display for ProviderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Namespaced { namespace, name } => write!(f, "ConsentProvider {namespace}/{name}"),
+            Self::Cluster { name } => write!(f, "ClusterConsentProvider {name}"),
+        }
+    }
+}
+
 /// Where a credentials Secret is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CredentialsLocation {

@@ -8,6 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::crd::ConsentToken;
 use crate::error::Error;
+use crate::provider::credentials::Destination;
 use crate::reconcile::context::Context;
 use crate::reconcile::secret::{self, Target};
 use crate::reconcile::spec::ValidSpec;
@@ -57,16 +58,12 @@ pub async fn refresh(ct: &ConsentToken, ctx: &Context, refresh: &Refresh<'_>) ->
         }
         None => {
             let location = &spec.credentials;
+            let asked_by = format!("ConsentToken {}/{}", ct.namespace().unwrap_or_default(), ct.name_any());
+            let to = Destination { host: spec.source.host(), asked_by: &asked_by };
             let credentials = ctx
                 .upstream
                 .credentials
-                .get(
-                    &ctx.kube.client,
-                    &location.namespace,
-                    &location.reference,
-                    credentials_version,
-                    spec.source.host(),
-                )
+                .get(&ctx.kube.client, &location.namespace, &location.reference, credentials_version, to)
                 .await?;
             match ctx.upstream.providers.fetch(&spec.source, &credentials).await {
                 Ok(fetched) => {

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
-use crate::provider::credentials::{CredentialsCache, CredentialsChange};
+use crate::provider::credentials::{CredentialsCache, CredentialsChange, Destination};
 use crate::provider::lookup::{Catalog, ProviderKey, ProviderObject};
 use crate::provider::{Providers, UpstreamPolicy, ValidEndpoint};
 use crate::reconcile::api_writes::FIELD_MANAGER;
@@ -146,15 +146,11 @@ impl Writer {
                 .endpoint
                 .ok_or_else(|| Error::InvalidSpec(crate::api::crd::provider::EXACTLY_ONE_ENDPOINT.into()))?;
             let checked = ValidEndpoint::new(endpoint, &self.policy)?;
+            let asked_by = subject.key.to_string();
+            let to = Destination { host: checked.host(), asked_by: &asked_by };
             let values = self
                 .credentials
-                .get(
-                    &self.client,
-                    &subject.credentials_namespace,
-                    endpoint.credentials_secret_ref(),
-                    None,
-                    checked.host(),
-                )
+                .get(&self.client, &subject.credentials_namespace, endpoint.credentials_secret_ref(), None, to)
                 .await?;
             self.providers.check(&checked, &values).await
         }
