@@ -49,11 +49,20 @@ pub fn describe(token: &[u8], now: Timestamp) -> String {
         };
         let _ = writeln!(out, "{:<16}{shown}", format!("{name}:"));
     }
-    let hidden: Vec<&str> = claims.keys().map(String::as_str).filter(|k| !SHOWN.contains(k)).collect();
+    let hidden: Vec<String> = claims.keys().map(String::as_str).filter(|k| !SHOWN.contains(k)).map(printable).collect();
     if !hidden.is_empty() {
         let _ = writeln!(out, "other claims:   {} (values not shown)", hidden.join(", "));
     }
     out
+}
+
+/// A claim name as it is safe to print on a terminal: the token comes from an upstream, and a
+/// name with escape sequences would otherwise drive the terminal of whoever runs the plugin.
+/// Anything but printable ASCII is shown as `\u{..}`.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c.to_string() } else { c.escape_unicode().to_string() })
+        .collect()
 }
 
 fn date(seconds: i64, now: Timestamp) -> String {
@@ -66,6 +75,22 @@ fn date(seconds: i64, now: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_names_reach_the_terminal_escaped() {
+        let claims = serde_json::json!({"\u{1b}]52;c;aGk=\u{7}\u{1b}[2J": 1, "iss": "\u{1b}[31mred", "ok_name": 2, "\u{202e}evil": 3});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        let text = describe(token.as_bytes(), Timestamp::now());
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character printed: {text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        assert!(text.contains("\\u{1b}]52;c;aGk=\\u{7}\\u{1b}[2J") && text.contains("ok_name"), "{text}");
+        assert!(text.contains("\\u{202e}evil"), "{text}");
+    }
 
     #[test]
     fn the_mx_sample_shows_its_times_and_hides_the_customer() {

@@ -73,6 +73,7 @@ pub fn read_claims(token: &str, now: Timestamp) -> Result<TokenClaims, Error> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Error::InvalidResponse("the token is larger than 16 KiB"));
     }
+    check_shape(token)?;
     let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|_| Error::InvalidResponse("the token is not a decodable JWT"))?;
     let claims = claims.as_object().ok_or(Error::InvalidResponse("the token's claims are not a JSON object"))?;
@@ -95,6 +96,22 @@ pub fn read_claims(token: &str, now: Timestamp) -> Result<TokenClaims, Error> {
     let provider_clock_ahead = issued_at.map(|iat| iat.duration_since(now));
     let process_version = claims.get("processVersion").and_then(integer);
     Ok(TokenClaims { expires_at, provider_clock_ahead, process_version })
+}
+
+/// A compact JWT as both providers document it: three non-empty base64url segments (header,
+/// claims, signature) and a header that decodes. Nothing else is written: a CR, LF or space
+/// would reach a workload that builds `Authorization: Bearer $(cat token)` as a header
+/// injection, and a segment the claims decoder never reads would pass unchecked.
+fn check_shape(token: &str) -> Result<(), Error> {
+    let base64url = |segment: &str| {
+        !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let segments: Vec<&str> = token.split('.').collect();
+    if segments.len() != 3 || !segments.iter().all(|segment| base64url(segment)) {
+        return Err(Error::InvalidResponse("the token is not a compact JWT (three base64url segments, nothing else)"));
+    }
+    jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidResponse("the token's header does not decode"))?;
+    Ok(())
 }
 
 /// Further apart than this, an `iat` and this node's clock are not two clocks that drifted but a
@@ -198,11 +215,44 @@ mod tests {
         assert!(matches!(read_claims(&bad_exp, now), Err(Error::InvalidResponse(_))));
     }
 
+    #[test]
+    fn refuses_a_token_of_another_shape_than_a_compact_jwt() {
+        let fetched = at(MX_SAMPLE_IAT);
+        let (header, rest) = MX_SAMPLE.split_once('.').unwrap();
+        let (claims, signature) = rest.split_once('.').unwrap();
+        for bad in [
+            format!("{MX_SAMPLE}\r\n"),
+            format!("{MX_SAMPLE}\nX-Injected: 1"),
+            format!(" {MX_SAMPLE}"),
+            format!("{header}.{claims}.{signature}.{signature}"),
+            format!("{header}.{claims}."),
+            format!("bm90IGpzb24.{claims}.{signature}"), // the header is "not json"
+            format!("{header}.{claims}.{signature}="),
+            format!("{header}.{claims}.sig\u{1b}[31m"),
+        ] {
+            let refused = read_claims(&bad, fetched);
+            assert!(matches!(refused, Err(Error::InvalidResponse(_))), "{bad:?} accepted");
+        }
+        assert!(read_claims(MX_SAMPLE, fetched).is_ok());
+    }
+
     proptest::proptest! {
-        /// No string, JWT-shaped or not, panics the claims reader.
+        /// No string, JWT-shaped or not, panics the claims reader, and what it accepts has
+        /// nothing but base64url segments and their dots.
         #[test]
         fn no_token_text_panics(text in ".{0,300}") {
-            let _ = read_claims(&text, Timestamp::now());
+            if read_claims(&text, Timestamp::now()).is_ok() {
+                proptest::prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            }
+        }
+
+        /// A good token with any byte that is not base64url put anywhere in it is refused.
+        #[test]
+        fn a_good_token_with_a_foreign_byte_anywhere_is_refused(at_index in 0usize..=MX_SAMPLE.len(), byte in 0u8..128) {
+            proptest::prop_assume!(!(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'));
+            let mut bad = MX_SAMPLE.to_owned();
+            bad.insert(at_index, char::from(byte));
+            proptest::prop_assert!(read_claims(&bad, at(MX_SAMPLE_IAT)).is_err(), "{:?} accepted", bad);
         }
 
         /// No claim value (numbers of any size, floats, strings, objects) panics it, and an
