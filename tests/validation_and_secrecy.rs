@@ -46,6 +46,26 @@ async fn invalid_consent_tokens_are_rejected_with_readable_messages() {
             serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"renewBefore": "150"}}),
             "renewBefore must be a percentage",
         ),
+        // One object may not spend a shared account's quota on continuous renewals.
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"renewBefore": "99%"}}),
+            "renewBefore must be a percentage of the token lifetime from 1% to 90%",
+        ),
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"renewBefore": "0s"}}),
+            "or a duration of at least 30s",
+        ),
+        // What the operator copies into a Secret (and keeps in memory) is bounded in all.
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "target": {"annotations":
+                (0..5).map(|i| (format!("example.com/a{i}"), serde_json::json!("x".repeat(4000)))).collect::<serde_json::Map<_, _>>()}}),
+            "annotations may hold at most 16384 characters in all",
+        ),
+        (
+            serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "target": {"labels":
+                (0..40).map(|i| (format!("example.com/label-{i:02}-{}", "k".repeat(20)), serde_json::json!("v".repeat(63)))).collect::<serde_json::Map<_, _>>()}}),
+            "labels may hold at most 4096 characters in all",
+        ),
         (
             serde_json::json!({"fdx": fdx("https://x", "c")["fdx"], "refresh": {"interval": "10s"}}),
             "interval must be a duration of at least 1m",

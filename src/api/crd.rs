@@ -279,14 +279,16 @@ pub struct TargetSecret {
     pub key: Option<String>,
 
     /// Labels to put on the Secret, for example for a backup tool or a policy engine. The
-    /// operator's own label (`app.kubernetes.io/managed-by`) cannot be set here.
+    /// operator's own label (`app.kubernetes.io/managed-by`) cannot be set here. At most 64
+    /// labels and 4096 characters in all (keys and values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
 
     /// Annotations to put on the Secret, for example Stakater Reloader's
     /// `reloader.stakater.com/match: "true"`. Keys under `consent.dev/` are the operator's own
-    /// and cannot be set here.
+    /// and cannot be set here. At most 64 annotations and 16384 characters in all (keys and
+    /// values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "annotations_schema")]
     pub annotations: BTreeMap<String, String>,
@@ -343,7 +345,9 @@ fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             {"rule": "self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",
              "message": "label values must be at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"},
             {"rule": "!('app.kubernetes.io/managed-by' in self)",
-             "message": "labels may not set app.kubernetes.io/managed-by: the operator sets it"}
+             "message": "labels may not set app.kubernetes.io/managed-by: the operator sets it"},
+            {"rule": "self.map(k, size(k) + size(self[k])).sum() <= 4096",
+             "message": "labels may hold at most 4096 characters in all, keys and values counted"}
         ]
     })
 }
@@ -357,7 +361,9 @@ fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             {"rule": "self.all(k, size(k) <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
              "message": "annotation keys must be valid Kubernetes annotation keys, such as reloader.stakater.com/match"},
             {"rule": "self.all(k, !k.startsWith('consent.dev/'))",
-             "message": "annotations under consent.dev/ are the operator's own and may not be set here"}
+             "message": "annotations under consent.dev/ are the operator's own and may not be set here"},
+            {"rule": "self.map(k, size(k) + size(self[k])).sum() <= 16384",
+             "message": "annotations may hold at most 16384 characters in all, keys and values counted"}
         ]
     })
 }
@@ -368,13 +374,15 @@ fn annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase")]
 pub struct RefreshPolicy {
     /// For tokens with an expiry (`exp` claim): how long before expiry to renew, as a
-    /// percentage of the token's lifetime (`50%`, the default: a 300-second token is renewed
-    /// with 150 seconds left) or as a duration (`2m`, `90s`, `1h30m`). So that thousands of
+    /// percentage of the token's lifetime from 1% to 90% (`50%`, the default: a 300-second
+    /// token is renewed with 150 seconds left) or as a duration of at least 30s (`2m`, `90s`,
+    /// `1h30m`; at most 90% of the lifetime is used). The bounds keep one ConsentToken from
+    /// spending a shared provider account's quota on continuous renewals. So that thousands of
     /// tokens do not renew at once, a renewal may come up to a fifth of this earlier (at most
     /// 5 minutes; a new token's first renewal, earlier still when many are due together),
     /// never later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^([1-9][0-9]?%|([0-9]+(s|m|h))+)$')").message("renewBefore must be a percentage of the token lifetime from 1% to 99% (such as 50%) or a duration such as 90s, 2m or 1h30m"))]
+    #[x_kube(validation = Rule::new("self.matches('^([1-9]|[1-8][0-9]|90)%$') || (self.matches('^([0-9]+(s|m|h))+$') && duration(self) >= duration('30s'))").message("renewBefore must be a percentage of the token lifetime from 1% to 90% (such as 50%) or a duration of at least 30s (such as 90s, 2m or 1h30m)"))]
     #[schemars(length(max = 32))]
     pub renew_before: Option<String>,
 

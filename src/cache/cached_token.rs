@@ -12,6 +12,9 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::annotations::REFRESH_REQUESTED_AT;
 use crate::api::crd::ConsentToken;
 
 /// Not `Debug`: the text holds the spec's customer id, which is personal data.
@@ -114,16 +117,35 @@ fn decode(compressed: &[u8]) -> Result<ConsentToken, DecodeError> {
 }
 
 /// Drops from a ConsentToken, before it is cached (as text: `cached_token`), what no reconcile
-/// reads: the field managers, its labels, its resource version and a client-side `kubectl
-/// apply`'s copy of the whole object. (Other annotations stay: a change to any annotation makes
-/// the operator look again.) `lifecycle::a_cached_object_has_every_field_the_reconcile_reads`
-/// shows that what remains is all a reconcile needs.
+/// reads: the field managers, its labels, finalizers, owner references, resource version and
+/// every annotation but `consent.dev/refresh-requested-at`. These are the tenant's to fill (up
+/// to the API server's limits: 256 KiB of annotations, random bytes that do not compress);
+/// kept, a few hundred such objects would take the operator past its memory limit. A change of another annotation then no
+/// longer wakes the object, and needs not: nothing it says is read.
+/// `lifecycle::a_cached_object_has_every_field_the_reconcile_reads` shows that what remains is
+/// all a reconcile needs.
 pub fn slim_consent_token(ct: &mut ConsentToken) {
     ct.metadata.managed_fields = None;
     ct.metadata.labels = None;
+    ct.metadata.finalizers = None;
+    ct.metadata.owner_references = None;
     ct.metadata.resource_version = None;
-    if let Some(annotations) = ct.metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    keep_only_read_annotations(&mut ct.metadata);
+}
+
+/// Drops from a provider object, before it is cached, the metadata no reconcile reads: its
+/// field managers and annotations (the tenant's to fill, as a ConsentToken's).
+pub fn slim_provider(metadata: &mut ObjectMeta) {
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+}
+
+fn keep_only_read_annotations(metadata: &mut ObjectMeta) {
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key == REFRESH_REQUESTED_AT);
+        if annotations.is_empty() {
+            metadata.annotations = None;
+        }
     }
 }
 
@@ -245,6 +267,67 @@ mod tests {
         // Whole runs of an object's text match the dictionary only in the serializer's order.
         let objects: Vec<ConsentToken> = serde_json::from_str(DICTIONARY).unwrap();
         assert_eq!(serde_json::to_string(&objects).unwrap(), DICTIONARY);
+    }
+
+    /// Random text of `len` characters, from a fixed seed: what compresses least.
+    fn noise(len: usize, seed: u64) -> String {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                char::from(b'a' + ((x >> 33) % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// The largest ConsentToken the CRD admits, filled with what does not compress, costs at
+    /// most this much in the cache (docs/performance: the worst case per object).
+    #[test]
+    fn the_largest_object_the_crd_admits_is_cached_in_under_24_kib() {
+        let mut ct = full();
+        // The CRD's caps: 4096 characters of labels, 16384 of annotations (keys and values).
+        ct.spec.target.labels = (0..32).map(|i| (format!("l{i:02}.{}", noise(60, i)), noise(63, 100 + i))).collect();
+        ct.spec.target.annotations =
+            (0..64).map(|i| (format!("a{i:02}.{}", noise(60, 200 + i)), noise(190, 300 + i))).collect();
+        let labels: usize = ct.spec.target.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let annotations: usize = ct.spec.target.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(labels <= 4096 && labels > 4000 && annotations <= 16384 && annotations > 16000);
+        ct.metadata.name = Some(noise(253, 1));
+        ct.metadata.annotations = Some([("tenant.example/fat".to_owned(), noise(200_000, 2))].into());
+        ct.metadata.finalizers = Some((0..1000).map(|i| format!("example.com/{}", noise(40, 400 + i))).collect());
+        slim_consent_token(&mut ct);
+        let Form::Compressed(text) = CachedToken::new(ct).0 else { panic!("not compressed") };
+        assert!(text.len() < 24 * 1024, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn only_the_annotation_the_reconcile_reads_is_cached() {
+        let mut ct = full();
+        let fat: String = (0..200_000).map(|i| char::from(b'a' + (i * 7919 % 26) as u8)).collect();
+        ct.metadata.annotations = Some(
+            [
+                ("consent.dev/refresh-requested-at".to_owned(), "now".to_owned()),
+                ("tenant.example/fat".to_owned(), fat),
+                ("kubectl.kubernetes.io/last-applied-configuration".to_owned(), "{}".to_owned()),
+            ]
+            .into(),
+        );
+        slim_consent_token(&mut ct);
+        assert_eq!(
+            ct.metadata.annotations,
+            Some([("consent.dev/refresh-requested-at".to_owned(), "now".to_owned())].into())
+        );
+        let mut other = full();
+        other.metadata.annotations = Some([("tenant.example/x".to_owned(), "y".to_owned())].into());
+        slim_consent_token(&mut other);
+        assert_eq!(other.metadata.annotations, None);
+
+        let mut provider = ObjectMeta {
+            annotations: Some([("tenant.example/fat".to_owned(), "x".repeat(100_000))].into()),
+            ..Default::default()
+        };
+        slim_provider(&mut provider);
+        assert_eq!(provider.annotations, None);
     }
 
     proptest::proptest! {

@@ -19,7 +19,7 @@ use crate::basics::time_math::{between, earlier, later, scale};
 /// How long before expiry to renew a token that has an `exp`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RenewBefore {
-    /// This share of the token's lifetime, in percent (1 to 99).
+    /// This share of the token's lifetime, in percent (1 to 90).
     Percent(u8),
     /// This long before expiry (at most 90 % of the lifetime, so a short token is not
     /// refreshed continuously).
@@ -35,6 +35,11 @@ pub struct Schedule {
 }
 
 pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Percent(50);
+/// The largest share of a lifetime `renewBefore` may ask for: renewing with 99% left would
+/// spend a shared account's quota on one object (the CRD refuses more).
+pub const MAX_RENEW_BEFORE_PERCENT: u8 = 90;
+/// The shortest `renewBefore` duration (the CRD refuses less).
+pub const MIN_RENEW_BEFORE: Duration = Duration::from_secs(30);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// A renewal window opens this share of the renewal lead (or of the interval) before it
 /// closes...
@@ -60,14 +65,17 @@ impl Schedule {
     pub fn from_policy(policy: &RefreshPolicy) -> Result<Self, String> {
         let renew_before = match policy.renew_before.as_deref() {
             None => DEFAULT_RENEW_BEFORE,
+            // Objects stored before the CRD's bounds (90%, 30s) were tightened keep working,
+            // within them.
             Some(text) => match text.strip_suffix('%') {
                 Some(pct) => match pct.parse::<u8>() {
-                    Ok(p @ 1..=99) => RenewBefore::Percent(p),
-                    _ => return Err(format!("spec.refresh.renewBefore {text:?} must be a percentage from 1% to 99%")),
+                    Ok(p @ 1..=99) => RenewBefore::Percent(p.min(MAX_RENEW_BEFORE_PERCENT)),
+                    _ => return Err(format!("spec.refresh.renewBefore {text:?} must be a percentage from 1% to 90%")),
                 },
                 None => RenewBefore::Duration(
                     parse_duration(text)
-                        .ok_or_else(|| format!("spec.refresh.renewBefore {text:?} is not a duration such as 2m"))?,
+                        .ok_or_else(|| format!("spec.refresh.renewBefore {text:?} is not a duration such as 2m"))?
+                        .max(MIN_RENEW_BEFORE),
                 ),
             },
         };
@@ -229,6 +237,22 @@ mod tests {
         }
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("90"), None);
+    }
+
+    #[test]
+    fn renew_before_stays_within_its_bounds_for_objects_stored_before_them() {
+        let parse = |text: &str| {
+            Schedule::from_policy(&RefreshPolicy { renew_before: Some(text.into()), interval: None })
+                .unwrap()
+                .renew_before
+        };
+        // 99% (renew every 3 s of a 300 s token) is used as 90%; 0s as 30s.
+        assert_eq!(parse("99%"), RenewBefore::Percent(MAX_RENEW_BEFORE_PERCENT));
+        assert_eq!(parse("90%"), RenewBefore::Percent(90));
+        assert_eq!(parse("0s"), RenewBefore::Duration(MIN_RENEW_BEFORE));
+        assert_eq!(parse("45s"), RenewBefore::Duration(Duration::from_secs(45)));
+        let at_99 = Schedule { renew_before: parse("99%"), interval: DEFAULT_INTERVAL };
+        assert_eq!(at_99.renewal_window(t(0), Some(t(300)), false).1, t(30), "at most 90% of the lifetime early");
     }
 
     proptest::proptest! {

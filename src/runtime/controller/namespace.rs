@@ -20,7 +20,7 @@ use crate::api::annotations::MANAGED_SELECTOR;
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
-use crate::cache::cached_token::slim_consent_token;
+use crate::cache::cached_token::{slim_consent_token, slim_provider};
 use crate::cache::credentials_index::{self, CredentialsIndex};
 use crate::cache::owned_secrets::OwnedSecrets;
 use crate::cache::undecodable::{Guarded, UndecodableObjects, UndecodableReport};
@@ -250,7 +250,7 @@ fn catalog(client: &Client, scoped: &Scoped<'_>, shared: &Shared, listed: &mut L
     let providers = undecodable
         .skip(providers, move |meta| last_in(&cached, meta))
         .backoff(WatchBackoff::default())
-        .modify(|p| p.metadata.managed_fields = None)
+        .modify(|p| slim_provider(&mut p.metadata))
         .reflect(writer)
         .inspect(mark(listed.flag(PROVIDERS)));
     let (cluster_store, writer) = reflector::store::<ClusterConsentProvider>();
@@ -260,7 +260,7 @@ fn catalog(client: &Client, scoped: &Scoped<'_>, shared: &Shared, listed: &mut L
     let cluster_providers = undecodable
         .skip(cluster_providers, move |meta| last_in(&cached, meta))
         .backoff(WatchBackoff::default())
-        .modify(|p| p.metadata.managed_fields = None)
+        .modify(|p| slim_provider(&mut p.metadata))
         .reflect(writer)
         .inspect(mark(listed.flag(CLUSTER_PROVIDERS)));
     let (namespace_store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
