@@ -23,6 +23,12 @@ pub enum Error {
     )]
     NamespaceNotAllowed { provider: String },
 
+    /// The value asked for is not named: a customer id is personal data.
+    #[error(
+        "{provider} allows only the {what} in its {list}, and this ConsentToken's is not one of them; nothing was sent. Ask the provider's owner to add it, or use another provider"
+    )]
+    RequestNotAllowed { provider: String, what: &'static str, list: &'static str },
+
     #[error(
         "the credentials Secret is in namespace {namespace:?}, which this operator does not watch (--namespaces); put it in the operator's namespace or a watched one"
     )]
@@ -136,6 +142,7 @@ impl Error {
             | Self::CredentialsNamespaceNotWatched { .. } => "CredentialsNotFound",
             Self::ProviderNotFound { .. } => "ProviderNotFound",
             Self::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
+            Self::RequestNotAllowed { .. } => "RequestNotAllowed",
             Self::CredentialsNotAllowed { .. } => "CredentialsNotAllowed",
             Self::ProviderNotAllowed { .. } => "ProviderNotAllowed",
             Self::AddressNotAllowed(_) => "ProviderAddressNotAllowed",
@@ -161,6 +168,7 @@ impl Error {
             Self::CredentialsNamespaceNotWatched { .. } => "credentials_namespace_not_watched",
             Self::ProviderNotFound { .. } => "provider_not_found",
             Self::NamespaceNotAllowed { .. } => "namespace_not_allowed",
+            Self::RequestNotAllowed { .. } => "request_not_allowed",
             Self::CredentialsKeyMissing { .. } => "credentials_key_missing",
             Self::CredentialsNotAllowed { .. } => "credentials_not_allowed",
             Self::ProviderNotAllowed { .. } => "provider_not_allowed",
@@ -197,6 +205,7 @@ impl Error {
             | Self::CredentialsNamespaceNotWatched { .. }
             | Self::ProviderNotFound { .. }
             | Self::NamespaceNotAllowed { .. }
+            | Self::RequestNotAllowed { .. }
             | Self::CredentialsKeyMissing { .. }
             | Self::CredentialsNotAllowed { .. }
             | Self::ProviderNotAllowed { .. }
@@ -245,6 +254,9 @@ impl Error {
             }
             Self::ProviderNotFound { kind, name } => Self::ProviderNotFound { kind, name: name.clone() },
             Self::NamespaceNotAllowed { provider } => Self::NamespaceNotAllowed { provider: provider.clone() },
+            Self::RequestNotAllowed { provider, what, list } => {
+                Self::RequestNotAllowed { provider: provider.clone(), what, list }
+            }
             Self::CredentialsKeyMissing { secret, key } => {
                 Self::CredentialsKeyMissing { secret: secret.clone(), key: key.clone() }
             }
@@ -290,6 +302,7 @@ mod tests {
             Error::CredentialsNotFound { secret: "s".into(), namespace: "n".into() },
             Error::ProviderNotFound { kind: "ConsentProvider", name: "p".into() },
             Error::NamespaceNotAllowed { provider: "p".into() },
+            Error::RequestNotAllowed { provider: "p".into(), what: "w", list: "l" },
             Error::CredentialsNamespaceNotWatched { namespace: "n".into() },
             Error::CredentialsKeyMissing { secret: "s".into(), key: "k".into() },
             Error::CredentialsNotAllowed { asked_by: "a".into(), secret: "s".into(), host: "h".into(), listed: None },
@@ -322,6 +335,7 @@ mod tests {
                 Error::CredentialsNotFound { .. }
                 | Error::ProviderNotFound { .. }
                 | Error::NamespaceNotAllowed { .. }
+                | Error::RequestNotAllowed { .. }
                 | Error::CredentialsNamespaceNotWatched { .. }
                 | Error::CredentialsKeyMissing { .. }
                 | Error::CredentialsNotAllowed { .. }
@@ -376,7 +390,7 @@ mod tests {
         // Providers report one of their two ready reasons or a failure's, except the failures
         // that belong to a ConsentToken alone.
         let documented = conditions_doc(&crate::api::crd::ConsentProvider::crd());
-        let token_only = ["ProviderNotFound", "NamespaceNotAllowed", "TargetConflict"];
+        let token_only = ["ProviderNotFound", "NamespaceNotAllowed", "RequestNotAllowed", "TargetConflict"];
         let reasons = one_of_each().iter().map(Error::reason).filter(|r| !token_only.contains(r)).collect::<Vec<_>>();
         for reason in reasons.into_iter().chain(["AccessTokenObtained", "CredentialsValid"]) {
             assert!(documented.contains(&format!("`{reason}`")), "ConsentProvider: {reason} missing from {documented}");

@@ -120,6 +120,52 @@ async fn a_cluster_provider_serves_the_namespaces_it_allows_with_one_oauth_token
     providers.delete(&name, &Default::default()).await.unwrap();
 }
 
+/// A provider object may list the customers (or collection points) its ConsentTokens may ask
+/// for: the platform's credentials then mint tokens for those only, whatever a namespace asks.
+#[tokio::test]
+async fn a_provider_refuses_customers_it_does_not_list_before_anything_is_sent() {
+    let env = TestEnv::start("scoped").await;
+    env.fake.add_fdx_client("mx-client", "mx-secret-value");
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
+        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "mx-credentials"},
+                         "allowedCustomerIds": ["team-a-*", "exact-customer"]}}
+    }))
+    .unwrap();
+    let providers: Api<ConsentProvider> = Api::namespaced(env.client.clone(), &env.namespace);
+    providers.create(&PostParams::default(), &provider).await.unwrap();
+    let asking = |customer: &str| serde_json::json!({"providerRef": {"name": "bank"}, "customerId": customer});
+    env.create_token("listed", asking("team-a-42")).await;
+    env.create_token("unlisted", asking("team-b-42")).await;
+
+    env.wait_for_ready("listed", "True", "TokenValid").await;
+    let refused = env.wait_for_ready("unlisted", "False", "RequestNotAllowed").await;
+    let message = support::operator::ready_message(&refused);
+    let provider_name = format!("ConsentProvider {}/bank", env.namespace);
+    assert!(
+        message.contains(&provider_name)
+            && message.contains("spec.fdx.allowedCustomerIds")
+            && message.contains("nothing was sent"),
+        "says which rule refused: {message}"
+    );
+    assert!(!message.contains("team-b-42"), "the customer id is personal data: {message}");
+    // Observed refused (above) after the listed one was served: exactly its request.
+    assert_eq!(env.fake.requests(Endpoint::FdxToken), 1, "nothing sent for the unlisted customer");
+    assert!(env.secrets().get_opt("unlisted").await.unwrap().is_none());
+
+    // Listed by its owner: served within seconds, the ConsentToken untouched.
+    providers
+        .patch(
+            "bank",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"fdx": {"allowedCustomerIds": ["team-a-*", "team-b-42"]}}})),
+        )
+        .await
+        .unwrap();
+    env.wait_for_ready("unlisted", "True", "TokenValid").await;
+}
+
 #[tokio::test]
 async fn a_namespaced_provider_and_a_target_shaped_by_its_user() {
     let env = TestEnv::start("shaped").await;

@@ -414,6 +414,8 @@ pub struct ConsentTokenStatus {
     /// `ProviderAddressNotAllowed` (the host is at a link-local, metadata or private address),
     /// `ProviderNotFound` (`spec.providerRef` names no provider), `NamespaceNotAllowed` (the
     /// ClusterConsentProvider does not allow this namespace; nothing is sent),
+    /// `RequestNotAllowed` (the provider object does not list this collection point or customer
+    /// id; nothing is sent),
     /// `Unauthorized`, `Forbidden`, `UpstreamRejected`, `RateLimited`, `UpstreamError`, `InvalidResponse`,
     /// `TargetConflict`, `InvalidSpec`, `KubernetesError`, `InternalError` or `Expired`. A
     /// refresh failure while the current token is still valid keeps Ready True and shows the

@@ -167,11 +167,41 @@ pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error
     {
         return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
     }
+    let source = combine(ct, provider.endpoint())?;
+    if let Some(endpoint) = provider.endpoint() {
+        within_scope(&source, endpoint, &provider.key())?;
+    }
     Ok(Resolution {
-        provider: combine(ct, provider.endpoint())?,
+        provider: source,
         credentials_namespace: catalog.credentials_namespace(&provider),
         via: Some(provider.key()),
     })
+}
+
+/// Whether the provider object lets ConsentTokens ask for this collection point or customer
+/// (its optional `allowedCollectionPoints` / `allowedCustomerIds`; empty allows any).
+fn within_scope(source: &ProviderSource, endpoint: Endpoint<'_>, provider: &ProviderKey) -> Result<(), Error> {
+    let refused = |what, list| Err(Error::RequestNotAllowed { provider: provider.to_string(), what, list });
+    match (source, endpoint) {
+        (ProviderSource::OneTrust(asked), Endpoint::OneTrust(tenant)) => {
+            let allowed = &tenant.allowed_collection_points;
+            if !allowed.is_empty() && !allowed.iter().any(|g| g.eq_ignore_ascii_case(&asked.collection_point.guid)) {
+                return refused("collection points", "spec.oneTrust.allowedCollectionPoints");
+            }
+        }
+        (ProviderSource::Fdx(asked), Endpoint::Fdx(fdx)) => {
+            let allowed = &fdx.allowed_customer_ids;
+            let matches = |pattern: &String| match pattern.strip_suffix('*') {
+                Some(prefix) => asked.customer_id.starts_with(prefix),
+                None => *pattern == asked.customer_id,
+            };
+            if !allowed.is_empty() && !allowed.iter().any(matches) {
+                return refused("customer ids", "spec.fdx.allowedCustomerIds");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The shared endpoint with the token's own part, or what is missing.
@@ -235,124 +265,4 @@ pub fn inline_kind(ct: &ConsentToken) -> Option<ProviderKind> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::crd::{ClusterConsentProviderSpec, ConsentProviderSpec};
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher::Event;
-
-    fn catalog(
-        providers: Vec<ConsentProvider>,
-        cluster: Vec<ClusterConsentProvider>,
-        namespaces: Vec<(&str, &[(&str, &str)])>,
-    ) -> Catalog {
-        let mut p = Writer::<ConsentProvider>::default();
-        for provider in providers {
-            p.apply_watcher_event(&Event::Apply(provider));
-        }
-        let mut c = Writer::<ClusterConsentProvider>::default();
-        for provider in cluster {
-            c.apply_watcher_event(&Event::Apply(provider));
-        }
-        let mut n = Writer::<PartialObjectMeta<Namespace>>::default();
-        for (name, labels) in namespaces {
-            let mut meta = PartialObjectMeta::<Namespace>::default();
-            meta.metadata.name = Some(name.into());
-            meta.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-            n.apply_watcher_event(&Event::Apply(meta));
-        }
-        Catalog {
-            providers: p.as_reader(),
-            cluster_providers: c.as_reader(),
-            namespaces: n.as_reader(),
-            operator_namespace: "ops".into(),
-        }
-    }
-
-    fn token(namespace: &str, spec: serde_json::Value) -> ConsentToken {
-        let mut ct = ConsentToken::new("t", serde_json::from_value(spec).unwrap());
-        ct.metadata.namespace = Some(namespace.into());
-        ct
-    }
-
-    fn mx_provider(namespace: &str) -> ConsentProvider {
-        let mut p = ConsentProvider::new(
-            "mx",
-            serde_json::from_value::<ConsentProviderSpec>(serde_json::json!({
-                "fdx": {"baseUrl": "https://bank.example", "credentialsSecretRef": {"name": "mx-creds"}}
-            }))
-            .unwrap(),
-        );
-        p.metadata.namespace = Some(namespace.into());
-        p
-    }
-
-    fn onetrust_cluster_provider() -> ClusterConsentProvider {
-        ClusterConsentProvider::new(
-            "onetrust",
-            serde_json::from_value::<ClusterConsentProviderSpec>(serde_json::json!({
-                "oneTrust": {"hostname": "app-eu.onetrust.com", "credentialsSecretRef": {"name": "ot"}},
-                "allowedNamespaces": {"names": ["team-*"], "selector": {"matchLabels": {"consent": "yes"}}}
-            }))
-            .unwrap(),
-        )
-    }
-
-    const GUID: &str = "123e4567-e89b-12d3-a456-426614174000";
-
-    #[test]
-    fn a_namespaced_provider_is_combined_with_the_tokens_own_part() {
-        let catalog = catalog(vec![mx_provider("team-a")], vec![], vec![]);
-        let ct = token("team-a", serde_json::json!({"providerRef": {"name": "mx"}, "customerId": "c-1"}));
-        let resolution = resolve(&ct, &catalog).unwrap();
-        let ProviderSource::Fdx(source) = &resolution.provider else { panic!("FDX expected") };
-        assert_eq!((source.base_url.as_str(), source.api_version.as_str()), ("https://bank.example", "v4"));
-        assert_eq!(source.customer_id, "c-1");
-        assert_eq!(resolution.credentials().namespace, "team-a");
-        assert_eq!(resolution.credentials().reference.name, "mx-creds");
-        assert_eq!(credentials_secret_of(&ct, &catalog), Some(("team-a".into(), "mx-creds".into())));
-
-        // Another namespace's provider of that name is not this one's.
-        let elsewhere = token("team-b", serde_json::json!({"providerRef": {"name": "mx"}, "customerId": "c-1"}));
-        assert_eq!(resolve(&elsewhere, &catalog).unwrap_err().reason(), "ProviderNotFound");
-        // The wrong half for the provider's kind.
-        let wrong =
-            token("team-a", serde_json::json!({"providerRef": {"name": "mx"}, "collectionPoint": {"guid": GUID}}));
-        let err = resolve(&wrong, &catalog).unwrap_err();
-        assert_eq!(err.reason(), "InvalidSpec");
-        assert!(err.to_string().contains("spec.customerId"), "{err}");
-    }
-
-    #[test]
-    fn a_cluster_provider_serves_only_the_namespaces_it_allows() {
-        let catalog = catalog(
-            vec![],
-            vec![onetrust_cluster_provider()],
-            vec![("team-a", &[]), ("labelled", &[("consent", "yes")]), ("other", &[])],
-        );
-        let spec = serde_json::json!({
-            "providerRef": {"kind": "ClusterConsentProvider", "name": "onetrust"},
-            "collectionPoint": {"guid": GUID}
-        });
-        for allowed in ["team-a", "labelled"] {
-            let resolution = resolve(&token(allowed, spec.clone()), &catalog).unwrap();
-            assert_eq!(resolution.credentials_namespace, "ops", "the operator's namespace by default");
-            assert_eq!(resolution.via, Some(ProviderKey::Cluster { name: "onetrust".into() }));
-            let ProviderSource::OneTrust(source) = resolution.provider else { panic!("OneTrust expected") };
-            assert_eq!(source.collection_point.guid, GUID);
-        }
-        let err = resolve(&token("other", spec.clone()), &catalog).unwrap_err();
-        assert_eq!(err.reason(), "NamespaceNotAllowed");
-        assert!(err.to_string().contains("onetrust"), "{err}");
-        assert_eq!(credentials_secret_of(&token("team-a", spec), &catalog), Some(("ops".into(), "ot".into())));
-    }
-
-    #[test]
-    fn an_inline_provider_uses_credentials_of_its_own_namespace() {
-        let catalog = catalog(vec![], vec![], vec![]);
-        let ct = crate::fixtures::fdx_consent_token("https://bank.example");
-        let resolution = resolve(&ct, &catalog).unwrap();
-        assert_eq!(resolution.via, None);
-        assert_eq!(resolution.credentials().namespace, ct.namespace().unwrap());
-    }
-}
+mod tests;

@@ -20,13 +20,14 @@ pub const READY: &str = "Ready";
 
 /// Every Ready reason this operator writes: its own three and each failure's
 /// ([`Error::reason`]).
-const OWN_REASONS: [&str; 19] = [
+const OWN_REASONS: [&str; 20] = [
     "TokenValid",
     "Pending",
     "Expired",
     "CredentialsNotFound",
     "ProviderNotFound",
     "NamespaceNotAllowed",
+    "RequestNotAllowed",
     "CredentialsNotAllowed",
     "ProviderNotAllowed",
     "ProviderAddressNotAllowed",

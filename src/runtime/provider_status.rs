@@ -244,6 +244,7 @@ mod tests {
                 client_id_key: "client_id".into(),
                 client_secret_key: "client_secret".into(),
             },
+            allowed_customer_ids: Vec::new(),
         };
         let subject = Subject {
             key: ProviderKey::Cluster { name: "mx".into() },

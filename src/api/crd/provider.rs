@@ -129,6 +129,15 @@ pub struct OneTrustTenant {
     /// (ConsentProvider) or in `spec.credentialsNamespace` (ClusterConsentProvider). Its owner
     /// must mark it with the hosts it may be sent to (annotation `consent.dev/allowed-hosts`).
     pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// The collection points (by GUID) that ConsentTokens using this provider may ask for. A
+    /// ConsentToken naming another is refused with the reason `RequestNotAllowed` before
+    /// anything is read or sent. Empty (the default): any collection point the credentials
+    /// reach, for every namespace the provider allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(g, g.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))").message("allowedCollectionPoints must list collection point GUIDs such as 123e4567-e89b-12d3-a456-426614174000"))]
+    #[schemars(length(max = 1024), inner(length(max = 36)))]
+    pub allowed_collection_points: Vec<String>,
 }
 
 /// An MX / FDX endpoint: `POST {baseUrl}/api/{apiVersion}/token` with HTTP Basic client
@@ -151,6 +160,15 @@ pub struct FdxEndpoint {
     /// (ConsentProvider) or in `spec.credentialsNamespace` (ClusterConsentProvider). Its owner
     /// must mark it with the hosts it may be sent to (annotation `consent.dev/allowed-hosts`).
     pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// The customer ids that ConsentTokens using this provider may ask for: exact ids, or a
+    /// prefix followed by `*` (`team-a-*`). A ConsentToken naming another is refused with the
+    /// reason `RequestNotAllowed` before anything is read or sent. Empty (the default): any
+    /// customer the credentials reach, for every namespace the provider allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Za-z0-9._~-]*[*]?$') && p != '')").message("allowedCustomerIds must list customer ids (letters, digits, '.', '_', '~' or '-'), each optionally ending in '*' to match a prefix"))]
+    #[schemars(length(max = 1024), inner(length(max = 257)))]
+    pub allowed_customer_ids: Vec<String>,
 }
 
 /// What the operator observed about a provider. Never holds a credential.
