@@ -1,11 +1,13 @@
 //! The ConsentTokens of one controller and when each is next looked at: the cache the reconciles
-//! read, a first-come-first-served queue of objects due now, and a timer per object.
+//! read, a queue of objects due now (first come, first served within a namespace; namespaces
+//! take turns, see [`fair_queue`]), and a timer per object.
 //!
 //! This replaces kube-runtime's `Controller` (its reflector store, scheduler and runner) for
 //! three reasons, each measured (docs/performance):
 //! - **Order.** kube-runtime keeps the objects that come due while every slot is busy in a hash
 //!   set and takes them in the set's order, so under a backlog that never empties some objects
-//!   wait for ever. Here they wait in the order they came due.
+//!   wait for ever. Here they wait in the order they came due, and one namespace's backlog
+//!   delays another namespace's objects by one turn each, not by the whole backlog.
 //! - **Memory.** kube-runtime keys its store and its scheduler by copies of each object's name,
 //!   namespace and uid (about 600 bytes per ConsentToken with their table slots) and keeps each
 //!   object decoded; here an object costs its text ([`CachedToken`]), a slot keyed by its uid's
@@ -17,14 +19,17 @@
 //! An object is never reconciled twice at once: it is in the queue at most once, and a trigger
 //! that comes while it is being reconciled makes it run again right after.
 
+mod fair_queue;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fair_queue::FairQueue;
 use kube::ResourceExt;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::api::crd::ConsentToken;
@@ -34,8 +39,8 @@ use crate::cache::cached_token::CachedToken;
 
 pub struct WorkQueue {
     state: Mutex<State>,
-    ready_tx: mpsc::UnboundedSender<ObjectId>,
-    ready_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<ObjectId>>,
+    /// Wakes a worker when an object is queued.
+    ready_changed: Notify,
     /// Wakes the timer task when an earlier timer was set.
     timers_changed: Notify,
     /// Objects waiting for a worker (the `consent_token_reconciles_queued` gauge).
@@ -47,6 +52,10 @@ pub struct WorkQueue {
 #[derive(Default)]
 struct State {
     objects: HashMap<ObjectId, Slot>,
+    /// Objects due now (an object deleted while queued stays until its turn, then is skipped).
+    ready: FairQueue,
+    /// One copy of each namespace's name, shared by its objects' slots.
+    namespaces: HashSet<Arc<str>>,
     timers: BTreeSet<(Instant, ObjectId)>,
     /// The objects a (re)list under way has delivered so far.
     relisted: Option<HashSet<ObjectId>>,
@@ -54,6 +63,7 @@ struct State {
 
 struct Slot {
     object: CachedToken,
+    namespace: Arc<str>,
     /// Of the generation and annotations: a change to either is worth a reconcile, a status
     /// write (ours) is not.
     fingerprint: u64,
@@ -83,11 +93,9 @@ pub enum Watched {
 
 impl WorkQueue {
     pub fn new(queued: Gauge) -> Self {
-        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         Self {
             state: Mutex::default(),
-            ready_tx,
-            ready_rx: tokio::sync::Mutex::new(ready_rx),
+            ready_changed: Notify::new(),
             timers_changed: Notify::new(),
             queued,
             hasher: RandomState::new(),
@@ -103,6 +111,7 @@ impl WorkQueue {
     pub fn apply(&self, ct: ConsentToken) -> Cached {
         let id = ObjectId::of(&ct.uid().unwrap_or_default());
         let fingerprint = self.hasher.hash_one((ct.metadata.generation, ct.annotations()));
+        let namespace = ct.namespace().unwrap_or_default();
         // Encoding, compressing and checking the text take microseconds: not while workers wait
         // for the lock.
         let object = CachedToken::new(ct);
@@ -116,7 +125,16 @@ impl WorkQueue {
                 std::mem::replace(&mut slot.fingerprint, fingerprint) != fingerprint
             }
             None => {
-                let slot = Slot { object, fingerprint, timer: None, queued: false, running: false, again: false };
+                let namespace = match state.namespaces.get(namespace.as_str()) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        let shared: Arc<str> = Arc::from(namespace);
+                        state.namespaces.insert(shared.clone());
+                        shared
+                    }
+                };
+                let slot =
+                    Slot { object, namespace, fingerprint, timer: None, queued: false, running: false, again: false };
                 state.objects.insert(id, slot);
                 true
             }
@@ -193,26 +211,46 @@ impl WorkQueue {
             state.timers.remove(&(at, id));
         }
         self.queued.inc();
-        // The receiver lives as long as the queue: sending cannot fail.
-        let _ = self.ready_tx.send(id);
+        let namespace = slot.namespace.clone();
+        state.ready.push(&namespace, id);
+        self.ready_changed.notify_one();
     }
 
-    /// The next object due, in the order they came due; waits while there is none. The object is
-    /// then the caller's until [`WorkQueue::done`].
+    /// The next object due (its namespace's turn, and first in that namespace's line); waits
+    /// while there is none. The object is then the caller's until [`WorkQueue::done`].
     pub async fn next(&self) -> (ObjectId, ConsentToken) {
-        let mut ready = self.ready_rx.lock().await;
         loop {
-            let Some(id) = ready.recv().await else { return std::future::pending().await };
-            let mut state = self.lock();
+            // Registered before looking, so a push between the look and the wait still wakes us.
+            let notified = self.ready_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(taken) = self.take_ready() {
+                return taken;
+            }
+            notified.await;
+        }
+    }
+
+    fn take_ready(&self) -> Option<(ObjectId, ConsentToken)> {
+        let mut state = self.lock();
+        while let Some(id) = state.ready.pop() {
             // Deleted while it waited: `remove` counted it out already.
             let Some(slot) = state.objects.get_mut(&id) else { continue };
+            if !slot.queued {
+                continue;
+            }
             slot.queued = false;
             self.queued.dec();
             // Cannot fail (see `CachedToken::decode`); if it did, the next watch event queues it.
             let Some(ct) = slot.object.decode() else { continue };
             slot.running = true;
-            return (id, ct);
+            // Others may be due: let the next idle worker look too.
+            if !state.ready.is_empty() {
+                self.ready_changed.notify_one();
+            }
+            return Some((id, ct));
         }
+        None
     }
 
     /// The reconcile of `id` finished and asked to look again `after` this long. Whether the

@@ -56,6 +56,44 @@ async fn objects_are_taken_in_the_order_they_came_due() {
 }
 
 #[tokio::test]
+async fn namespaces_take_turns_and_a_backlog_costs_only_its_own_namespace() {
+    let queue = queue();
+    let in_namespace = |name: &str, uid: &str, namespace: &str| {
+        let mut ct = token(name, uid, 1, &[]);
+        ct.metadata.namespace = Some(namespace.into());
+        ct
+    };
+    for n in 0..1000 {
+        queue.apply(in_namespace(&format!("noisy-{n}"), &format!("n{n}"), "noisy"));
+    }
+    queue.apply(in_namespace("victim-a", "v1", "victim"));
+    queue.apply(in_namespace("victim-b", "v2", "victim"));
+    let first: Vec<String> = drain(&queue).await.into_iter().take(5).collect();
+    assert_eq!(first, ["noisy-0", "victim-a", "noisy-1", "victim-b", "noisy-2"]);
+}
+
+#[tokio::test]
+async fn idle_workers_all_get_work_when_many_objects_come_due_at_once() {
+    let queue = Arc::new(queue());
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.next().await.1.name_any() })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    for n in 0..4 {
+        queue.apply(token(&format!("t{n}"), &format!("{n}"), 1, &[]));
+    }
+    let mut taken = Vec::new();
+    for worker in workers {
+        taken.push(tokio::time::timeout(Duration::from_secs(5), worker).await.unwrap().unwrap());
+    }
+    taken.sort();
+    assert_eq!(taken, ["t0", "t1", "t2", "t3"], "four waiting workers, four objects: one each");
+}
+
+#[tokio::test]
 async fn a_trigger_during_a_reconcile_runs_it_again_afterwards_not_beside_it() {
     let queue = queue();
     queue.apply(token("a", "1", 1, &[]));

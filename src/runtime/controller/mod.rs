@@ -1,7 +1,8 @@
 //! Wiring: which watches trigger a reconcile, and what is cached.
 //!
 //! - ConsentTokens: cached in the [`WorkQueue`], which also says when each is next reconciled
-//!   (first come, first served, by `--concurrency` workers); a reconcile runs when the spec
+//!   (namespaces take turns, first come, first served within each, by `--concurrency`
+//!   workers); a reconcile runs when the spec
 //!   (generation) or the annotations change, never for the operator's own status writes, and
 //!   when its timer comes due. The same watch keeps the credentials index, the count of first
 //!   tokens and the reconcile's per-object records.
