@@ -95,7 +95,7 @@ async fn garbage_is_never_written() {
     let truncated = r#"{"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}"#;
     let good = ready_then_fault(&env, Fault::Garbage(truncated.into()), None).await;
     let ct = env.wait_for_ready("mx", "True", "InvalidResponse").await;
-    assert!(ct.status.unwrap().conditions[0].message.contains("not a decodable JWT"));
+    assert!(ct.status.unwrap().conditions[0].message.contains("not a compact JWT"));
     assert_eq!(env.token_in_secret("mx", "token").await.as_deref(), Some(good.as_str()));
 
     for body in ["<html>maintenance</html>", r#"{"access_token": ""}"#, "{}"] {

@@ -10,6 +10,7 @@
 //! objects the cache is about 3 MB, against 9 MB as plain text and 19 MB decoded
 //! (docs/performance).
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -120,8 +121,9 @@ fn decode(compressed: &[u8]) -> Result<ConsentToken, DecodeError> {
 /// reads: the field managers, its labels, finalizers, owner references, resource version and
 /// every annotation but `consent.dev/refresh-requested-at`. These are the tenant's to fill (up
 /// to the API server's limits: 256 KiB of annotations, random bytes that do not compress);
-/// kept, a few hundred such objects would take the operator past its memory limit. A change of another annotation then no
-/// longer wakes the object, and needs not: nothing it says is read.
+/// kept, a few hundred such objects would take the operator past its memory limit. The other
+/// annotations leave a hash in their place ([`OTHER_ANNOTATIONS`]): a change to any of them
+/// still makes the operator look again, as users expect of `kubectl annotate`.
 /// `lifecycle::a_cached_object_has_every_field_the_reconcile_reads` shows that what remains is
 /// all a reconcile needs.
 pub fn slim_consent_token(ct: &mut ConsentToken) {
@@ -140,14 +142,35 @@ pub fn slim_provider(metadata: &mut ObjectMeta) {
     metadata.annotations = None;
 }
 
+/// Where the hash of the annotations no reconcile reads is kept, in place of them.
+pub const OTHER_ANNOTATIONS: &str = "consent.dev/other-annotations-hash";
+
 fn keep_only_read_annotations(metadata: &mut ObjectMeta) {
-    if let Some(annotations) = metadata.annotations.as_mut() {
-        annotations.retain(|key, _| key == REFRESH_REQUESTED_AT);
-        if annotations.is_empty() {
-            metadata.annotations = None;
+    let Some(annotations) = metadata.annotations.as_mut() else { return };
+    // Fixed keys: the same annotations give the same hash for the life of the process.
+    let mut hasher =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    let mut dropped = false;
+    annotations.retain(|key, value| {
+        if key == REFRESH_REQUESTED_AT {
+            return true;
         }
+        // A client-side `kubectl apply`'s copy of the object changes with its spec anyway.
+        if key != LAST_APPLIED {
+            (key, value).hash(&mut hasher);
+            dropped = true;
+        }
+        false
+    });
+    if dropped {
+        annotations.insert(OTHER_ANNOTATIONS.to_owned(), format!("{:016x}", hasher.finish()));
+    }
+    if annotations.is_empty() {
+        metadata.annotations = None;
     }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
 mod tests {
@@ -313,14 +336,24 @@ mod tests {
             .into(),
         );
         slim_consent_token(&mut ct);
+        let kept = ct.metadata.annotations.clone().unwrap();
         assert_eq!(
-            ct.metadata.annotations,
-            Some([("consent.dev/refresh-requested-at".to_owned(), "now".to_owned())].into())
+            kept.keys().collect::<Vec<_>>(),
+            ["consent.dev/other-annotations-hash", "consent.dev/refresh-requested-at"]
         );
-        let mut other = full();
-        other.metadata.annotations = Some([("tenant.example/x".to_owned(), "y".to_owned())].into());
-        slim_consent_token(&mut other);
-        assert_eq!(other.metadata.annotations, None);
+        assert_eq!(kept["consent.dev/other-annotations-hash"].len(), 16, "a hash, not the 200,000 bytes");
+        // Another value of a dropped annotation changes the hash (the object is looked at again);
+        // the same ones give the same hash; `kubectl apply`'s copy alone gives none.
+        let slimmed = |annotations: &[(&str, &str)]| {
+            let mut ct = full();
+            ct.metadata.annotations =
+                Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+            slim_consent_token(&mut ct);
+            ct.metadata.annotations
+        };
+        assert_eq!(slimmed(&[("tenant.example/x", "1")]), slimmed(&[("tenant.example/x", "1")]));
+        assert_ne!(slimmed(&[("tenant.example/x", "1")]), slimmed(&[("tenant.example/x", "2")]));
+        assert_eq!(slimmed(&[("kubectl.kubernetes.io/last-applied-configuration", "{}")]), None);
 
         let mut provider = ObjectMeta {
             annotations: Some([("tenant.example/fat".to_owned(), "x".repeat(100_000))].into()),
