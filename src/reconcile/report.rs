@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::crd::{ConsentToken, ConsentTokenStatus, ProviderKind};
@@ -147,23 +147,9 @@ async fn announce_transition(ct: &ConsentToken, ctx: &Context, last: Option<&Wri
         action: "Refresh".into(),
         secondary: None,
     };
-    // A Recorder per Event: a shared one keeps every Event it published for six minutes and
-    // scans them all on each publish (to fold repeats into a series), which with 10,000
-    // objects turning Ready is megabytes held and quadratic work. Ours are one per
-    // transition, so there are no repeats to fold.
-    let recorder = Recorder::new(ctx.kube.client.clone(), ctx.kube.reporter.clone());
-    // An Event is not worth holding the object's next renewal for: a request stalled on a dead
-    // connection would otherwise keep this reconcile (and so the renewal timer set when it
-    // ends) waiting for the client's five-minute read timeout.
-    match tokio::time::timeout(EVENT_TIMEOUT, recorder.publish(&event, &ct.object_ref(&()))).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "could not publish an event"),
-        Err(_) => tracing::warn!(timeout = ?EVENT_TIMEOUT, "could not publish an event: no answer in time"),
-    }
+    let reporter = &ctx.kube.reporter;
+    crate::observability::events::publish(&ctx.kube.client, reporter, &event, &ct.object_ref(&())).await;
 }
-
-/// How long an Event's publication may take before it is given up.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counted before the status is written: the attempt happened even if that write fails.
 fn count_attempt(ct: &ConsentToken, ctx: &Context, outcome: &Outcome) {

@@ -3,10 +3,8 @@
 //! only: the standby sees the same objects, and one Event per object is enough. An object first
 //! seen while this replica stood by gets none from it (the log and the gauge still name it).
 
-use std::time::Duration;
-
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::undecodable::UndecodableReport;
@@ -14,9 +12,6 @@ use crate::runtime::leader::Role;
 
 /// How many reports may wait for publication; more are dropped (each is logged and counted).
 pub const QUEUE: usize = 256;
-
-/// How long one publication may take before it is given up.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes an Event for each report while this replica leads, until every sender is gone.
 pub async fn publish(
@@ -36,12 +31,7 @@ pub async fn publish(
             action: "Decode".into(),
             secondary: None,
         };
-        let recorder = Recorder::new(client.clone(), reporter.clone());
-        match tokio::time::timeout(TIMEOUT, recorder.publish(&event, &report.object)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "could not publish an event"),
-            Err(_) => tracing::warn!(timeout = ?TIMEOUT, "could not publish an event: no answer in time"),
-        }
+        crate::observability::events::publish(&client, &reporter, &event, &report.object).await;
     }
 }
 
