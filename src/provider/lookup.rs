@@ -167,8 +167,9 @@ pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error
     {
         return Err(Error::NamespaceNotAllowed { provider: reference.name.clone() });
     }
-    let source = combine(ct, provider.endpoint())?;
-    if let Some(endpoint) = provider.endpoint() {
+    let endpoint = provider.endpoint();
+    let source = combine(ct, endpoint)?;
+    if let Some(endpoint) = endpoint {
         within_scope(&source, endpoint, &provider.key())?;
     }
     Ok(Resolution {
@@ -183,25 +184,16 @@ pub fn resolve(ct: &ConsentToken, catalog: &Catalog) -> Result<Resolution, Error
 fn within_scope(source: &ProviderSource, endpoint: Endpoint<'_>, provider: &ProviderKey) -> Result<(), Error> {
     let refused = |what, list| Err(Error::RequestNotAllowed { provider: provider.to_string(), what, list });
     match (source, endpoint) {
-        (ProviderSource::OneTrust(asked), Endpoint::OneTrust(tenant)) => {
-            let allowed = &tenant.allowed_collection_points;
-            if !allowed.is_empty() && !allowed.iter().any(|g| g.eq_ignore_ascii_case(&asked.collection_point.guid)) {
-                return refused("collection points", "spec.oneTrust.allowedCollectionPoints");
-            }
+        (ProviderSource::OneTrust(asked), Endpoint::OneTrust(tenant))
+            if !tenant.allows_collection_point(&asked.collection_point.guid) =>
+        {
+            refused("collection points", "spec.oneTrust.allowedCollectionPoints")
         }
-        (ProviderSource::Fdx(asked), Endpoint::Fdx(fdx)) => {
-            let allowed = &fdx.allowed_customer_ids;
-            let matches = |pattern: &String| match pattern.strip_suffix('*') {
-                Some(prefix) => asked.customer_id.starts_with(prefix),
-                None => *pattern == asked.customer_id,
-            };
-            if !allowed.is_empty() && !allowed.iter().any(matches) {
-                return refused("customer ids", "spec.fdx.allowedCustomerIds");
-            }
+        (ProviderSource::Fdx(asked), Endpoint::Fdx(fdx)) if !fdx.allows_customer(&asked.customer_id) => {
+            refused("customer ids", "spec.fdx.allowedCustomerIds")
         }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The shared endpoint with the token's own part, or what is missing.

@@ -238,11 +238,34 @@ impl<'a> Endpoint<'a> {
 impl AllowedNamespaces {
     /// Whether a namespace with this name and these labels is allowed.
     pub fn allows(&self, namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        let by_name = self.names.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => namespace.starts_with(prefix),
-            None => pattern == namespace,
-        });
+        let by_name = self.names.iter().any(|pattern| name_matches(pattern, namespace));
         by_name || self.selector.as_ref().is_some_and(|selector| selector_matches(selector, labels))
+    }
+}
+
+impl OneTrustTenant {
+    /// Whether ConsentTokens may ask for this collection point (`allowedCollectionPoints`;
+    /// empty allows any). GUIDs compare without case.
+    pub fn allows_collection_point(&self, guid: &str) -> bool {
+        let allowed = &self.allowed_collection_points;
+        allowed.is_empty() || allowed.iter().any(|listed| listed.eq_ignore_ascii_case(guid))
+    }
+}
+
+impl FdxEndpoint {
+    /// Whether ConsentTokens may ask for this customer (`allowedCustomerIds`; empty allows any).
+    pub fn allows_customer(&self, customer_id: &str) -> bool {
+        let allowed = &self.allowed_customer_ids;
+        allowed.is_empty() || allowed.iter().any(|pattern| name_matches(pattern, customer_id))
+    }
+}
+
+/// A name against a list entry: the same name, or, for an entry ending in `*`, any name that
+/// starts with what comes before it.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
     }
 }
 
