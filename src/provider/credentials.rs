@@ -38,6 +38,18 @@ pub struct Destination<'a> {
     pub asked_by: &'a str,
 }
 
+impl Destination<'_> {
+    /// The refusal to send `secret` here; `listed`: what its marking allows, if it has one.
+    fn refused(self, secret: &str, listed: Option<String>) -> Error {
+        Error::CredentialsNotAllowed {
+            asked_by: self.asked_by.to_owned(),
+            secret: secret.to_owned(),
+            host: self.host.to_owned(),
+            listed,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct CredentialsCache {
     entries: Mutex<HashMap<SecretKey, Cached>>,
@@ -269,17 +281,11 @@ pub fn from_secret(
     to: Destination<'_>,
 ) -> Result<Credentials, Error> {
     let marking = secret.metadata.annotations.as_ref().and_then(|a| a.get(ALLOWED_HOSTS_ANNOTATION));
-    let refused = |listed: Option<String>| Error::CredentialsNotAllowed {
-        asked_by: to.asked_by.to_owned(),
-        secret: reference.name.clone(),
-        host: to.host.to_owned(),
-        listed,
-    };
-    let Some(marking) = marking else { return Err(refused(None)) };
+    let Some(marking) = marking else { return Err(to.refused(&reference.name, None)) };
     // A marking that does not parse allows nothing; the message quotes it so its owner sees why.
     let allowed_hosts = HostPatterns::parse(marking).unwrap_or_default();
     if !allowed_hosts.allows(to.host) {
-        return Err(refused(Some(marking.chars().take(200).collect())));
+        return Err(to.refused(&reference.name, Some(marking.chars().take(200).collect())));
     }
     let value = |key: &str| -> Result<SecretString, Error> {
         let missing = || Error::CredentialsKeyMissing { secret: reference.name.clone(), key: key.to_owned() };
@@ -302,12 +308,7 @@ fn allowed_for(allowed: &HostPatterns, secret: &str, to: Destination<'_>) -> Res
     if allowed.allows(to.host) {
         return Ok(());
     }
-    Err(Error::CredentialsNotAllowed {
-        asked_by: to.asked_by.to_owned(),
-        secret: secret.to_owned(),
-        host: to.host.to_owned(),
-        listed: Some(allowed.to_string()),
-    })
+    Err(to.refused(secret, Some(allowed.to_string())))
 }
 
 #[cfg(test)]
