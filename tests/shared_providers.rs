@@ -120,21 +120,31 @@ async fn a_cluster_provider_serves_the_namespaces_it_allows_with_one_oauth_token
     providers.delete(&name, &Default::default()).await.unwrap();
 }
 
+/// ConsentProvider `bank`: the fake's FDX endpoint with its credentials Secret, and `more` fields
+/// of `spec.fdx`.
+async fn bank_provider(env: &TestEnv, more: serde_json::Value) -> Api<ConsentProvider> {
+    env.fake.add_fdx_client("mx-client", "mx-secret-value");
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    let mut fdx =
+        serde_json::json!({"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "mx-credentials"}});
+    fdx.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
+        "spec": {"fdx": fdx}
+    }))
+    .unwrap();
+    let providers: Api<ConsentProvider> = Api::namespaced(env.client.clone(), &env.namespace);
+    providers.create(&PostParams::default(), &provider).await.unwrap();
+    providers
+}
+
 /// A provider object may list the customers (or collection points) its ConsentTokens may ask
 /// for: the platform's credentials then mint tokens for those only, whatever a namespace asks.
 #[tokio::test]
 async fn a_provider_refuses_customers_it_does_not_list_before_anything_is_sent() {
     let env = TestEnv::start("scoped").await;
-    env.fake.add_fdx_client("mx-client", "mx-secret-value");
-    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
-    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
-        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
-        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "mx-credentials"},
-                         "allowedCustomerIds": ["team-a-*", "exact-customer"]}}
-    }))
-    .unwrap();
-    let providers: Api<ConsentProvider> = Api::namespaced(env.client.clone(), &env.namespace);
-    providers.create(&PostParams::default(), &provider).await.unwrap();
+    let providers =
+        bank_provider(&env, serde_json::json!({"allowedCustomerIds": ["team-a-*", "exact-customer"]})).await;
     let asking = |customer: &str| serde_json::json!({"providerRef": {"name": "bank"}, "customerId": customer});
     env.create_token("listed", asking("team-a-42")).await;
     env.create_token("unlisted", asking("team-b-42")).await;
@@ -169,15 +179,7 @@ async fn a_provider_refuses_customers_it_does_not_list_before_anything_is_sent()
 #[tokio::test]
 async fn a_namespaced_provider_and_a_target_shaped_by_its_user() {
     let env = TestEnv::start("shaped").await;
-    env.fake.add_fdx_client("mx-client", "mx-secret-value");
-    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
-    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
-        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
-        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "mx-credentials"}}}
-    }))
-    .unwrap();
-    let providers: Api<ConsentProvider> = Api::namespaced(env.client.clone(), &env.namespace);
-    providers.create(&PostParams::default(), &provider).await.unwrap();
+    let providers = bank_provider(&env, serde_json::json!({})).await;
 
     env.create_token(
         "shaped",
