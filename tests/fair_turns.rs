@@ -30,12 +30,7 @@ async fn a_namespaces_backlog_delays_another_namespace_by_one_turn_per_token() {
     }
     // One running, the others waiting, before the victim's come.
     support::eventually("the noisy backlog queued", Duration::from_secs(30), || async {
-        let metrics = env.operator.metrics().await;
-        let queued: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("consent_token_reconciles_queued ")?.parse().ok())
-            .unwrap_or(0.0);
-        (queued >= (NOISY - 1) as f64).then_some(())
+        (env.operator.queued().await >= (NOISY - 1) as f64).then_some(())
     })
     .await;
     env.namespace = victim.clone();

@@ -148,12 +148,6 @@ async fn an_outage_draws_fewer_requests_than_normal_and_everything_is_renewed_so
     );
 }
 
-/// The operator's `consent_token_reconciles_queued`.
-async fn queued(env: &TestEnv) -> f64 {
-    let text = env.operator.metrics().await;
-    text.lines().find_map(|l| l.strip_prefix("consent_token_reconciles_queued ")?.parse().ok()).unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_came() {
     // One reconcile at a time and a provider that takes 2 s a token: a backlog of seconds.
@@ -174,7 +168,7 @@ async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_
     }
     // Every early one is running or queued before the late ones come.
     support::eventually("the early ones queued", Duration::from_secs(30), || async {
-        (queued(&env).await >= (EACH - 1) as f64).then_some(())
+        (env.operator.queued().await >= (EACH - 1) as f64).then_some(())
     })
     .await;
     for i in 0..EACH {

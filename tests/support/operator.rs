@@ -209,6 +209,12 @@ impl Operator {
         reconciles_in(&self.metrics().await)
     }
 
+    /// ConsentTokens due and waiting for a worker (`consent_token_reconciles_queued`).
+    pub async fn queued(&self) -> f64 {
+        let metrics = self.metrics().await;
+        metrics.lines().find_map(|l| l.strip_prefix("consent_token_reconciles_queued ")?.parse().ok()).unwrap_or(0.0)
+    }
+
     /// Waits until this process has finished more than `than` reconciles.
     pub async fn wait_for_reconciles(&self, than: u64) -> u64 {
         super::eventually(&format!("{} to reconcile", self.identity), Duration::from_secs(30), || async {
