@@ -51,6 +51,11 @@ pub enum Error {
     )]
     ProviderNotAllowed { host: String, allowed: String },
 
+    #[error(
+        "the operator may not call port {port} of provider host {host:?}: the cluster admin allows only ports {allowed} (operator flag --allowed-provider-ports, Helm value allowedProviderPorts)"
+    )]
+    PortNotAllowed { host: String, port: u16, allowed: String },
+
     #[error("{}", match .0 {
         AddressClass::Private => "the provider host is at a loopback or private address, which the operator connects to only in networks the cluster admin allows (operator flag --allowed-private-networks, Helm value allowedPrivateNetworks)",
         _ => "the provider host is at a link-local or cloud-metadata address, which the operator never connects to",
@@ -87,6 +92,11 @@ pub enum Error {
         "as many requests as allowed are under way to this provider host (--upstream-concurrency-per-host); queued"
     )]
     HostBusy,
+
+    #[error(
+        "as many provider requests as one namespace may have under way are under way for this namespace (--upstream-concurrency-per-namespace); queued"
+    )]
+    NamespaceBusy,
 
     #[error("the provider host is failing; requests to it are paused and it is probed again in {}s", .retry_in.as_secs())]
     HostFailing { retry_in: Duration },
@@ -144,15 +154,17 @@ impl Error {
             Self::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
             Self::RequestNotAllowed { .. } => "RequestNotAllowed",
             Self::CredentialsNotAllowed { .. } => "CredentialsNotAllowed",
-            Self::ProviderNotAllowed { .. } => "ProviderNotAllowed",
+            Self::ProviderNotAllowed { .. } | Self::PortNotAllowed { .. } => "ProviderNotAllowed",
             Self::AddressNotAllowed(_) => "ProviderAddressNotAllowed",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden { .. } => "Forbidden",
             Self::Rejected { .. } | Self::OAuthRejected { .. } => "UpstreamRejected",
             Self::RateLimited(_) => "RateLimited",
-            Self::UpstreamStatus { .. } | Self::Transport(_) | Self::HostBusy | Self::HostFailing { .. } => {
-                "UpstreamError"
-            }
+            Self::UpstreamStatus { .. }
+            | Self::Transport(_)
+            | Self::HostBusy
+            | Self::NamespaceBusy
+            | Self::HostFailing { .. } => "UpstreamError",
             Self::InvalidResponse(_) => "InvalidResponse",
             Self::TargetConflict(_) => "TargetConflict",
             Self::InvalidSpec(_) => "InvalidSpec",
@@ -172,6 +184,8 @@ impl Error {
             Self::CredentialsKeyMissing { .. } => "credentials_key_missing",
             Self::CredentialsNotAllowed { .. } => "credentials_not_allowed",
             Self::ProviderNotAllowed { .. } => "provider_not_allowed",
+            Self::PortNotAllowed { .. } => "port_not_allowed",
+            Self::NamespaceBusy => "namespace_busy",
             Self::AddressNotAllowed(_) => "address_not_allowed",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
@@ -194,7 +208,7 @@ impl Error {
         match self {
             Self::RateLimited(limit) => RetryClass::After(limit.retry_after),
             Self::UpstreamStatus { retry_after: Some(wait), .. } => RetryClass::After(*wait),
-            Self::HostBusy => RetryClass::Soon(Duration::from_secs(1)),
+            Self::HostBusy | Self::NamespaceBusy => RetryClass::Soon(Duration::from_secs(1)),
             Self::HostFailing { retry_in } => RetryClass::Soon(*retry_in),
             Self::UpstreamStatus { .. }
             | Self::Transport(_)
@@ -209,6 +223,7 @@ impl Error {
             | Self::CredentialsKeyMissing { .. }
             | Self::CredentialsNotAllowed { .. }
             | Self::ProviderNotAllowed { .. }
+            | Self::PortNotAllowed { .. }
             | Self::AddressNotAllowed(_)
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
@@ -239,7 +254,7 @@ fn credentials_not_allowed(asked_by: &str, secret: &str, host: &str, listed: Opt
 impl Error {
     /// Whether nothing was sent because the host is busy or paused (see `provider::host_guard`).
     pub fn was_held(&self) -> bool {
-        matches!(self, Self::HostBusy | Self::HostFailing { .. })
+        matches!(self, Self::HostBusy | Self::NamespaceBusy | Self::HostFailing { .. })
     }
 
     /// The same failure again, for every caller that shares one attempt's result (a failed
@@ -266,6 +281,9 @@ impl Error {
                 host: host.clone(),
                 listed: listed.clone(),
             },
+            Self::PortNotAllowed { host, port, allowed } => {
+                Self::PortNotAllowed { host: host.clone(), port: *port, allowed: allowed.clone() }
+            }
             Self::ProviderNotAllowed { host, allowed } => {
                 Self::ProviderNotAllowed { host: host.clone(), allowed: allowed.clone() }
             }
@@ -279,6 +297,7 @@ impl Error {
                 Self::UpstreamStatus { status: *status, retry_after: *retry_after }
             }
             Self::HostBusy => Self::HostBusy,
+            Self::NamespaceBusy => Self::NamespaceBusy,
             Self::HostFailing { retry_in } => Self::HostFailing { retry_in: *retry_in },
             Self::Transport(what) => Self::Transport(what),
             Self::InvalidResponse(what) => Self::InvalidResponse(what),
@@ -291,109 +310,4 @@ impl Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::CustomResourceExt;
-
-    /// One of each variant. The match below has no wildcard: a new variant does not compile
-    /// until it is added here, and so until its reason is checked against the CRD's docs.
-    fn one_of_each() -> Vec<Error> {
-        let all = vec![
-            Error::CredentialsNotFound { secret: "s".into(), namespace: "n".into() },
-            Error::ProviderNotFound { kind: "ConsentProvider", name: "p".into() },
-            Error::NamespaceNotAllowed { provider: "p".into() },
-            Error::RequestNotAllowed { provider: "p".into(), what: "w", list: "l" },
-            Error::CredentialsNamespaceNotWatched { namespace: "n".into() },
-            Error::CredentialsKeyMissing { secret: "s".into(), key: "k".into() },
-            Error::CredentialsNotAllowed { asked_by: "a".into(), secret: "s".into(), host: "h".into(), listed: None },
-            Error::ProviderNotAllowed { host: "h".into(), allowed: "*".into() },
-            Error::AddressNotAllowed(AddressClass::Private),
-            Error::Unauthorized { status: 401 },
-            Error::Forbidden { status: 403 },
-            Error::Rejected { status: 400 },
-            Error::OAuthRejected { status: 400 },
-            Error::RateLimited(Box::new(RateLimit {
-                retry_after: Duration::from_secs(1),
-                capped: false,
-                period: None,
-                requests_allowed: None,
-                requests_made: None,
-                event_id: None,
-            })),
-            Error::UpstreamStatus { status: 500, retry_after: None },
-            Error::HostBusy,
-            Error::HostFailing { retry_in: Duration::from_secs(1) },
-            Error::Transport("t"),
-            Error::InvalidResponse("r"),
-            Error::TargetConflict("t".into()),
-            Error::InvalidSpec("s".into()),
-            Error::Internal("i"),
-            Error::Kube(Box::new(kube::Error::TlsRequired)),
-        ];
-        for err in &all {
-            match err {
-                Error::CredentialsNotFound { .. }
-                | Error::ProviderNotFound { .. }
-                | Error::NamespaceNotAllowed { .. }
-                | Error::RequestNotAllowed { .. }
-                | Error::CredentialsNamespaceNotWatched { .. }
-                | Error::CredentialsKeyMissing { .. }
-                | Error::CredentialsNotAllowed { .. }
-                | Error::ProviderNotAllowed { .. }
-                | Error::AddressNotAllowed(_)
-                | Error::Unauthorized { .. }
-                | Error::Forbidden { .. }
-                | Error::Rejected { .. }
-                | Error::OAuthRejected { .. }
-                | Error::RateLimited(_)
-                | Error::UpstreamStatus { .. }
-                | Error::HostBusy
-                | Error::HostFailing { .. }
-                | Error::Transport(_)
-                | Error::InvalidResponse(_)
-                | Error::TargetConflict(_)
-                | Error::InvalidSpec(_)
-                | Error::Internal(_)
-                | Error::Kube(_) => {}
-            }
-        }
-        all
-    }
-
-    fn conditions_doc(
-        crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    ) -> String {
-        let schema = serde_json::to_value(crd).unwrap();
-        let pointer = "/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/conditions/description";
-        schema.pointer(pointer).and_then(|d| d.as_str()).unwrap_or_default().to_owned()
-    }
-
-    #[test]
-    fn every_reason_the_operator_gives_is_kept_without_a_copy() {
-        for reason in one_of_each().iter().map(Error::reason).chain(["TokenValid", "Pending", "Expired"]) {
-            assert!(
-                matches!(crate::reconcile::status::kept_reason(reason), std::borrow::Cow::Borrowed(_)),
-                "{reason} is missing from status::OWN_REASONS"
-            );
-        }
-        assert!(matches!(crate::reconcile::status::kept_reason("SomeoneElses"), std::borrow::Cow::Owned(_)));
-    }
-
-    #[test]
-    fn every_reason_the_operator_gives_is_listed_in_kubectl_explain() {
-        let documented = conditions_doc(&crate::api::crd::ConsentToken::crd());
-        let reasons =
-            one_of_each().iter().map(Error::reason).chain(["TokenValid", "Pending", "Expired"]).collect::<Vec<_>>();
-        for reason in reasons {
-            assert!(documented.contains(&format!("`{reason}`")), "ConsentToken: {reason} missing from {documented}");
-        }
-        // Providers report one of their two ready reasons or a failure's, except the failures
-        // that belong to a ConsentToken alone.
-        let documented = conditions_doc(&crate::api::crd::ConsentProvider::crd());
-        let token_only = ["ProviderNotFound", "NamespaceNotAllowed", "RequestNotAllowed", "TargetConflict"];
-        let reasons = one_of_each().iter().map(Error::reason).filter(|r| !token_only.contains(r)).collect::<Vec<_>>();
-        for reason in reasons.into_iter().chain(["AccessTokenObtained", "CredentialsValid"]) {
-            assert!(documented.contains(&format!("`{reason}`")), "ConsentProvider: {reason} missing from {documented}");
-        }
-    }
-}
+mod tests;
