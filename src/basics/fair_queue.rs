@@ -1,24 +1,28 @@
-//! The objects due now, served fairly across namespaces: each namespace has its own first-come,
-//! first-served line, and the namespaces with something due take turns, one object each. A
-//! namespace with 10,000 objects due delays another's next object by one turn, not by 10,000;
-//! one alone gets every turn (nothing waits for an idle namespace). The anchor is the API
-//! server's own API Priority and Fairness, with namespaces as its flows.
+//! Work served fairly across namespaces (the objects due now, the writes waiting for the API
+//! write budget): each namespace has its own first-come, first-served line, and the namespaces
+//! with something waiting take turns, one item each. A namespace with 10,000 items waiting
+//! delays another's next item by one turn, not by 10,000; one alone gets every turn (nothing
+//! waits for an idle namespace). The anchor is the API server's own API Priority and Fairness,
+//! with namespaces as its flows.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::basics::object_id::ObjectId;
-
-#[derive(Default)]
-pub struct FairQueue {
-    lines: HashMap<Arc<str>, VecDeque<ObjectId>>,
+pub struct FairQueue<T> {
+    lines: HashMap<Arc<str>, VecDeque<T>>,
     /// The namespaces with a non-empty line, in the order of their next turn.
     turns: VecDeque<Arc<str>>,
 }
 
-impl FairQueue {
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        Self { lines: HashMap::new(), turns: VecDeque::new() }
+    }
+}
+
+impl<T> FairQueue<T> {
     /// Puts `id` at the end of its namespace's line.
-    pub fn push(&mut self, namespace: &Arc<str>, id: ObjectId) {
+    pub fn push(&mut self, namespace: &Arc<str>, id: T) {
         let line = self.lines.entry(namespace.clone()).or_default();
         if line.is_empty() {
             self.turns.push_back(namespace.clone());
@@ -28,7 +32,7 @@ impl FairQueue {
 
     /// The first object of the namespace whose turn it is; that namespace's next turn comes
     /// after every other namespace with something due.
-    pub fn pop(&mut self) -> Option<ObjectId> {
+    pub fn pop(&mut self) -> Option<T> {
         let namespace = self.turns.pop_front()?;
         let line = self.lines.get_mut(&namespace)?;
         let id = line.pop_front();
@@ -49,6 +53,7 @@ impl FairQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::basics::object_id::ObjectId;
 
     fn id(n: u128) -> ObjectId {
         ObjectId::of(&format!("{n:032x}"))

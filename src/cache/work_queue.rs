@@ -1,6 +1,6 @@
 //! The ConsentTokens of one controller and when each is next looked at: the cache the reconciles
 //! read, a queue of objects due now (first come, first served within a namespace; namespaces
-//! take turns, see [`fair_queue`]), and a timer per object.
+//! take turns, see [`FairQueue`]), and a timer per object.
 //!
 //! This replaces kube-runtime's `Controller` (its reflector store, scheduler and runner) for
 //! three reasons, each measured (docs/performance):
@@ -19,20 +19,18 @@
 //! An object is never reconciled twice at once: it is in the queue at most once, and a trigger
 //! that comes while it is being reconciled makes it run again right after.
 
-mod fair_queue;
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fair_queue::FairQueue;
 use kube::ResourceExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::api::crd::ConsentToken;
+use crate::basics::fair_queue::FairQueue;
 use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::cache::cached_token::CachedToken;
@@ -53,7 +51,7 @@ pub struct WorkQueue {
 struct State {
     objects: HashMap<ObjectId, Slot>,
     /// Objects due now (an object deleted while queued stays until its turn, then is skipped).
-    ready: FairQueue,
+    ready: FairQueue<ObjectId>,
     /// One copy of each namespace's name, shared by its objects' slots.
     namespaces: HashSet<Arc<str>>,
     timers: BTreeSet<(Instant, ObjectId)>,

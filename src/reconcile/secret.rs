@@ -139,7 +139,7 @@ async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), E
     match plan {
         WritePlan::Create(desired) => {
             let name = desired.metadata.name.clone().unwrap_or_default();
-            ctx.kube.api_writes.permit().await;
+            ctx.kube.api_writes.permit(&namespace).await;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match api.create(&params, &desired).await {
                 Ok(_) => Ok(()),
@@ -156,11 +156,11 @@ async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), E
         WritePlan::Apply { removal, secret } => {
             let name = secret.metadata.name.clone().unwrap_or_default();
             if let Some(removal) = removal {
-                ctx.kube.api_writes.permit().await;
+                ctx.kube.api_writes.permit(&namespace).await;
                 let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
                 api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
             }
-            ctx.kube.api_writes.permit().await;
+            ctx.kube.api_writes.permit(&namespace).await;
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
                 .await
                 .map_err(|err| replaced(err, &name))?;
@@ -209,7 +209,7 @@ pub async fn delete_renamed(ct: &ConsentToken, ctx: &Context) -> Result<(), Erro
             }),
             ..Default::default()
         };
-        ctx.kube.api_writes.permit().await;
+        ctx.kube.api_writes.permit(&namespace).await;
         match api.delete(secret.name(), &params).await {
             Ok(_) => {}
             // Gone already, or replaced by someone else's: not ours to delete.
