@@ -32,6 +32,8 @@ pub struct Written {
     /// the replaced one is stale, not in disagreement (see [`needs_status_write`]).
     status_hash: u64,
     replaced_hash: u64,
+    /// [`substance_hash`] of the status written: what its readers saw last.
+    shown: u64,
 }
 
 impl Written {
@@ -39,6 +41,7 @@ impl Written {
         Self {
             status_hash: status_hash(Some(status)),
             replaced_hash: status_hash(replaced),
+            shown: substance_hash(Some(status)),
             observed_generation: status.observed_generation,
             refresh_requested_at: status.refresh_requested_at.clone(),
             consecutive_failures: status.consecutive_failures,
@@ -53,6 +56,31 @@ impl Written {
     /// what the last write replaced is kept (a stale cache is still recognised).
     pub fn with_ready_of(&self, status: &ConsentTokenStatus) -> Self {
         Self { ready: status::ready(Some(status)), ..self.clone() }
+    }
+
+    /// The record after a write [`deferred`] as a routine retry: the failure count, the retry
+    /// time and the failure are remembered (the next attempt backs off from them), while what
+    /// the API server holds stays `base` (this process's last write) or, after a start, `cached`.
+    pub fn deferred(base: Option<&Self>, desired: &ConsentTokenStatus, cached: Option<&ConsentTokenStatus>) -> Self {
+        let held = match base {
+            Some(base) => base.clone(),
+            None => Self {
+                status_hash: status_hash(cached),
+                replaced_hash: status_hash(cached),
+                shown: substance_hash(cached),
+                ..Self::default()
+            },
+        };
+        Self {
+            observed_generation: desired.observed_generation,
+            refresh_requested_at: desired.refresh_requested_at.clone(),
+            consecutive_failures: desired.consecutive_failures,
+            next_refresh_time: desired.next_refresh_time.clone(),
+            last_failure: desired.last_failure.clone(),
+            rate_limit: desired.rate_limit.clone(),
+            ready: status::ready(Some(desired)),
+            ..held
+        }
     }
 
     /// `status` with what we wrote laid over it, where the cached copy is older.
@@ -86,6 +114,59 @@ pub fn needs_status_write(
         return false;
     }
     !written.is_some_and(|w| w.status_hash == status_hash(Some(desired)) && w.replaced_hash == status_hash(cached))
+}
+
+/// Whether writing `desired` can wait: a failure goes on and all a reader would learn is its
+/// count and its next retry time. Such writes are a failing object's whole cost to the API
+/// server (thousands of objects failing on one host, retried every few seconds, would use the
+/// write budget every other namespace's renewals need), so the status is written when what a
+/// user sees changes: Ready, a reason, a message beyond its numbers, the token, and the count
+/// when it reaches 1, 2, 4, 8... (a handful of writes a day for a failure that lasts).
+pub fn deferred(cached: Option<&ConsentTokenStatus>, desired: &ConsentTokenStatus, written: Option<&Written>) -> bool {
+    let shown = written.map_or_else(|| substance_hash(cached), |w| w.shown);
+    desired.consecutive_failures > 0 && substance_hash(Some(desired)) == shown
+}
+
+/// What a user reads in a status: everything but the retry time, the times inside the failure
+/// and the condition, the digits of messages (a retry's "in 17s", a status code that moved
+/// from 502 to 503) and the failure count between two powers of two.
+fn substance_hash(status: Option<&ConsentTokenStatus>) -> u64 {
+    let Some(status) = status else { return 0 };
+    let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
+    let mut seen = status.clone();
+    seen.next_refresh_time = None;
+    seen.consecutive_failures = match u32::try_from(seen.consecutive_failures) {
+        Ok(n) if n > 0 => 1_i32.checked_shl(n.ilog2()).unwrap_or(i32::MAX),
+        _ => 0,
+    };
+    for condition in &mut seen.conditions {
+        condition.last_transition_time = epoch.clone();
+        condition.message = without_numbers(&condition.message);
+    }
+    if let Some(failure) = seen.last_failure.as_mut() {
+        failure.time = epoch.clone();
+        failure.message = without_numbers(&failure.message);
+    }
+    if let Some(limit) = seen.rate_limit.as_mut() {
+        limit.retry_after = None;
+        limit.requests_made = None;
+    }
+    status_hash(Some(&seen))
+}
+
+/// `text` with each run of digits replaced by `#`.
+fn without_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_number = false;
+    for c in text.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !in_number {
+            out.push('#');
+        }
+        in_number = c.is_ascii_digit();
+    }
+    out
 }
 
 /// [`Written`] records by object uid. Boxed: a table keeps room for up to twice as many entries
@@ -148,5 +229,62 @@ mod tests {
         // Something new to say: write.
         let newer = ConsentTokenStatus { next_refresh_time: Some(Time(t(300))), ..ok_status() };
         assert!(needs_status_write(Some(&old), &newer, Some(&written)));
+    }
+
+    fn failing(count: i32, reason: &str, message: &str, retry_at: i64) -> ConsentTokenStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        ConsentTokenStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: message.into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(t(0)),
+            }],
+            consecutive_failures: count,
+            next_refresh_time: Some(Time(t(retry_at))),
+            last_failure: Some(Box::new(FailureStatus {
+                reason: reason.into(),
+                message: message.into(),
+                time: Time(t(retry_at.saturating_sub(5))),
+            })),
+            ..ok_status()
+        }
+    }
+
+    #[test]
+    fn a_failure_that_goes_on_is_written_when_something_a_reader_sees_changes() {
+        let first = failing(1, "UpstreamError", "the provider answered HTTP 500", 10);
+        let written = Written::of(&first, None);
+        let again = failing(2, "UpstreamError", "the provider answered HTTP 500", 20);
+        assert!(!deferred(Some(&first), &again, Some(&written)), "the count reached 2: written");
+        let written = Written::of(&again, Some(&first));
+        for (count, code) in [(3, 502), (3, 503)] {
+            let retry = failing(count, "UpstreamError", &format!("the provider answered HTTP {code}"), 40);
+            assert!(needs_status_write(Some(&again), &retry, Some(&written)), "it differs...");
+            assert!(deferred(Some(&again), &retry, Some(&written)), "...only in its count, times and numbers");
+        }
+        let fourth = failing(4, "UpstreamError", "the provider answered HTTP 500", 80);
+        assert!(!deferred(Some(&again), &fourth, Some(&written)), "1, 2, 4, 8...: written");
+        let other = failing(3, "Unauthorized", "the provider refused the credentials (HTTP 401)", 40);
+        assert!(!deferred(Some(&again), &other, Some(&written)), "another reason: written");
+        let words = failing(3, "UpstreamError", "the provider could not be reached: the connection failed", 40);
+        assert!(!deferred(Some(&again), &words, Some(&written)), "another message: written");
+        let recovered = ConsentTokenStatus { consecutive_failures: 0, ..ok_status() };
+        assert!(!deferred(Some(&again), &recovered, Some(&written)), "a success: written");
+
+        // Deferred, the count and retry time are still remembered for the next back-off.
+        let third = failing(3, "UpstreamError", "the provider answered HTTP 500", 40);
+        let kept = Written::deferred(Some(&written), &third, Some(&again));
+        let seen = kept.overlay(again.clone());
+        assert_eq!((seen.consecutive_failures, seen.next_refresh_time), (3, Some(Time(t(40)))));
+        assert!(deferred(
+            Some(&again),
+            &failing(3, "UpstreamError", "the provider answered HTTP 500", 45),
+            Some(&kept)
+        ));
+        // After a start, nothing remembered: judged against the status the API server holds.
+        assert!(deferred(Some(&again), &third, None));
     }
 }

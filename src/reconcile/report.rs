@@ -17,7 +17,7 @@ use crate::observability::metrics::{FailureLabels, ProviderLabels};
 use crate::observability::object_metrics::ObjectFacts;
 use crate::reconcile::api_writes::FIELD_MANAGER;
 use crate::reconcile::context::Context;
-use crate::reconcile::memory::{Written, needs_status_write};
+use crate::reconcile::memory::{self, Written, needs_status_write};
 use crate::reconcile::status::{self, Failure, Ready};
 use crate::reconcile::token_record::TokenRecord;
 
@@ -81,45 +81,60 @@ pub async fn report(
             refresh_requested_at: outcome.refresh_requested_at.clone(),
         },
     );
-    let wrote = write_status(ct, ctx, &desired, last).await?;
-    remember(ct, ctx, last, wrote, &desired, outcome.next_refresh);
+    let write = write_status(ct, ctx, &desired, last).await?;
+    remember(ct, ctx, last, write, &desired, outcome.next_refresh);
     announce_transition(ct, ctx, last, &desired).await;
     export_metrics(ct, ctx, &outcome, &desired);
     Ok(requeue(&outcome))
 }
 
-/// Writes the status if it says something new; returns whether it wrote.
+/// What became of the desired status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusWrite {
+    Written,
+    /// The API server already holds it.
+    NotNeeded,
+    /// Only a failure's count and retry time changed (see [`memory::deferred`]).
+    Deferred,
+}
+
+/// Writes the status if it says something new to its readers.
 async fn write_status(
     ct: &ConsentToken,
     ctx: &Context,
     desired: &ConsentTokenStatus,
     last: Option<&Written>,
-) -> Result<bool, Error> {
+) -> Result<StatusWrite, Error> {
     if !needs_status_write(ct.status.as_ref(), desired, last) {
-        return Ok(false);
+        return Ok(StatusWrite::NotNeeded);
     }
-    ctx.kube.api_writes.permit().await;
+    if memory::deferred(ct.status.as_ref(), desired, last) {
+        return Ok(StatusWrite::Deferred);
+    }
+    let namespace = ct.namespace().unwrap_or_default();
+    ctx.kube.api_writes.permit(&namespace).await;
     let patch = serde_json::json!({
         "apiVersion": ConsentToken::api_version(&()),
         "kind": ConsentToken::kind(&()),
         "status": desired,
     });
-    Api::<ConsentToken>::namespaced(ctx.kube.client.clone(), &ct.namespace().unwrap_or_default())
+    Api::<ConsentToken>::namespaced(ctx.kube.client.clone(), &namespace)
         .patch_status(&ct.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await?;
-    Ok(true)
+    Ok(StatusWrite::Written)
 }
 
 fn remember(
     ct: &ConsentToken,
     ctx: &Context,
     last: Option<&Written>,
-    wrote: bool,
+    write: StatusWrite,
     desired: &ConsentTokenStatus,
     next_refresh: Timestamp,
 ) {
-    let record = match (last, wrote) {
-        (Some(last), false) => last.with_ready_of(desired),
+    let record = match (last, write) {
+        (_, StatusWrite::Deferred) => Written::deferred(last, desired, ct.status.as_ref()),
+        (Some(last), StatusWrite::NotNeeded) => last.with_ready_of(desired),
         _ => Written::of(desired, ct.status.as_ref()),
     };
     let uid = ct.uid().unwrap_or_default();
