@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::api::hosts::{HostPatterns, PrivateNetworks};
+use crate::api::hosts::{HostPatterns, PrivateNetworks, ProviderPorts};
 
 /// Keeps consent-platform tokens (OneTrust, MX / FDX) fresh in Kubernetes Secrets.
 #[derive(Debug, Clone, Parser)]
@@ -61,6 +61,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "CONSENT_MIN_TOKEN_LIFETIME", default_value = "90s", value_parser = parse_duration)]
     pub min_token_lifetime: Duration,
 
+    /// The least time between a token's last fetch (or failed attempt) and a fetch forced by
+    /// its `consent.dev/refresh-requested-at` annotation; a request that comes sooner is served
+    /// then, and `status.nextRefreshTime` says when. It keeps a loop of requests from spending
+    /// the provider quota every namespace on the account shares (e.g. 30s).
+    #[arg(long, env = "CONSENT_MIN_REFRESH_REQUEST_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub min_refresh_request_interval: Duration,
+
     /// The operator's own namespace, where a ClusterConsentProvider's credentials Secret is
     /// looked for when it names no `credentialsNamespace`. Default: the Lease's namespace
     /// (`--lease-namespace`, in a cluster the pod's namespace).
@@ -105,6 +112,11 @@ pub struct UpstreamArgs {
     #[arg(long, env = "CONSENT_ALLOWED_PROVIDER_HOSTS", default_value = "*")]
     pub allowed_provider_hosts: HostPatterns,
 
+    /// Ports provider URLs may name, comma-separated (`443,8443`), or `*` for any. A ConsentToken
+    /// naming another port is refused before anything is sent.
+    #[arg(long, env = "CONSENT_ALLOWED_PROVIDER_PORTS", default_value = "443")]
+    pub allowed_provider_ports: ProviderPorts,
+
     /// Loopback, private and cluster-internal networks providers may be in, as CIDRs,
     /// comma-separated (`10.20.0.0/16`, `127.0.0.0/8,::1/128`). Default: none, so only public
     /// addresses are called. Link-local and cloud-metadata addresses are refused whatever this says.
@@ -115,6 +127,12 @@ pub struct UpstreamArgs {
     /// that answers slowly (or not at all) cannot hold every reconcile.
     #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_HOST", default_value_t = 8)]
     pub upstream_concurrency_per_host: u16,
+
+    /// Provider requests under way for the ConsentTokens of one namespace at most. Keep it
+    /// below --concurrency: a namespace whose hosts answer slowly (or not at all) then holds at
+    /// most this many reconciles, and the rest serve other namespaces.
+    #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_NAMESPACE", default_value_t = 8)]
+    pub upstream_concurrency_per_namespace: u16,
 
     /// Deadline for one provider request, answer included (e.g. 10s).
     #[arg(long, env = "CONSENT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

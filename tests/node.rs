@@ -116,7 +116,7 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
 
     // A second release sharing the Lease: the same two pods, probes and handover as one release
     // with `replicaCount: 2` on two nodes.
-    install(OPERATOR_NS, RELEASE_B, free_port(), &api_port);
+    install(OPERATOR_NS, RELEASE_B, free_port(), &api_port, port);
     let pods = operator_pods(&client).await;
     assert_eq!(pods.len(), 2, "one pod per release: {pods:?}");
     let leader = eventually("one replica to lead", Duration::from_secs(60), || async {
@@ -356,9 +356,9 @@ async fn create_reader(client: &Client, ns: &str, name: &str, secret: &str, sub_
 }
 
 /// What the test node needs beyond a chart install's defaults: one replica per release (one
-/// node, host ports), the host's network, the API server on loopback, the fake provider's CA and
-/// loopback address, and an update strategy that frees the port before the new pod starts.
-fn node_values(port: u16, api_port: &str) -> serde_json::Value {
+/// node, host ports), the host's network, the API server on loopback, the fake provider's CA,
+/// loopback address and port, and an update strategy that frees the port before the new pod starts.
+fn node_values(port: u16, api_port: &str, provider_port: u16) -> serde_json::Value {
     serde_json::json!({
         "replicaCount": 1,
         "hostNetwork": true,
@@ -368,14 +368,15 @@ fn node_values(port: u16, api_port: &str) -> serde_json::Value {
                      {"name": "KUBERNETES_SERVICE_PORT", "value": api_port}],
         "extraCABundle": {"configMapName": "fake-provider-ca", "key": "ca.pem"},
         "allowedPrivateNetworks": ["127.0.0.0/8"],
+        "allowedProviderPorts": [provider_port],
         // The new pod cannot start beside the old one on the same host port.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
     })
 }
 
 /// The second release: the image of `make image`, and no CRDs (the first release has them).
-fn install(ns: &str, release: &str, port: u16, api_port: &str) {
-    let mut values = node_values(port, api_port);
+fn install(ns: &str, release: &str, port: u16, api_port: &str, provider_port: u16) {
+    let mut values = node_values(port, api_port, provider_port);
     values["image"] =
         serde_json::json!({"repository": format!("localhost/{NAME}"), "tag": "dev", "pullPolicy": "Never"});
     values["crds"] = serde_json::json!({"enabled": false});
@@ -429,7 +430,7 @@ fn run_quick_start(node: &node::Node, port: u16, api_port: &str) -> String {
     let commands = pointed_at_the_fake_provider(&quick_start_commands(), port);
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("node-values.json");
-    std::fs::write(&values, node_values(free_port(), api_port).to_string()).unwrap();
+    std::fs::write(&values, node_values(free_port(), api_port, port).to_string()).unwrap();
     // The repository as the README's commands see it, from its root.
     let work = dir.path().join("repo");
     std::fs::create_dir_all(work.join("deploy/examples")).unwrap();

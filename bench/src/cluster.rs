@@ -79,6 +79,8 @@ impl Operator {
             .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
             // The fake provider is on loopback, which the operator calls only when allowed.
             .args(["--allowed-private-networks", "127.0.0.0/8,::1/128"])
+            // ...on a port the system picked.
+            .args(["--allowed-provider-ports", "*"])
             .args(["--log-level", "warn", "--extra-ca-bundle"])
             .arg(ca)
             .env("KUBECONFIG", kubeconfig)

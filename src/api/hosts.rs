@@ -72,33 +72,45 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
 }
 
 /// Host patterns: `*` (any host), an exact name (`app-eu.onetrust.com`, `10.0.0.5`), or
-/// `*.suffix` (any name below `suffix`, not `suffix` itself). Case does not matter; ports are
-/// not part of a pattern.
+/// `*.suffix` (any name below `suffix`, not `suffix` itself), each optionally with a port
+/// (`bank.example:8443`, `[fd00::5]:8443`): with one, only that port; without, any port the
+/// admin allows (`--allowed-provider-ports`). Case does not matter.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HostPatterns(Vec<String>);
+pub struct HostPatterns(Vec<HostPattern>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostPattern {
+    /// `*`, a name, `*.suffix` or an IP address (IPv6 without brackets), lower case.
+    host: String,
+    port: Option<u16>,
+}
 
 impl HostPatterns {
     pub fn any() -> Self {
-        Self(vec!["*".into()])
+        Self(vec![HostPattern { host: "*".into(), port: None }])
     }
 
     /// Parses a comma- or whitespace-separated list. An empty list allows nothing.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut patterns = Vec::new();
         for pattern in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()) {
-            let pattern = pattern.to_ascii_lowercase();
-            let name = pattern.strip_prefix("*.").unwrap_or(&pattern);
-            let valid = pattern == "*"
+            let refused = || {
+                format!(
+                    "{pattern:?} is not a host pattern: use a host name (app-eu.onetrust.com), *.suffix (*.onetrust.com) or *, optionally with a port (bank.example:8443)"
+                )
+            };
+            let lower = pattern.to_ascii_lowercase();
+            let (host, port) = split_port(&lower).ok_or_else(refused)?;
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let valid = host == "*"
                 || (!name.is_empty()
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
                     && !name.starts_with('.')
                     && !name.ends_with('.'));
             if !valid {
-                return Err(format!(
-                    "{pattern:?} is not a host pattern: use a host name (app-eu.onetrust.com), *.suffix (*.onetrust.com) or *"
-                ));
+                return Err(refused());
             }
-            patterns.push(pattern);
+            patterns.push(HostPattern { host: host.to_owned(), port });
         }
         Ok(Self(patterns))
     }
@@ -107,10 +119,22 @@ impl HostPatterns {
         self.0.is_empty()
     }
 
-    /// Whether `host` (a name or an IP address, without port) matches a pattern.
+    /// Whether `host` (a name or an IP address, without port) matches a pattern without a port.
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.0.iter().any(|pattern| match pattern.strip_prefix("*.") {
+        self.0.iter().any(|pattern| pattern.port.is_none() && pattern.matches(host))
+    }
+
+    /// Whether `host` at `port` matches a pattern: one without a port, or one naming `port`.
+    pub fn allows_at(&self, host: &str, port: u16) -> bool {
+        self.0.iter().any(|pattern| pattern.port.is_none_or(|p| p == port) && pattern.matches(host))
+    }
+}
+
+impl HostPattern {
+    fn matches(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+        let pattern = &self.host;
+        match pattern.strip_prefix("*.") {
             _ if pattern == "*" => true,
             Some(suffix) => {
                 host.len() > suffix.len() + 1 && host.ends_with(suffix) && {
@@ -119,13 +143,44 @@ impl HostPatterns {
                 }
             }
             None => *pattern == host,
-        })
+        }
     }
+}
+
+/// `host:port`, `[v6]:port` or a bare host (an IPv6 address without brackets has no port).
+fn split_port(pattern: &str) -> Option<(&str, Option<u16>)> {
+    let port = |text: &str| text.parse::<u16>().ok().filter(|p| *p != 0);
+    if let Some(rest) = pattern.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(port(after.strip_prefix(':')?)?))),
+        };
+    }
+    match pattern.split_once(':') {
+        Some((host, text)) if !text.contains(':') => Some((host, Some(port(text)?))),
+        _ => Some((pattern, None)),
+    }
+}
+
+/// A host and port as messages name them: the port only when it is not 443.
+pub fn host_port(host: &str, port: u16) -> String {
+    if port == 443 { host.to_owned() } else { format!("{host}:{port}") }
 }
 
 impl std::fmt::Display for HostPatterns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join(","))
+        for (n, pattern) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            match pattern.port {
+                Some(port) if pattern.host.contains(':') => write!(f, "[{}]:{port}", pattern.host)?,
+                Some(port) => write!(f, "{}:{port}", pattern.host)?,
+                None => f.write_str(&pattern.host)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +188,59 @@ impl std::str::FromStr for HostPatterns {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         Self::parse(text)
+    }
+}
+
+/// The ports providers may be at (`--allowed-provider-ports`): `*` (any) or a list; default 443.
+/// A tenant who could name any port could point many ConsentTokens at ports that never answer
+/// (the chart's NetworkPolicy drops what it does not allow, so every other port is a tarpit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderPorts {
+    Any,
+    Only(Vec<u16>),
+}
+
+impl Default for ProviderPorts {
+    fn default() -> Self {
+        Self::Only(vec![443])
+    }
+}
+
+impl ProviderPorts {
+    pub fn allows(&self, port: u16) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(ports) => ports.contains(&port),
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Only(ports) => {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                f.write_str(&ports.join(","))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ProviderPorts {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim() == "*" {
+            return Ok(Self::Any);
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{p:?} is not a port (1-65535) or *"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::Only)
     }
 }
 
@@ -196,8 +304,32 @@ mod tests {
         assert!(patterns.allows("localhost"));
         assert!(HostPatterns::any().allows("anything.example"));
         assert!(!HostPatterns::parse("").unwrap().allows("a"));
-        for bad in ["https://x.com", "*x.com", "x.com/path", "*.", ".x.com"] {
+        for bad in ["https://x.com", "*x.com", "x.com/path", "*.", ".x.com", "x.com:0", "x.com:99999", "[::1]x"] {
             assert!(HostPatterns::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_pattern_with_a_port_matches_that_port_only() {
+        let patterns = HostPatterns::parse("bank.example:8443,*.mx.com,[fd00::5]:9443,::1").unwrap();
+        assert!(patterns.allows_at("bank.example", 8443));
+        assert!(!patterns.allows_at("bank.example", 443), "the port is part of the pattern");
+        assert!(patterns.allows_at("int.mx.com", 443) && patterns.allows_at("int.mx.com", 8443), "no port: any");
+        assert!(patterns.allows_at("[fd00::5]", 9443) && !patterns.allows_at("fd00::5", 443));
+        assert!(patterns.allows_at("::1", 443), "an IPv6 address without brackets has no port");
+        assert_eq!(patterns.to_string(), "bank.example:8443,*.mx.com,[fd00::5]:9443,::1");
+        assert_eq!(host_port("bank.example", 443), "bank.example");
+        assert_eq!(host_port("bank.example", 8443), "bank.example:8443");
+    }
+
+    #[test]
+    fn provider_ports_are_a_list_or_any() {
+        let ports: ProviderPorts = "443, 8443".parse().unwrap();
+        assert!(ports.allows(8443) && !ports.allows(80));
+        assert!("*".parse::<ProviderPorts>().unwrap().allows(1));
+        assert_eq!(ProviderPorts::default().to_string(), "443");
+        for bad in ["0", "http", "70000", "443;80"] {
+            assert!(bad.parse::<ProviderPorts>().is_err(), "{bad} accepted");
         }
     }
 

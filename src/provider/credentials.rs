@@ -16,7 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
 
 use crate::api::crd::CredentialsSecretRef;
-use crate::api::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns};
+use crate::api::hosts::{ALLOWED_HOSTS_ANNOTATION, HostPatterns, host_port};
 use crate::basics::object_id::ObjectId;
 use crate::basics::watch_cache::WatchCache;
 use crate::error::Error;
@@ -34,6 +34,7 @@ use crate::provider::Credentials;
 #[derive(Clone, Copy)]
 pub struct Destination<'a> {
     pub host: &'a str,
+    pub port: u16,
     /// "ConsentToken team/app", "ClusterConsentProvider mx".
     pub asked_by: &'a str,
 }
@@ -44,7 +45,7 @@ impl Destination<'_> {
         Error::CredentialsNotAllowed {
             asked_by: self.asked_by.to_owned(),
             secret: secret.to_owned(),
-            host: self.host.to_owned(),
+            host: host_port(self.host, self.port),
             listed,
         }
     }
@@ -284,7 +285,7 @@ pub fn from_secret(
     let Some(marking) = marking else { return Err(to.refused(&reference.name, None)) };
     // A marking that does not parse allows nothing; the message quotes it so its owner sees why.
     let allowed_hosts = HostPatterns::parse(marking).unwrap_or_default();
-    if !allowed_hosts.allows(to.host) {
+    if !allowed_hosts.allows_at(to.host, to.port) {
         return Err(to.refused(&reference.name, Some(marking.chars().take(200).collect())));
     }
     let value = |key: &str| -> Result<SecretString, Error> {
@@ -305,7 +306,7 @@ pub fn from_secret(
 }
 
 fn allowed_for(allowed: &HostPatterns, secret: &str, to: Destination<'_>) -> Result<(), Error> {
-    if allowed.allows(to.host) {
+    if allowed.allows_at(to.host, to.port) {
         return Ok(());
     }
     Err(to.refused(secret, Some(allowed.to_string())))

@@ -48,6 +48,11 @@ impl FdxRequest {
         self.token_url.host_str().unwrap_or_default()
     }
 
+    /// The port credentials are sent to.
+    pub fn port(&self) -> u16 {
+        self.token_url.port_or_known_default().unwrap_or(443)
+    }
+
     /// Everything that decides which token comes back (see `spec::ValidSpec::request`). Holds
     /// the customer id: only ever hashed.
     pub fn identity(&self) -> String {
@@ -126,7 +131,11 @@ mod tests {
 
         let plain = fixtures::fdx_source("http://localhost:8080");
         assert!(matches!(FdxRequest::new(&plain, &UpstreamPolicy::default()), Err(Error::InvalidSpec(_))));
-        let development = UpstreamPolicy { allow_insecure_http: true, ..Default::default() };
+        let development = UpstreamPolicy {
+            allow_insecure_http: true,
+            allowed_ports: crate::api::hosts::ProviderPorts::Any,
+            ..Default::default()
+        };
         assert!(FdxRequest::new(&plain, &development).is_ok());
     }
 }

@@ -17,6 +17,7 @@ use crate::api::rate_limit::RateLimit;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
 use crate::observability::metrics::{Metrics, ProviderLabels};
+use crate::provider::addresses::AddressBook;
 use crate::provider::host_guard::{Answer, Held, HostGuard};
 use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
 use crate::provider::rate_limit_blocks::RateLimitBlocks;
@@ -66,8 +67,10 @@ pub struct UpstreamClient {
     /// Per account and endpoint (`None`: every endpoint of the account, after an hourly limit):
     /// no request before this instant, and what the provider said.
     blocked: RateLimitBlocks<BlockKey>,
-    /// Requests under way per host, and each host's circuit breaker.
+    /// Requests under way per provider address, and each address's circuit breaker.
     guard: HostGuard,
+    /// The address each request is accounted to in `guard`.
+    addresses: AddressBook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +91,13 @@ impl UpstreamClient {
             .timeout(args.upstream_timeout)
             .connect_timeout(args.upstream_timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
+            // Hosts are the tenants' to name: few idle connections per host, closed soon.
+            .pool_max_idle_per_host(4)
+            .pool_idle_timeout(Duration::from_secs(30))
             // Every connection goes to an address the policy allows, checked after resolution.
             // A proxy would resolve the name itself, out of reach of that check.
             .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver::new(policy)))
+            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
             .user_agent(concat!("consent-token-operator/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &args.extra_ca_bundle {
             for certificate in read_ca(path)? {
@@ -100,7 +106,8 @@ impl UpstreamClient {
         }
         let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
         let guard = HostGuard::new(usize::from(args.upstream_concurrency_per_host));
-        Ok(Self { http, metrics, blocked: RateLimitBlocks::default(), guard })
+        let addresses = AddressBook::new(policy);
+        Ok(Self { http, metrics, blocked: RateLimitBlocks::default(), guard, addresses })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -126,7 +133,9 @@ impl UpstreamClient {
             return Err(Error::RateLimited(Box::new(limit)));
         }
 
-        let pass = self.guard.admit(&account.host).await.map_err(|held| match held {
+        // Slots and breakers belong to the server (its address and port), not to the name.
+        let server = self.addresses.account_of(request.url()).await?;
+        let pass = self.guard.admit(&server.to_string()).await.map_err(|held| match held {
             Held::Busy => Error::HostBusy,
             Held::Failing(retry_in) => Error::HostFailing { retry_in },
         })?;

@@ -28,11 +28,13 @@
 //! an endpoint in the fake provider (CONTRIBUTING.md, "Adding a provider").
 
 mod access_tokens;
+pub mod addresses;
 pub mod credentials;
 mod fdx;
 pub mod host_guard;
 pub mod http;
 pub mod lookup;
+pub mod namespace_slots;
 mod onetrust;
 pub mod policy;
 mod rate_limit_blocks;
@@ -108,13 +110,21 @@ impl Source {
             Self::Fdx(request) => request.host(),
         }
     }
+
+    /// The port credentials are sent to.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::OneTrust(request) => request.port(),
+            Self::Fdx(request) => request.port(),
+        }
+    }
 }
 
 /// A provider object's endpoint, checked against the policy without sending anything.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValidEndpoint {
     OneTrust(OneTrustTenantRequest),
-    Fdx { host: String },
+    Fdx { host: String, port: u16 },
 }
 
 impl ValidEndpoint {
@@ -127,7 +137,10 @@ impl ValidEndpoint {
                 let base = url::Url::parse(&endpoint.base_url)
                     .map_err(|_| Error::InvalidSpec("spec.fdx.baseUrl is not an absolute URL".into()))?;
                 policy.check_url(&base, "spec.fdx.baseUrl")?;
-                Self::Fdx { host: base.host_str().unwrap_or_default().to_owned() }
+                Self::Fdx {
+                    host: base.host_str().unwrap_or_default().to_owned(),
+                    port: base.port_or_known_default().unwrap_or(443),
+                }
             }
         })
     }
@@ -136,7 +149,15 @@ impl ValidEndpoint {
     pub fn host(&self) -> &str {
         match self {
             Self::OneTrust(tenant) => tenant.host(),
-            Self::Fdx { host } => host,
+            Self::Fdx { host, .. } => host,
+        }
+    }
+
+    /// The port credentials are sent to.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::OneTrust(tenant) => tenant.port(),
+            Self::Fdx { port, .. } => *port,
         }
     }
 }

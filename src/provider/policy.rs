@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use url::{Host, Url};
 
-use crate::api::hosts::{AddressClass, HostPatterns, PrivateNetworks, classify};
+use crate::api::hosts::{AddressClass, HostPatterns, PrivateNetworks, ProviderPorts, classify, host_port};
 use crate::config::UpstreamArgs;
 use crate::error::Error;
 
@@ -28,6 +28,8 @@ pub struct UpstreamPolicy {
     pub allow_insecure_http: bool,
     /// Hosts providers may be at.
     pub allowed_hosts: HostPatterns,
+    /// Ports providers may be at.
+    pub allowed_ports: ProviderPorts,
     /// Loopback, private and other internal addresses that may be connected to.
     pub allowed_private_networks: PrivateNetworks,
 }
@@ -38,6 +40,7 @@ impl Default for UpstreamPolicy {
         Self {
             allow_insecure_http: false,
             allowed_hosts: HostPatterns::any(),
+            allowed_ports: ProviderPorts::default(),
             allowed_private_networks: PrivateNetworks::default(),
         }
     }
@@ -48,12 +51,13 @@ impl UpstreamPolicy {
         Self {
             allow_insecure_http: args.allow_insecure_http,
             allowed_hosts: args.allowed_provider_hosts.clone(),
+            allowed_ports: args.allowed_provider_ports.clone(),
             allowed_private_networks: args.allowed_private_networks.clone(),
         }
     }
 
-    /// Checks a provider URL before anything is read or sent: its scheme, its host against the
-    /// admin's patterns, and an IP literal against the address rules (names are checked when
+    /// Checks a provider URL before anything is read or sent: its scheme, its host and port
+    /// against the admin's patterns and ports, and an IP literal against the address rules (names are checked when
     /// they are resolved, see [`PolicyResolver`]).
     pub fn check_url(&self, url: &Url, field: &str) -> Result<(), Error> {
         match url.scheme() {
@@ -78,8 +82,15 @@ impl UpstreamPolicy {
             Some(Host::Domain(name)) => name.to_ascii_lowercase(),
             None => return Err(Error::InvalidSpec(format!("{field} has no host"))),
         };
-        if !self.allowed_hosts.allows(&host) {
-            return Err(Error::ProviderNotAllowed { host, allowed: self.allowed_hosts.to_string() });
+        let port = url.port_or_known_default().unwrap_or(443);
+        if !self.allowed_ports.allows(port) {
+            return Err(Error::PortNotAllowed { host, port, allowed: self.allowed_ports.to_string() });
+        }
+        if !self.allowed_hosts.allows_at(&host, port) {
+            return Err(Error::ProviderNotAllowed {
+                host: host_port(&host, port),
+                allowed: self.allowed_hosts.to_string(),
+            });
         }
         Ok(())
     }
@@ -118,26 +129,39 @@ impl reqwest::dns::Resolve for PolicyResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check_address(addr.ip()) {
-                    Ok(()) => true,
-                    Err(Error::AddressNotAllowed(class)) => {
-                        refused = Some(refused.map_or(class, |seen| worse(seen, class)));
-                        false
-                    }
-                    Err(_) => false,
-                })
-                .collect();
-            if allowed.is_empty() {
-                let class = refused.unwrap_or(AddressClass::Forbidden);
-                return Err(Box::new(RefusedAddresses(class)) as Box<dyn std::error::Error + Send + Sync>);
+            match allowed_addresses(&policy, &host).await {
+                Ok(allowed) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+                Err(Some(class)) => Err(Box::new(RefusedAddresses(class)) as Box<dyn std::error::Error + Send + Sync>),
+                // As the system resolver failed: a connection failure, which the breaker counts.
+                Err(None) => {
+                    Err(Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, "the name did not resolve"))
+                        as Box<dyn std::error::Error + Send + Sync>)
+                }
             }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// The addresses of `host` the policy allows (the system resolver's, getaddrinfo), or why none:
+/// the most telling class of the refused ones, `None` when the name did not resolve at all.
+pub async fn allowed_addresses(policy: &UpstreamPolicy, host: &str) -> Result<Vec<SocketAddr>, Option<AddressClass>> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await.map_err(|_| None)?.collect();
+    let mut refused = None;
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|addr| match policy.check_address(addr.ip()) {
+            Ok(()) => true,
+            Err(Error::AddressNotAllowed(class)) => {
+                refused = Some(refused.map_or(class, |seen| worse(seen, class)));
+                false
+            }
+            Err(_) => false,
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(Some(refused.unwrap_or(AddressClass::Forbidden)));
+    }
+    Ok(allowed)
 }
 
 fn worse(a: AddressClass, b: AddressClass) -> AddressClass {
@@ -190,6 +214,13 @@ mod tests {
         // The URL parser reads odd IPv4 spellings as the address they are.
         assert!(matches!(check("https://0x7f.1"), Err(Error::AddressNotAllowed(AddressClass::Private))));
         assert!(matches!(check("http://app.onetrust.com"), Err(Error::InvalidSpec(_))));
+        // Ports are the admin's too: 443 unless --allowed-provider-ports says more.
+        let message = check("https://app.onetrust.com:8443").unwrap_err().to_string();
+        assert!(message.contains("port 8443") && message.contains("--allowed-provider-ports"), "{message}");
+        let more = UpstreamPolicy { allowed_ports: "443,8443".parse().unwrap(), ..policy.clone() };
+        assert!(more.check_url(&"https://app.onetrust.com:8443".parse().unwrap(), "f").is_ok());
+        let any = UpstreamPolicy { allowed_ports: "*".parse().unwrap(), ..policy.clone() };
+        assert!(any.check_url(&"https://app.onetrust.com:1".parse().unwrap(), "f").is_ok());
         let message = check("https://bank.example").unwrap_err().to_string();
         assert!(message.contains("bank.example") && message.contains("*.onetrust.com"), "{message}");
     }

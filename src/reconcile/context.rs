@@ -18,6 +18,7 @@ use crate::cache::work_queue::WorkQueue;
 use crate::observability::metrics::Metrics;
 use crate::provider::credentials::{CredentialsCache, PendingRotations};
 use crate::provider::lookup::Catalog;
+use crate::provider::namespace_slots::NamespaceSlots;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::ApiWrites;
 use crate::reconcile::memory::StatusMemory;
@@ -46,13 +47,15 @@ pub struct Kube {
 }
 
 /// Talking to the providers: their clients, where credentials may go, the credentials read so
-/// far, and the credentials rotations not yet fetched with. One for the process.
+/// far, the credentials rotations not yet fetched with, and each namespace's share of requests
+/// under way. One for the process.
 #[derive(Clone)]
 pub struct Upstream {
     pub providers: Arc<Providers>,
     pub policy: Arc<UpstreamPolicy>,
     pub credentials: Arc<CredentialsCache>,
     pub pending_rotations: Arc<PendingRotations>,
+    pub namespace_slots: Arc<NamespaceSlots>,
 }
 
 /// Planning refreshes: one calendar and one count of first tokens for every namespace (the
@@ -67,6 +70,8 @@ pub struct Scheduling {
     pub overdue_spread: Duration,
     /// Shorter-lived tokens are not written (see `fetch::worth_writing`).
     pub min_token_lifetime: Duration,
+    /// A refresh request sooner than this after the last attempt waits (see `decide`).
+    pub min_refresh_request_interval: Duration,
 }
 
 /// What one controller's watches keep, as a reconcile reads it.

@@ -26,6 +26,9 @@ pub enum Decision {
     Fetch(Why),
     /// Keep the current token until then.
     Wait(Timestamp),
+    /// A refresh request came within `--min-refresh-request-interval` of the last attempt: it is
+    /// served then (or sooner, when the token is due sooner), and stays unhandled meanwhile.
+    HoldRequest(Timestamp),
 }
 
 /// The inputs of [`decide`].
@@ -39,17 +42,14 @@ pub struct Situation<'a> {
     pub first_reconcile: bool,
     /// Fingerprint of the request the spec asks for now (see `spec::ValidSpec::request`).
     pub request: &'a str,
+    /// The least time between the last attempt and a fetch a refresh request forces.
+    pub request_interval: Duration,
 }
 
 /// Whether to fetch now or wait. `defer` picks a deferral for an overdue object on the first
 /// reconcile after a start (see [`crate::scheduling::schedule::overdue_window`]).
 pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
-    // The token in the Secret answers another request (a spec or provider change). Secrets
-    // written before requests were recorded go by the spec's generation.
-    let other_request = s.current.is_some_and(|c| match &c.request {
-        Some(request) => request != s.request,
-        None => c.generation != s.generation.unwrap_or_default(),
-    });
+    let other_request = answers_other_request(s);
     // What a person did comes first, even during a backoff. A change of only the target or
     // the schedule keeps a good token (the Secret is reshaped without a fetch).
     let spec_changed = s.previous.observed_generation.is_some() && s.previous.observed_generation != s.generation;
@@ -59,8 +59,40 @@ pub fn decide(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option
     if let Some(requested) = s.refresh_requested_at
         && s.previous.refresh_requested_at.as_deref() != Some(requested)
     {
-        return Decision::Fetch(Why::Requested);
+        // Each new annotation value would force a request to a quota the account's other
+        // users share: at most one per interval.
+        let last_attempt = [s.current.map(|c| c.refreshed_at), s.previous.last_failure.as_ref().map(|f| f.time.0)]
+            .into_iter()
+            .flatten()
+            .max();
+        let allowed_at = last_attempt.map(|at| crate::basics::time_math::later(at, s.request_interval));
+        match allowed_at {
+            Some(allowed_at) if allowed_at > s.now => {
+                return match decide_unrequested(s, defer) {
+                    Decision::Wait(until) | Decision::HoldRequest(until) => {
+                        Decision::HoldRequest(until.min(allowed_at))
+                    }
+                    fetch => fetch,
+                };
+            }
+            _ => return Decision::Fetch(Why::Requested),
+        }
     }
+    decide_unrequested(s, defer)
+}
+
+/// The token in the Secret answers another request (a spec or provider change). Secrets
+/// written before requests were recorded go by the spec's generation.
+fn answers_other_request(s: &Situation<'_>) -> bool {
+    s.current.is_some_and(|c| match &c.request {
+        Some(request) => request != s.request,
+        None => c.generation != s.generation.unwrap_or_default(),
+    })
+}
+
+/// [`decide`] for everything after a person's requests.
+fn decide_unrequested(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -> Option<Timestamp>) -> Decision {
+    let other_request = answers_other_request(s);
     if let Some(version) = s.credentials_changed_to
         && s.current.is_none_or(|c| c.credentials_version != version)
     {
@@ -126,6 +158,7 @@ mod tests {
             credentials_changed_to: None,
             first_reconcile: false,
             request: "sha256:aaaaaaaaaaaaaaaa",
+            request_interval: Duration::ZERO,
         }
     }
 
@@ -162,6 +195,42 @@ mod tests {
         let mut s = situation(10, Some(&rec), &backing_off);
         s.generation = Some(2);
         assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::SpecChanged));
+    }
+
+    #[test]
+    fn refresh_requests_are_served_at_most_once_per_interval() {
+        // Fetched at t(100) (fixtures::record), due at t(250).
+        let rec = TokenRecord { refreshed_at: t(100), ..record(250, 400) };
+        let prev = ok_status();
+        let mut s = situation(110, Some(&rec), &prev);
+        s.request_interval = Duration::from_secs(30);
+        s.refresh_requested_at = Some("one");
+        assert_eq!(decide(&s, |_| None), Decision::HoldRequest(t(130)), "served 30 s after the last fetch");
+        s.now = t(130);
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::Requested));
+        // A due renewal is not put off by a held request.
+        let due_soon = TokenRecord { refreshed_at: t(100), ..record(120, 400) };
+        let mut s = situation(110, Some(&due_soon), &prev);
+        s.request_interval = Duration::from_secs(30);
+        s.refresh_requested_at = Some("two");
+        assert_eq!(decide(&s, |_| None), Decision::HoldRequest(t(120)));
+        // A failed attempt counts as the last one too, even during a back-off.
+        let failed = ConsentTokenStatus {
+            consecutive_failures: 1,
+            next_refresh_time: Some(Time(t(400))),
+            last_failure: Some(Box::new(crate::api::crd::FailureStatus {
+                reason: "UpstreamError".into(),
+                message: "m".into(),
+                time: Time(t(200)),
+            })),
+            ..ok_status()
+        };
+        let mut s = situation(210, Some(&rec), &failed);
+        s.request_interval = Duration::from_secs(30);
+        s.refresh_requested_at = Some("three");
+        assert_eq!(decide(&s, |_| None), Decision::HoldRequest(t(230)));
+        s.now = t(231);
+        assert_eq!(decide(&s, |_| None), Decision::Fetch(Why::Requested));
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub async fn refresh(ct: &ConsentToken, ctx: &Context, refresh: &Refresh<'_>) ->
         None => {
             let location = &spec.credentials;
             let asked_by = format!("ConsentToken {}/{}", ct.namespace().unwrap_or_default(), ct.name_any());
-            let to = Destination { host: spec.source.host(), asked_by: &asked_by };
+            // Held while the provider is asked: this namespace's share of requests under way.
+            let _slot = ctx.upstream.namespace_slots.take(&ct.namespace().unwrap_or_default())?;
+            let to = Destination { host: spec.source.host(), port: spec.source.port(), asked_by: &asked_by };
             let credentials = ctx
                 .upstream
                 .credentials

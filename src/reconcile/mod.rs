@@ -119,6 +119,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
             credentials_changed_to: credentials_changed_to.as_deref(),
             first_reconcile: last_written.is_none(),
             request: &spec.request,
+            request_interval: ctx.scheduling.min_refresh_request_interval,
         };
         let decision = decide(&situation, |expires_at| {
             let (from, to) = schedule::overdue_window(now, expires_at, ctx.scheduling.overdue_spread)?;
@@ -153,6 +154,15 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
                 }
                 Err(err) => failed(ctx, base, err, observed),
             }
+        }
+        Ok((_, Decision::HoldRequest(until))) => {
+            tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), %until, "refresh request held back until then");
+            if let Some(record) = current {
+                secret::repair(ct, ctx, &target, record).await?;
+            }
+            // Not handled yet: the status keeps the last request it served.
+            let refresh_requested_at = previous.refresh_requested_at.clone();
+            Outcome { token: observed.current, next_refresh: until, refresh_requested_at, ..base }
         }
         Ok((_, Decision::Wait(until))) => {
             tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), %until, "token in place; waiting");

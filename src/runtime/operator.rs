@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::observability::metrics::Metrics;
+use crate::provider::namespace_slots::NamespaceSlots;
 use crate::provider::{Providers, UpstreamPolicy};
 use crate::reconcile::api_writes::{ApiWrites, InvalidWriteRate};
 use crate::reconcile::context::{Kube, Scheduling, Upstream};
@@ -40,6 +41,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let policy = Arc::new(UpstreamPolicy::from_args(&config.upstream));
     tracing::info!(
         allowed_provider_hosts = %config.upstream.allowed_provider_hosts,
+        allowed_provider_ports = %config.upstream.allowed_provider_ports,
         allowed_private_networks = ?config.upstream.allowed_private_networks,
         "provider policy"
     );
@@ -58,12 +60,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             policy,
             credentials: Default::default(),
             pending_rotations: Default::default(),
+            namespace_slots: Arc::new(NamespaceSlots::new(config.upstream.upstream_concurrency_per_namespace)),
         },
         scheduling: Scheduling {
             calendar: Default::default(),
             first_tokens: Default::default(),
             overdue_spread: config.controller.overdue_spread,
             min_token_lifetime: config.controller.min_token_lifetime,
+            min_refresh_request_interval: config.controller.min_refresh_request_interval,
         },
         metrics: metrics.clone(),
         operator_namespace: config

@@ -147,7 +147,7 @@ impl Writer {
                 .ok_or_else(|| Error::InvalidSpec(crate::api::crd::provider::EXACTLY_ONE_ENDPOINT.into()))?;
             let checked = ValidEndpoint::new(endpoint, &self.policy)?;
             let asked_by = subject.key.to_string();
-            let to = Destination { host: checked.host(), asked_by: &asked_by };
+            let to = Destination { host: checked.host(), port: checked.port(), asked_by: &asked_by };
             let values = self
                 .credentials
                 .get(&self.client, &subject.credentials_namespace, endpoint.credentials_secret_ref(), None, to)

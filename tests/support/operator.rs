@@ -38,8 +38,14 @@ pub struct Launch {
     /// The fake provider listens on loopback, which the operator only calls when its admin
     /// allows it: on, unless a test checks that it is refused.
     pub allow_loopback: bool,
+    /// `--allowed-provider-ports`: the fakes listen on ports the system picks, so any (`*`),
+    /// unless a test is about the port rule.
+    pub provider_ports: String,
     /// The fakes hand out tokens of seconds, far below the default minimum (90 s).
     pub min_token_lifetime: String,
+    /// `--min-refresh-request-interval`: tests ask for refreshes seconds after a fetch, where the
+    /// default (30 s) would hold each back; the tests of that rule and of tenants set it back.
+    pub refresh_request_interval: String,
     /// Extra `/etc/hosts` lines (address, name) that only this operator sees: it runs in a
     /// mount namespace of its own with its own copy of the file.
     pub hosts: Vec<(String, String)>,
@@ -64,7 +70,9 @@ impl Launch {
             ca_pem: ca_pem.to_owned(),
             args: Vec::new(),
             allow_loopback: true,
+            provider_ports: "*".to_owned(),
             min_token_lifetime: "2s".to_owned(),
+            refresh_request_interval: "1s".to_owned(),
             hosts: Vec::new(),
             lease_duration: "6s".to_owned(),
             clock_offset: None,
@@ -125,6 +133,8 @@ impl Operator {
             command.args(["--watch-namespaces", namespace]);
         }
         command.args(["--min-token-lifetime", &launch.min_token_lifetime]);
+        command.args(["--min-refresh-request-interval", &launch.refresh_request_interval]);
+        command.args(["--allowed-provider-ports", &launch.provider_ports]);
         if launch.allow_loopback {
             command.args(["--allowed-private-networks", "127.0.0.0/8,::1/128"]);
         }

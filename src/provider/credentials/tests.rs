@@ -22,7 +22,8 @@ fn secret(pairs: &[(&str, &str)]) -> Secret {
     }
 }
 
-const HOST: Destination<'static> = Destination { host: "api.bank.example", asked_by: "ConsentToken team/app" };
+const HOST: Destination<'static> =
+    Destination { host: "api.bank.example", port: 443, asked_by: "ConsentToken team/app" };
 
 #[test]
 fn only_a_secret_marked_for_the_host_gives_credentials() {
@@ -55,6 +56,19 @@ fn only_a_secret_marked_for_the_host_gives_credentials() {
     garbled.metadata.annotations = Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "https://x/".into())]));
     assert!(from_secret(&garbled, &reference(), HOST).unwrap_err().to_string().contains("https://x/"));
     assert!(from_secret(&marked, &reference(), HOST).is_ok());
+}
+
+#[test]
+fn a_marking_with_a_port_allows_that_port_only() {
+    let mut marked = secret(&[("client_id", "id"), ("client_secret", "s")]);
+    marked.metadata.annotations =
+        Some(BTreeMap::from([(ALLOWED_HOSTS_ANNOTATION.into(), "api.bank.example:8443".into())]));
+    let at = |port| Destination { port, ..HOST };
+    assert!(from_secret(&marked, &reference(), at(8443)).is_ok());
+    let err = from_secret(&marked, &reference(), at(443)).unwrap_err();
+    assert_eq!(err.reason(), "CredentialsNotAllowed");
+    let message = from_secret(&marked, &reference(), at(9443)).unwrap_err().to_string();
+    assert!(message.contains("add api.bank.example:9443"), "names the port asked for: {message}");
 }
 
 #[test]
