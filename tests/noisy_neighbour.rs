@@ -1,6 +1,7 @@
 //! One tenant cannot hurt another. A victim namespace holds 20 MX / FDX tokens of 120 s (renewed
 //! at 60 s left); a hostile namespace then does everything at once: 100 ConsentTokens on a
-//! tarpit (a port that accepts connections and never answers, under 60 names and its address),
+//! tarpit (a host that answers every request after 8 s, uselessly, under 60 names and its
+//! address: each request holds a worker, and no answer is a failure its breaker counts),
 //! 20 on ports the admin does not allow, 200 with the largest annotations the API server accepts,
 //! 1,000 on a host that answers 500, and a loop of refresh requests on 20 more that share the
 //! victim's provider host. The operator runs cluster-wide, as the chart installs it, on the
@@ -41,19 +42,6 @@ const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 
 fn fdx(base_url: &str, customer: &str, secret: &str) -> serde_json::Value {
     serde_json::json!({"fdx": {"baseUrl": base_url, "customerId": customer, "credentialsSecretRef": {"name": secret}}})
-}
-
-/// Accepts connections and never answers (not even the TLS handshake).
-async fn tarpit() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (port, task)
 }
 
 /// What the victim saw over one phase, and the operator's peak memory.
@@ -102,17 +90,22 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
     setup.fake.set_fdx_lifetime(LIFETIME);
     let failing = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     failing.inject(Endpoint::FdxToken, Fault::Status(500), None);
-    let (tarpit_port, _tarpit) = tarpit().await;
+    // Slow and useless: an answer 8 s later (within the 10 s timeout) that holds no token.
+    let tarpit = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let late = Fault::Late { delay: Duration::from_secs(8), then: Box::new(Fault::Garbage("{}".into())) };
+    tarpit.inject(Endpoint::FdxToken, late, None);
+    let tarpit_port = tarpit.addr().port();
     let ports = format!("{},{},{tarpit_port}", setup.fake.addr().port(), failing.addr().port());
     let launch = Launch {
         namespace: None,
-        ca_pem: format!("{}{}", setup.fake.ca_pem(), failing.ca_pem()),
+        ca_pem: format!("{}{}{}", setup.fake.ca_pem(), failing.ca_pem(), tarpit.ca_pem()),
         provider_ports: ports,
         // The chart's defaults where tests usually shorten them.
         min_token_lifetime: "90s".into(),
         refresh_request_interval: "30s".into(),
         lease_duration: support::faults::chart_lease_duration(),
-        hosts: (0..TARPIT_NAMES).map(|i| ("127.0.0.1".to_owned(), format!("tarpit-{i}.hostile.test"))).collect(),
+        // The tarpit's certificate names *.fake.test.
+        hosts: (0..TARPIT_NAMES).map(|i| ("127.0.0.1".to_owned(), format!("tarpit-{i}.fake.test"))).collect(),
         ..setup.launch_defaults()
     };
     let mut env = setup.launch(launch).await;
@@ -138,6 +131,7 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
     env.namespace = hostile.clone();
     env.fake.add_fdx_client("mx-hostile", "mx-secret-hostile");
     failing.add_fdx_client("mx-hostile", "mx-secret-hostile");
+    tarpit.add_fdx_client("mx-hostile", "mx-secret-hostile");
     env.put_secret_annotated(
         "hostile-credentials",
         &[("client_id", "mx-hostile"), ("client_secret", "mx-secret-hostile")],
@@ -146,7 +140,7 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
     .await;
     let mut objects: Vec<(String, serde_json::Value, bool)> = Vec::new();
     for i in 0..TARPIT_NAMES {
-        let url = format!("https://tarpit-{i}.hostile.test:{tarpit_port}");
+        let url = format!("https://tarpit-{i}.fake.test:{tarpit_port}");
         objects.push((format!("tarpit-name-{i}"), fdx(&url, &format!("h-{i}"), "hostile-credentials"), false));
     }
     for i in 0..TARPIT_ADDRESS {
@@ -214,14 +208,19 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
         })
     };
 
-    let hostile_requests = (failing.requests(Endpoint::FdxToken), env.fake.requests(Endpoint::FdxToken));
+    let hostile_requests = (
+        failing.requests(Endpoint::FdxToken),
+        env.fake.requests(Endpoint::FdxToken),
+        tarpit.requests(Endpoint::FdxToken),
+    );
     let attacked = watch_victim(&mut env, &victim, UNDER_ATTACK).await;
     refresh_loop.abort();
     let reconciles = env.operator.reconciles().await;
     eprintln!(
         "noisy neighbour: under attack ({UNDER_ATTACK:?}): {attacked:?}; requests to the failing host {}, \
-         to the shared host (victim and refresh loop) {}; reconciles in all {reconciles}",
+         to the tarpit {}, to the shared host (victim and refresh loop) {}; reconciles in all {reconciles}",
         failing.requests(Endpoint::FdxToken) - hostile_requests.0,
+        tarpit.requests(Endpoint::FdxToken) - hostile_requests.2,
         env.fake.requests(Endpoint::FdxToken) - hostile_requests.1,
     );
 
@@ -232,6 +231,7 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
         hostile_statuses.iter().filter(|ct| ct.status.as_ref().is_some_and(|s| !s.conditions.is_empty())).count();
     assert_eq!(reported, total, "every hostile object has a status with a reason");
     assert!(failing.requests(Endpoint::FdxToken) > 0, "the failing host was tried");
+    assert!(tarpit.requests(Endpoint::FdxToken) > 0, "the tarpit was tried");
     for phase in [&baseline, &attacked] {
         assert!(phase.expired_or_lost.is_empty(), "victim tokens expired or lost: {:?}", phase.expired_or_lost);
         assert!(

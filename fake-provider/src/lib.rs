@@ -175,7 +175,14 @@ async fn stats(axum::extract::State(state): axum::extract::State<Shared>) -> Res
 
 /// Counts the request and, if a fault is injected, answers with it (or delays).
 pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Response> {
-    let fault = state.lock().unwrap().arrive(endpoint)?;
+    let arrived = state.lock().unwrap().arrive(endpoint)?;
+    let fault = match arrived {
+        Fault::Late { delay, then } => {
+            tokio::time::sleep(delay).await;
+            *then
+        }
+        fault => fault,
+    };
     let response = match fault {
         Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
@@ -188,6 +195,8 @@ pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Re
         }
         Fault::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
         Fault::Garbage(body) => ([("content-type", "application/json")], body).into_response(),
+        // A `Late` inside a `Late` is a test's mistake.
+        Fault::Late { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     Some(finish(state, endpoint, response))
 }

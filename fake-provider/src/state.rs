@@ -31,6 +31,9 @@ pub enum Fault {
     Slow(Duration),
     /// Answer 200 with this body and `content-type: application/json`.
     Garbage(String),
+    /// Wait this long, then answer with `then` (a host that answers slowly and uselessly: every
+    /// request holds its caller, and the answer is no failure a circuit breaker counts).
+    Late { delay: Duration, then: Box<Fault> },
     /// 429 with `Retry-After` and `ot-period` set to these exact texts.
     RateLimitedFor { retry_after: String, period: String },
     /// 503 with `Retry-After` set to this exact text.

@@ -1,4 +1,6 @@
-//! A throwaway certificate authority and a server certificate for `localhost` and 127.0.0.1.
+//! A throwaway certificate authority and a server certificate for `localhost`, 127.0.0.1 and
+//! `*.fake.test` (many names for one server, which tests map to 127.0.0.1 in the operator's own
+//! `/etc/hosts`).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -16,7 +18,8 @@ pub fn generate() -> Result<TestPki, rcgen::Error> {
     ca_params.distinguished_name.push(DnType::CommonName, "consent fake-provider test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let mut server_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "*.fake.test".to_owned()])?;
     server_params.distinguished_name.push(DnType::CommonName, "localhost");
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;

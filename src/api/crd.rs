@@ -433,8 +433,11 @@ pub struct ConsentTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
 
-    /// When the operator will fetch the next token (or retry after a failure). Kept here so a
-    /// restarted operator resumes the schedule instead of refetching everything at once.
+    /// When the operator will fetch the next token (or retry after a failure, or serve a
+    /// refresh request that came within 30 s of the last fetch). Kept here so a restarted
+    /// operator resumes the schedule instead of refetching everything at once. While a failure
+    /// goes on, the status is written when what it says changes (and at the 1st, 2nd, 4th,
+    /// 8th... failure), so this may be behind the retries in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_time: Option<Time>,
 
