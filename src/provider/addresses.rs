@@ -4,7 +4,8 @@
 //! cannot multiply its share of slots, or split a failing server into many closed breakers, by
 //! writing more names.
 //!
-//! The HTTP client resolves again when it connects (through [`PolicyResolver`], which applies
+//! The HTTP client resolves again when it connects (through
+//! [`PolicyResolver`](crate::provider::policy::PolicyResolver), which applies
 //! the address rules on every connection); this lookup only names the account, and is kept for
 //! [`TTL`] so it costs one DNS query per name and half-minute, not one per request.
 
