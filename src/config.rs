@@ -128,9 +128,10 @@ pub struct UpstreamArgs {
     #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_HOST", default_value_t = 8)]
     pub upstream_concurrency_per_host: u16,
 
-    /// Provider requests under way for the ConsentTokens of one namespace at most. Keep it
-    /// below --concurrency: a namespace whose hosts answer slowly (or not at all) then holds at
-    /// most this many reconciles, and the rest serve other namespaces.
+    /// Provider requests under way for the ConsentTokens of one namespace at most, while
+    /// another namespace has asked a provider within the last minute (alone, a namespace gets
+    /// every worker). Keep it below --concurrency: a namespace whose hosts answer slowly (or not
+    /// at all) then holds at most this many reconciles, and the rest serve other namespaces.
     #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_NAMESPACE", default_value_t = 8)]
     pub upstream_concurrency_per_namespace: u16,
 
