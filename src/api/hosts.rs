@@ -119,11 +119,6 @@ impl HostPatterns {
         self.0.is_empty()
     }
 
-    /// Whether `host` (a name or an IP address, without port) matches a pattern without a port.
-    pub fn allows(&self, host: &str) -> bool {
-        self.0.iter().any(|pattern| pattern.port.is_none() && pattern.matches(host))
-    }
-
     /// Whether `host` at `port` matches a pattern: one without a port, or one naming `port`.
     pub fn allows_at(&self, host: &str, port: u16) -> bool {
         self.0.iter().any(|pattern| pattern.port.is_none_or(|p| p == port) && pattern.matches(host))
@@ -295,15 +290,15 @@ mod tests {
     #[test]
     fn host_patterns_match_exact_names_and_subdomains_only() {
         let patterns = HostPatterns::parse("app-eu.onetrust.com, *.mx.com LOCALHOST").unwrap();
-        assert!(patterns.allows("app-eu.onetrust.com"));
-        assert!(patterns.allows("App-EU.onetrust.com."));
-        assert!(!patterns.allows("app.onetrust.com"));
-        assert!(patterns.allows("int.mx.com") && patterns.allows("a.b.mx.com"));
-        assert!(!patterns.allows("mx.com"), "*.suffix is below the suffix only");
-        assert!(!patterns.allows("evilmx.com"));
-        assert!(patterns.allows("localhost"));
-        assert!(HostPatterns::any().allows("anything.example"));
-        assert!(!HostPatterns::parse("").unwrap().allows("a"));
+        assert!(patterns.allows_at("app-eu.onetrust.com", 443));
+        assert!(patterns.allows_at("App-EU.onetrust.com.", 443));
+        assert!(!patterns.allows_at("app.onetrust.com", 443));
+        assert!(patterns.allows_at("int.mx.com", 443) && patterns.allows_at("a.b.mx.com", 443));
+        assert!(!patterns.allows_at("mx.com", 443), "*.suffix is below the suffix only");
+        assert!(!patterns.allows_at("evilmx.com", 443));
+        assert!(patterns.allows_at("localhost", 443));
+        assert!(HostPatterns::any().allows_at("anything.example", 443));
+        assert!(!HostPatterns::parse("").unwrap().allows_at("a", 443));
         for bad in ["https://x.com", "*x.com", "x.com/path", "*.", ".x.com", "x.com:0", "x.com:99999", "[::1]x"] {
             assert!(HostPatterns::parse(bad).is_err(), "{bad} accepted");
         }
