@@ -1,9 +1,10 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
 
-.PHONY: demo test e2e bench control-plane check-generated generate lint image
+.PHONY: demo test e2e bench bench-hostile control-plane check-generated generate lint image
 SIZES ?= 1000,10000
 STEADY ?= 330
+HOSTILE_N ?= 3000
 
 ## Run the whole thing locally: control plane, fake provider, operator, examples, live view.
 demo:
@@ -58,3 +59,9 @@ check-generated:
 bench: control-plane
 	cargo build --release --locked --workspace --bins
 	target/release/consent-bench --sizes $(SIZES) --steady-seconds $(STEADY) --out docs/performance
+
+## A victim namespace's renewal lateness with and without a hostile namespace beside it, on the
+## chart's defaults (a benchmark: it reports). Results: docs/performance/hostile.md.
+bench-hostile: control-plane
+	cargo build --release --locked --workspace --bins
+	target/release/consent-bench --hostile $(HOSTILE_N) --out docs/performance

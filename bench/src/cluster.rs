@@ -63,6 +63,37 @@ impl Operator {
         ca: &Path,
         log: &Path,
     ) -> Result<Self, Error> {
+        let tuned = [
+            "--watch-namespaces",
+            namespace,
+            "--leader-election",
+            "false",
+            // The floor client has no write limiter either: compare the work, not the limit.
+            "--kube-api-qps",
+            "100000",
+            "--kube-api-burst",
+            "100000",
+            "--concurrency",
+            "16",
+        ];
+        Self::spawn(wrap, bin, &tuned, kubeconfig, ca, log)
+    }
+
+    /// Starts `bin` as the chart starts it: every namespace, a Lease, and the chart's defaults
+    /// for concurrency, write budget and upstream caps. Only what the loopback fakes need
+    /// differs: their private addresses and ports are allowed, their CA trusted.
+    pub fn start_as_the_chart_does(bin: &Path, kubeconfig: &Path, ca: &Path, log: &Path) -> Result<Self, Error> {
+        Self::spawn(&[], bin, &["--lease-namespace", "default"], kubeconfig, ca, log)
+    }
+
+    fn spawn(
+        wrap: &[String],
+        bin: &Path,
+        args: &[&str],
+        kubeconfig: &Path,
+        ca: &Path,
+        log: &Path,
+    ) -> Result<Self, Error> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let mut command = match wrap.split_first() {
@@ -74,9 +105,8 @@ impl Operator {
             None => Command::new(bin),
         };
         let process = command
-            .args(["--watch-namespaces", namespace, "--metrics-addr", &metrics_addr, "--leader-election", "false"])
-            // The floor client has no write limiter either: compare the work, not the limit.
-            .args(["--kube-api-qps", "100000", "--kube-api-burst", "100000", "--concurrency", "16"])
+            .args(args)
+            .args(["--metrics-addr", &metrics_addr])
             // The fake provider is on loopback, which the operator calls only when allowed.
             .args(["--allowed-private-networks", "127.0.0.0/8,::1/128"])
             // ...on a port the system picked.
@@ -112,6 +142,11 @@ impl Operator {
         let _ = Command::new("pkill").args(["-INT", "-P", &pid]).status();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let _ = self.process.wait();
+    }
+
+    /// Whether the process is still running (it has not exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.process.try_wait(), Ok(None))
     }
 
     pub fn kill(&mut self) {

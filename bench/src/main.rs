@@ -6,8 +6,12 @@
 //! lateness against each token's own scheduled time, tokens that ever expired in their Secret,
 //! API writes per refresh, upstream requests by endpoint); cost (RSS, CPU); and a SIGKILL restart
 //! (upstream requests per minute after it, time until every object is Ready in the new process).
+//!
+//! With `--hostile N`: N ConsentTokens with and without a hostile namespace beside them, on the
+//! chart's defaults (see `hostile.rs`).
 
 mod cluster;
+mod hostile;
 mod plot;
 mod workload;
 
@@ -41,6 +45,10 @@ struct Args {
     wrap: Option<String>,
     #[arg(long)]
     operator: Option<PathBuf>,
+    /// Instead of the sizes: the victim's renewal lateness with N ConsentTokens, alone and with
+    /// a hostile namespace beside them (results: hostile.json and hostile.md in `--out`).
+    #[arg(long)]
+    hostile: Option<usize>,
     /// Skip the restart measurement (for profiling runs).
     #[arg(long)]
     no_restart: bool,
@@ -114,6 +122,14 @@ async fn main() -> Result<(), Error> {
     std::fs::create_dir_all(&args.out)?;
     let mut results = Vec::new();
     let machine = machine();
+    if let Some(n) = args.hostile {
+        let operator = args.operator.clone().unwrap_or_else(|| root.join("target/release/consent-token-operator"));
+        let report = hostile::run(&root, n, &operator).await?;
+        std::fs::write(args.out.join("hostile.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(args.out.join("hostile.md"), hostile::markdown(&report, &machine))?;
+        println!("{}", hostile::markdown(&report, &machine));
+        return Ok(());
+    }
     if !args.render.is_empty() {
         for path in &args.render {
             let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
