@@ -82,6 +82,12 @@ pub enum Error {
         if .0.capped { " (it asked to wait longer than a day; the operator waits at most a day)" } else { "" })]
     RateLimited(Box<RateLimit>),
 
+    #[error(
+        "this namespace has used its share of the provider account's rate limit ({share} requests in {}s, shared by {sharing} namespaces); nothing was sent, next attempt in {}s",
+        .period.as_secs(), .retry_in.as_secs()
+    )]
+    QuotaShareUsed { retry_in: Duration, share: u32, period: Duration, sharing: usize },
+
     #[error("the provider answered HTTP {status}{}", match .retry_after {
         Some(wait) => format!(" and asked to wait {}s", wait.as_secs()),
         None => String::new(),
@@ -159,7 +165,7 @@ impl Error {
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden { .. } => "Forbidden",
             Self::Rejected { .. } | Self::OAuthRejected { .. } => "UpstreamRejected",
-            Self::RateLimited(_) => "RateLimited",
+            Self::RateLimited(_) | Self::QuotaShareUsed { .. } => "RateLimited",
             Self::UpstreamStatus { .. }
             | Self::Transport(_)
             | Self::HostBusy
@@ -192,6 +198,7 @@ impl Error {
             Self::Rejected { .. } => "upstream_rejected",
             Self::OAuthRejected { .. } => "oauth_rejected",
             Self::RateLimited(_) => "rate_limited",
+            Self::QuotaShareUsed { .. } => "quota_share_used",
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::HostBusy => "host_busy",
             Self::HostFailing { .. } => "host_failing",
@@ -207,6 +214,7 @@ impl Error {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             Self::RateLimited(limit) => RetryClass::After(limit.retry_after),
+            Self::QuotaShareUsed { retry_in, .. } => RetryClass::After(*retry_in),
             Self::UpstreamStatus { retry_after: Some(wait), .. } => RetryClass::After(*wait),
             Self::HostBusy | Self::NamespaceBusy => RetryClass::Soon(Duration::from_secs(1)),
             Self::HostFailing { retry_in } => RetryClass::Soon(*retry_in),
@@ -252,9 +260,10 @@ fn credentials_not_allowed(asked_by: &str, secret: &str, host: &str, listed: Opt
 }
 
 impl Error {
-    /// Whether nothing was sent because the host is busy or paused (see `provider::host_guard`).
+    /// Whether the operator sent nothing, to share out hosts and quotas (see
+    /// `provider::host_guard`, `provider::namespace_slots`, `provider::account_shares`).
     pub fn was_held(&self) -> bool {
-        matches!(self, Self::HostBusy | Self::NamespaceBusy | Self::HostFailing { .. })
+        matches!(self, Self::HostBusy | Self::NamespaceBusy | Self::HostFailing { .. } | Self::QuotaShareUsed { .. })
     }
 
     /// The same failure again, for every caller that shares one attempt's result (a failed
@@ -293,6 +302,9 @@ impl Error {
             Self::Rejected { status } => Self::Rejected { status: *status },
             Self::OAuthRejected { status } => Self::OAuthRejected { status: *status },
             Self::RateLimited(limit) => Self::RateLimited(limit.clone()),
+            Self::QuotaShareUsed { retry_in, share, period, sharing } => {
+                Self::QuotaShareUsed { retry_in: *retry_in, share: *share, period: *period, sharing: *sharing }
+            }
             Self::UpstreamStatus { status, retry_after } => {
                 Self::UpstreamStatus { status: *status, retry_after: *retry_after }
             }

@@ -31,17 +31,21 @@ pub async fn token(
         return response;
     }
     let response = {
-        let st = state.lock().unwrap();
+        let mut st = state.lock().unwrap();
         let credentials = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
             .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
             .and_then(|raw| String::from_utf8(raw).ok());
-        let authorized = credentials
+        let client = credentials
             .as_deref()
             .and_then(|c| c.split_once(':'))
-            .is_some_and(|(id, secret)| st.fdx_clients.get(id).is_some_and(|s| s == secret));
+            .filter(|(id, secret)| st.fdx_clients.get(*id).is_some_and(|s| s == secret))
+            .map(|(id, _)| id.to_owned());
+        let authorized = client.is_some();
+        // MX publishes no limit; a test may set one (`set_rate_limit`), answered like OneTrust's.
+        let limited = client.as_deref().and_then(|id| st.spend(endpoint, id));
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -57,6 +61,8 @@ pub async fn token(
             StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response()
         } else if !authorized {
             StatusCode::UNAUTHORIZED.into_response()
+        } else if let Some((wait, allowed, made)) = limited {
+            crate::rate_limited(wait.to_string(), "MINUTE".to_owned(), allowed, made)
         } else if !version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             StatusCode::NOT_FOUND.into_response()
         } else {

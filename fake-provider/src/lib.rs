@@ -7,7 +7,8 @@
 //! then refuses multipart), collection point tokens shaped like real ones (RS512, no `exp`,
 //! `iat` as a string, `processVersion`), and MX / FDX tokens (only with `Content-Type:
 //! application/json` and exactly the documented body) as HS256 JWTs with a configurable
-//! lifetime. Knobs inject 429s with `Retry-After` and the
+//! lifetime. Each client gets 1,000 requests a minute per OneTrust endpoint, as documented (a
+//! knob sets any endpoint's limit). Knobs inject 429s with `Retry-After` and the
 //! `ot-*` headers, 5xx, slow answers and garbage bodies; rotating a client's secret makes the
 //! old one (and access tokens issued to it) answer 401; a clock offset writes its tokens' `iat`
 //! and `exp` as a provider with a clock that is off would. Every request is counted.
@@ -138,6 +139,13 @@ impl FakeProvider {
         self.state().collection_point_body = body;
     }
 
+    /// Requests a client may make to `endpoint` in a minute before it answers 429 with
+    /// `ot-period: MINUTE` (`None`: no limit). By default OneTrust's documented 1,000 on both of
+    /// its endpoints, and none on MX's, which publishes none.
+    pub fn set_rate_limit(&self, endpoint: Endpoint, per_minute: Option<u32>) {
+        self.state().set_rate_limit(endpoint, per_minute);
+    }
+
     /// Injects `fault` into the next `times` answers of `endpoint` (`None`: until cleared).
     pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: Option<u32>) {
         self.state().set_fault(endpoint, Some(fault), times);
@@ -188,8 +196,8 @@ pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Re
             tokio::time::sleep(delay).await;
             return None;
         }
-        Fault::RateLimited { retry_after } => rate_limited(retry_after, "MINUTE".to_owned()),
-        Fault::RateLimitedFor { retry_after, period } => rate_limited(retry_after, period),
+        Fault::RateLimited { retry_after } => rate_limited(retry_after, "MINUTE".to_owned(), 1000, 1001),
+        Fault::RateLimitedFor { retry_after, period } => rate_limited(retry_after, period, 1000, 1001),
         Fault::Unavailable { retry_after } => {
             (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", retry_after)]).into_response()
         }
@@ -201,14 +209,15 @@ pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Re
     Some(finish(state, endpoint, response))
 }
 
-fn rate_limited(retry_after: String, period: String) -> Response {
+/// A 429 as OneTrust sends it.
+pub(crate) fn rate_limited(retry_after: String, period: String, allowed: u32, made: u32) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [
             ("retry-after", retry_after),
             ("ot-period", period),
-            ("ot-requests-allowed", "1000".to_owned()),
-            ("ot-request-made", "1001".to_owned()),
+            ("ot-requests-allowed", allowed.to_string()),
+            ("ot-request-made", made.to_string()),
             ("ot-ratelimit-event-id", uuid::Uuid::new_v4().to_string()),
         ],
     )

@@ -27,6 +27,12 @@ fn one_of_each() -> Vec<Error> {
             requests_made: None,
             event_id: None,
         })),
+        Error::QuotaShareUsed {
+            retry_in: Duration::from_secs(1),
+            share: 1,
+            period: Duration::from_secs(60),
+            sharing: 2,
+        },
         Error::UpstreamStatus { status: 500, retry_after: None },
         Error::HostBusy,
         Error::NamespaceBusy,
@@ -55,6 +61,7 @@ fn one_of_each() -> Vec<Error> {
             | Error::Rejected { .. }
             | Error::OAuthRejected { .. }
             | Error::RateLimited(_)
+            | Error::QuotaShareUsed { .. }
             | Error::UpstreamStatus { .. }
             | Error::HostBusy
             | Error::NamespaceBusy

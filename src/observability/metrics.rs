@@ -50,6 +50,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
+    /// Requests not sent because their namespace had used its share of the account's budget.
+    pub quota_share_holds: Family<ProviderLabels, Counter>,
     /// How far each provider's clock is from this node's.
     pub clock_skew: ClockSkew,
     pub reconcile_duration: Histogram,
@@ -97,6 +99,12 @@ impl Default for Metrics {
             "Requests not sent because the provider asked to wait (HTTP 429 Retry-After)",
             rate_limit_waits.clone(),
         );
+        let quota_share_holds = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "quota_share_holds",
+            "Requests not sent because their namespace had used its share of the provider account's rate limit, which other namespaces use too",
+            quota_share_holds.clone(),
+        );
         let clock_skew = ClockSkew::default();
         registry.register(
             "provider_clock_ahead_seconds",
@@ -120,6 +128,7 @@ impl Default for Metrics {
             failures,
             upstream_duration,
             rate_limit_waits,
+            quota_share_holds,
             clock_skew,
             reconcile_duration,
             reconciles_queued,

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http::{ClientKey, Endpoint, UpstreamClient};
+use super::http::{Caller, ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::api::crd::FdxSource;
 use crate::error::Error;
 use crate::provider::token::{self, Token};
 
-const TOKEN: Endpoint = Endpoint { provider: "FDX", name: "token" };
+/// MX publishes no rate limit: an account is shared out once a 429 has said one.
+const TOKEN: Endpoint = Endpoint { provider: "FDX", name: "token", endpoint_budget: None, account_budget: None };
 /// "Each token expires in five minutes": assumed when a token carries no `exp`.
 const DOCUMENTED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -69,7 +70,13 @@ impl FdxClient {
         Self { upstream }
     }
 
-    pub async fn fetch(&self, request: &FdxRequest, credentials: &Credentials) -> Result<FetchedToken, Error> {
+    /// A customer's token, asked for a ConsentToken of `namespace`.
+    pub async fn fetch(
+        &self,
+        request: &FdxRequest,
+        credentials: &Credentials,
+        namespace: &str,
+    ) -> Result<FetchedToken, Error> {
         let body = serde_json::json!({
             "type": "consent_management",
             "scopes": format!("customer.modify_consent:{}", request.customer_id.expose_secret()),
@@ -83,7 +90,8 @@ impl FdxClient {
             .json(&body)
             .build()
             .map_err(|_| Error::Internal("cannot build the token request"))?;
-        let response = self.upstream.send(TOKEN, &ClientKey::of(credentials), request).await?;
+        let client = ClientKey::of(credentials);
+        let response = self.upstream.send(TOKEN, Caller { client: &client, namespace }, request).await?;
         read_answer(&response.body, Timestamp::now())
     }
 }

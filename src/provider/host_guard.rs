@@ -3,7 +3,10 @@
 //! - a limit on requests under way per host, so a host that takes the whole timeout for every
 //!   request (a tarpit) holds only that many reconciles, not all of them: a reconcile that
 //!   finds the host full waits up to [`QUEUE_WAIT`] for a slot (a healthy host frees one within
-//!   milliseconds), then is put back in the queue, nothing sent;
+//!   milliseconds), then is put back in the queue, nothing sent. While requests of more than one
+//!   namespace are under way or waiting for a host, each namespace holds at most an equal share
+//!   of its slots (a namespace alone may take them all), so one namespace's slow requests to a
+//!   server others use too leave them their share;
 //! - a circuit breaker: after [`OPEN_AFTER`] transient failures in a row (5xx, timeouts,
 //!   connection failures), no request goes to the host for a cooldown; then one probe goes,
 //!   and the host opens up again when it succeeds (the cooldown doubles while it fails, up to
@@ -66,8 +69,21 @@ const PRUNE_AT: usize = 256;
 
 type Hosts = Arc<Mutex<HostMap>>;
 
+struct Host {
+    slots: Arc<Semaphore>,
+    breaker: Breaker,
+    /// Requests under way or waiting for a slot, per namespace (none: no entry).
+    present: HashMap<String, usize>,
+}
+
+impl Host {
+    fn new(per_host: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(per_host)), breaker: Breaker::default(), present: HashMap::new() }
+    }
+}
+
 struct HostMap {
-    hosts: HashMap<String, (Arc<Semaphore>, Breaker)>,
+    hosts: HashMap<String, Host>,
     /// The size at which the next pruning runs: doubling keeps its cost constant per request.
     prune_at: usize,
 }
@@ -81,11 +97,10 @@ pub struct HostGuard {
 /// Permission to send one request to a host; report how it went with [`HostGuard::record`].
 /// Dropped unreported (nothing was sent), a probe's turn goes to the next request.
 pub struct Pass {
-    host: String,
-    hosts: Hosts,
     /// This request is its host's probe, and has not been reported yet.
     unreported_probe: bool,
     _slot: OwnedSemaphorePermit,
+    presence: Presence,
 }
 
 impl Drop for Pass {
@@ -93,9 +108,29 @@ impl Drop for Pass {
         if !self.unreported_probe {
             return;
         }
+        let mut map = self.presence.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(host) = map.hosts.get_mut(&self.presence.host) {
+            host.breaker.probing = false;
+        }
+    }
+}
+
+/// One request of a namespace under way or waiting at a host, counted until dropped.
+struct Presence {
+    host: String,
+    namespace: String,
+    hosts: Hosts,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
         let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, breaker)) = map.hosts.get_mut(&self.host) {
-            breaker.probing = false;
+        let Some(host) = map.hosts.get_mut(&self.host) else { return };
+        if let Some(count) = host.present.get_mut(&self.namespace) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                host.present.remove(&self.namespace);
+            }
         }
     }
 }
@@ -114,35 +149,43 @@ impl HostGuard {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).hosts.len()
     }
 
-    /// A pass for one request to `host`, or why not now.
-    pub async fn admit(&self, host: &str) -> Result<Pass, Held> {
+    /// A pass for one request of `namespace` to `host`, or why not now.
+    pub async fn admit(&self, host: &str, namespace: &str) -> Result<Pass, Held> {
         let slots = {
             let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
             if map.hosts.len() >= map.prune_at && !map.hosts.contains_key(host) {
                 Self::prune(&mut map);
             }
-            let (slots, breaker) = map
-                .hosts
-                .entry(host.to_owned())
-                .or_insert_with(|| (Arc::new(Semaphore::new(self.per_host)), Breaker::default()));
-            Self::closed(breaker)?;
-            slots.clone()
+            let state = map.hosts.entry(host.to_owned()).or_insert_with(|| Host::new(self.per_host));
+            Self::closed(&state.breaker)?;
+            let others = state.present.keys().filter(|other| *other != namespace).count();
+            let share = self.per_host.checked_div(others.saturating_add(1)).unwrap_or(0).max(1);
+            if others > 0 && state.present.get(namespace).is_some_and(|mine| *mine >= share) {
+                return Err(Held::Busy);
+            }
+            let mine = state.present.entry(namespace.to_owned()).or_default();
+            *mine = mine.saturating_add(1);
+            state.slots.clone()
         };
+        let presence = Presence { host: host.to_owned(), namespace: namespace.to_owned(), hosts: self.hosts.clone() };
         let slot = match tokio::time::timeout(QUEUE_WAIT, slots.acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             _ => return Err(Held::Busy),
         };
-        let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let mut probe = false;
-        if let Some((_, breaker)) = map.hosts.get_mut(host) {
-            // The breaker may have opened while this request waited for its slot.
-            Self::closed(breaker)?;
-            if breaker.open_until.is_some() {
-                breaker.probing = true;
-                probe = true;
+        let probe = {
+            let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            match map.hosts.get_mut(host) {
+                Some(state) => {
+                    // The breaker may have opened while this request waited for its slot.
+                    Self::closed(&state.breaker)?;
+                    let probe = state.breaker.open_until.is_some();
+                    state.breaker.probing |= probe;
+                    probe
+                }
+                None => false,
             }
-        }
-        Ok(Pass { host: host.to_owned(), hosts: self.hosts.clone(), unreported_probe: probe, _slot: slot })
+        };
+        Ok(Pass { unreported_probe: probe, _slot: slot, presence })
     }
 
     /// Drops the hosts nobody uses: nothing under way or waiting (only the map holds their
@@ -151,8 +194,8 @@ impl HostGuard {
     /// its cooldown is over, so no tenant can close one by naming many hosts.
     fn prune(map: &mut HostMap) {
         let now = Instant::now();
-        map.hosts.retain(|_, (slots, breaker)| {
-            let in_use = Arc::strong_count(slots) > 1;
+        map.hosts.retain(|_, Host { slots, breaker, present }| {
+            let in_use = Arc::strong_count(slots) > 1 || !present.is_empty();
             let open = breaker.probing || breaker.open_until.is_some_and(|until| until > now);
             in_use || open
         });
@@ -180,7 +223,7 @@ impl HostGuard {
     pub fn record(&self, mut pass: Pass, answer: Answer) {
         pass.unreported_probe = false;
         let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((_, breaker)) = map.hosts.get_mut(&pass.host) else { return };
+        let Some(Host { breaker, .. }) = map.hosts.get_mut(&pass.presence.host) else { return };
         match answer {
             Answer::Working => *breaker = Breaker::default(),
             Answer::Failing => {
@@ -193,7 +236,7 @@ impl HostGuard {
                     };
                     breaker.open_until = Some(instant_after(Instant::now(), breaker.cooldown));
                     breaker.probing = false;
-                    tracing::warn!(host = %pass.host, cooldown = ?breaker.cooldown, "provider host failing; pausing requests to it");
+                    tracing::warn!(host = %pass.presence.host, cooldown = ?breaker.cooldown, "provider host failing; pausing requests to it");
                 }
             }
         }
@@ -201,132 +244,5 @@ impl HostGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_failing_host_gets_one_probe_per_cooldown_and_opens_on_success() {
-        let guard = HostGuard::new(4);
-        for _ in 0..OPEN_AFTER {
-            let pass = guard.admit("h:443").await.unwrap();
-            guard.record(pass, Answer::Failing);
-        }
-        assert!(matches!(guard.admit("h:443").await, Err(Held::Failing(wait)) if wait <= FIRST_COOLDOWN));
-        assert!(guard.admit("other:443").await.is_ok(), "per host");
-        // Cooldown over (simulated): exactly one probe goes.
-        guard.hosts.lock().unwrap().hosts.get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
-        let probe = guard.admit("h:443").await.unwrap();
-        assert_eq!(
-            guard.admit("h:443").await.err(),
-            Some(Held::Failing(PROBE_WAIT)),
-            "one probe at a time; the others look again as soon as it may have answered"
-        );
-        guard.record(probe, Answer::Failing);
-        let cooldown = guard.hosts.lock().unwrap().hosts["h:443"].1.cooldown;
-        assert_eq!(cooldown, FIRST_COOLDOWN * 2, "the pause doubles while it fails");
-        guard.hosts.lock().unwrap().hosts.get_mut("h:443").unwrap().1.open_until = Some(Instant::now());
-        let probe = guard.admit("h:443").await.unwrap();
-        guard.record(probe, Answer::Working);
-        assert!(guard.admit("h:443").await.is_ok(), "open again after a successful probe");
-    }
-
-    #[tokio::test]
-    async fn requests_under_way_are_limited_per_host() {
-        let guard = HostGuard::new(2);
-        let (a, b) = (guard.admit("tarpit:443").await.unwrap(), guard.admit("tarpit:443").await.unwrap());
-        assert_eq!(guard.admit("tarpit:443").await.err(), Some(Held::Busy));
-        assert!(guard.admit("healthy:443").await.is_ok());
-        guard.record(a, Answer::Working);
-        assert!(guard.admit("tarpit:443").await.is_ok(), "a slot is free again");
-        drop(b);
-    }
-
-    #[tokio::test]
-    async fn the_cooldown_never_exceeds_its_ceiling() {
-        let guard = HostGuard::new(1);
-        for _ in 0..100 {
-            guard
-                .hosts
-                .lock()
-                .unwrap()
-                .hosts
-                .entry("h".into())
-                .or_insert_with(|| (Arc::new(Semaphore::new(1)), Breaker::default()))
-                .1
-                .open_until = Some(Instant::now());
-            if let Ok(pass) = guard.admit("h").await {
-                guard.record(pass, Answer::Failing);
-            }
-        }
-        assert!(guard.hosts.lock().unwrap().hosts["h"].1.cooldown <= MAX_COOLDOWN);
-    }
-
-    fn open_breaker(guard: &HostGuard, host: &str) {
-        guard.hosts.lock().unwrap().hosts.get_mut(host).unwrap().1.open_until = Some(Instant::now());
-    }
-
-    async fn fail_until_open(guard: &HostGuard, host: &str) {
-        for _ in 0..OPEN_AFTER {
-            let pass = guard.admit(host).await.unwrap();
-            guard.record(pass, Answer::Failing);
-        }
-        assert!(matches!(guard.admit(host).await, Err(Held::Failing(_))));
-    }
-
-    #[tokio::test]
-    async fn a_probe_that_was_never_sent_lets_the_next_request_probe() {
-        let guard = HostGuard::new(4);
-        fail_until_open(&guard, "h:443").await;
-        open_breaker(&guard, "h:443");
-        let probe = guard.admit("h:443").await.unwrap();
-        assert_eq!(guard.admit("h:443").await.err(), Some(Held::Failing(PROBE_WAIT)), "a probe is under way");
-        // Refused before it was sent (say, no allowed address): no answer to report.
-        drop(probe);
-        let next = guard.admit("h:443").await.expect("the next request is the probe");
-        guard.record(next, Answer::Working);
-        assert!(guard.admit("h:443").await.is_ok(), "open again");
-    }
-
-    #[tokio::test]
-    async fn a_probe_dropped_while_it_waited_for_its_answer_lets_the_next_request_probe() {
-        let guard = Arc::new(HostGuard::new(4));
-        fail_until_open(&guard, "h:443").await;
-        open_breaker(&guard, "h:443");
-        // A reconcile holding the probe is dropped (leadership lost) before the answer came.
-        let holder = {
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                let _probe = guard.admit("h:443").await.unwrap();
-                std::future::pending::<()>().await;
-            })
-        };
-        while guard.admit("h:443").await.err() != Some(Held::Failing(PROBE_WAIT)) {
-            tokio::task::yield_now().await;
-        }
-        holder.abort();
-        let _ = holder.await;
-        assert!(guard.admit("h:443").await.is_ok(), "the next request is the probe");
-    }
-
-    #[tokio::test]
-    async fn a_hundred_thousand_hosts_leave_the_map_bounded() {
-        let guard = HostGuard::new(2);
-        fail_until_open(&guard, "failing:443").await;
-        // Open for longer than the loop can take on a slow machine.
-        guard.hosts.lock().unwrap().hosts.get_mut("failing:443").unwrap().1.open_until =
-            Some(Instant::now() + Duration::from_secs(3600));
-        let held = guard.admit("busy:443").await.unwrap();
-        for i in 0..100_000 {
-            let host = format!("h{i}.tenant.example:443");
-            let pass = guard.admit(&host).await.unwrap();
-            guard.record(pass, if i % 2 == 0 { Answer::Working } else { Answer::Failing });
-            assert!(guard.len() <= 2 * PRUNE_AT, "{} hosts after {i}", guard.len());
-        }
-        // What must not be forgotten is kept: an open breaker and a host with a request under way.
-        assert!(matches!(guard.admit("failing:443").await, Err(Held::Failing(_))), "still open");
-        let map = guard.hosts.lock().unwrap();
-        assert!(map.hosts.contains_key("busy:443"));
-        drop(map);
-        drop(held);
-    }
-}
+#[allow(clippy::arithmetic_side_effects)] // small test numbers
+mod tests;

@@ -2,7 +2,8 @@
 //! development allows http), bounds every answer in size and time, turns HTTP answers into
 //! typed errors without ever keeping a response body, and holds back requests to an endpoint
 //! that answered 429 until its `Retry-After` has passed: one object's 429 protects the
-//! provider's quota from every other object.
+//! provider's quota from every other object. Before it does, each namespace gets its fair share
+//! of an account's quota (see [`crate::provider::account_shares`]).
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
@@ -17,6 +18,7 @@ use crate::api::rate_limit::RateLimit;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
 use crate::observability::metrics::{Metrics, ProviderLabels};
+use crate::provider::account_shares::{AccountShares, Budget};
 use crate::provider::addresses::AddressBook;
 use crate::provider::host_guard::{Answer, Held, HostGuard};
 use crate::provider::policy::{PolicyResolver, RefusedAddresses, UpstreamPolicy};
@@ -36,6 +38,18 @@ pub struct UpstreamResponse {
 pub struct Endpoint {
     pub provider: &'static str,
     pub name: &'static str,
+    /// The provider's documented limit for this endpoint, per account.
+    pub endpoint_budget: Option<Budget>,
+    /// The provider's documented limit for all endpoints of an account together.
+    pub account_budget: Option<Budget>,
+}
+
+/// Who a request is for: the account whose quota it spends, and the namespace of the object
+/// that asked (its share of that quota).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub client: &'a ClientKey,
+    pub namespace: &'a str,
 }
 
 /// Whose quota a request counts against, with the host: a provider limits each API client
@@ -63,10 +77,11 @@ type BlockKey = (Account, Option<Endpoint>);
 pub struct UpstreamClient {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
-    /// Per (endpoint, host): no request before this instant, and what the provider said.
     /// Per account and endpoint (`None`: every endpoint of the account, after an hourly limit):
     /// no request before this instant, and what the provider said.
     blocked: RateLimitBlocks<BlockKey>,
+    /// Each namespace's share of each account's quota, same keys as `blocked`.
+    shares: AccountShares<BlockKey>,
     /// Requests under way per provider address, and each address's circuit breaker.
     guard: HostGuard,
     /// The address each request is accounted to in `guard`.
@@ -107,7 +122,8 @@ impl UpstreamClient {
         let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
         let guard = HostGuard::new(usize::from(args.upstream_concurrency_per_host));
         let addresses = AddressBook::new(policy);
-        Ok(Self { http, metrics, blocked: RateLimitBlocks::default(), guard, addresses })
+        let (blocked, shares) = (RateLimitBlocks::default(), AccountShares::default());
+        Ok(Self { http, metrics, blocked, shares, guard, addresses })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -118,12 +134,12 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         endpoint: Endpoint,
-        client: &ClientKey,
+        caller: Caller<'_>,
         request: reqwest::Request,
     ) -> Result<UpstreamResponse, Error> {
         let host = request.url().host_str().unwrap_or_default().to_owned();
         let port = request.url().port_or_known_default().unwrap_or_default();
-        let account = Account { host: format!("{host}:{port}"), client: client.clone() };
+        let account = Account { host: format!("{host}:{port}"), client: caller.client.clone() };
         let blocked = self
             .blocked
             .still_blocked(&(account.clone(), Some(endpoint)))
@@ -135,10 +151,24 @@ impl UpstreamClient {
 
         // Slots and breakers belong to the server (its address and port), not to the name.
         let server = self.addresses.account_of(request.url()).await?;
-        let pass = self.guard.admit(&server.to_string()).await.map_err(|held| match held {
+        let pass = self.guard.admit(&server.to_string(), caller.namespace).await.map_err(|held| match held {
             Held::Busy => Error::HostBusy,
             Held::Failing(retry_in) => Error::HostFailing { retry_in },
         })?;
+        // Counted only when it goes: last before sending (a probe's pass, dropped, lets another probe).
+        let quotas = [
+            ((account.clone(), Some(endpoint)), endpoint.endpoint_budget),
+            ((account.clone(), None), endpoint.account_budget),
+        ];
+        if let Err(used) = self.shares.admit(&quotas, caller.namespace) {
+            self.metrics.quota_share_holds.get_or_create(&ProviderLabels { provider: endpoint.provider }).inc();
+            return Err(Error::QuotaShareUsed {
+                retry_in: used.retry_in,
+                share: used.share,
+                period: used.period,
+                sharing: used.sharing,
+            });
+        }
 
         let started = Instant::now();
         let result = self.http.execute(request).await;
@@ -172,6 +202,7 @@ impl UpstreamClient {
                 let limit = RateLimit::from_headers(&headers, jiff::Timestamp::now());
                 // OneTrust's per-minute limit is per endpoint; its hourly one is the account's.
                 let scope = if limit.is_hourly() { None } else { Some(endpoint) };
+                self.shares.learn(&(account.clone(), scope), &limit);
                 self.blocked.block((account, scope), &limit);
                 Err(Error::RateLimited(Box::new(limit)))
             }

@@ -28,6 +28,7 @@
 //! an endpoint in the fake provider (CONTRIBUTING.md, "Adding a provider").
 
 mod access_tokens;
+pub mod account_shares;
 pub mod addresses;
 pub mod credentials;
 mod fdx;
@@ -181,19 +182,31 @@ impl Providers {
     /// What a provider object's Ready condition says when its credentials work: for OneTrust,
     /// an access token was obtained (or is cached) with them; for FDX, whose only call mints a
     /// customer's token, that they were found and allowed (checked for real at each fetch).
-    pub async fn check(&self, endpoint: &ValidEndpoint, credentials: &Credentials) -> Result<&'static str, Error> {
+    /// `namespace` is the provider object's (empty for a ClusterConsentProvider).
+    pub async fn check(
+        &self,
+        endpoint: &ValidEndpoint,
+        credentials: &Credentials,
+        namespace: &str,
+    ) -> Result<&'static str, Error> {
         match endpoint {
             ValidEndpoint::OneTrust(tenant) => {
-                self.onetrust.obtain_access_token(tenant, credentials).await.map(|()| "AccessTokenObtained")
+                self.onetrust.obtain_access_token(tenant, credentials, namespace).await.map(|()| "AccessTokenObtained")
             }
             ValidEndpoint::Fdx { .. } => Ok("CredentialsValid"),
         }
     }
 
-    pub async fn fetch(&self, source: &Source, credentials: &Credentials) -> Result<FetchedToken, Error> {
+    /// A token for a ConsentToken of `namespace` (its share of the providers' quotas).
+    pub async fn fetch(
+        &self,
+        source: &Source,
+        credentials: &Credentials,
+        namespace: &str,
+    ) -> Result<FetchedToken, Error> {
         match source {
-            Source::OneTrust(request) => self.onetrust.fetch(request, credentials).await,
-            Source::Fdx(request) => self.fdx.fetch(request, credentials).await,
+            Source::OneTrust(request) => self.onetrust.fetch(request, credentials, namespace).await,
+            Source::Fdx(request) => self.fdx.fetch(request, credentials, namespace).await,
         }
     }
 }

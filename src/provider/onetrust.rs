@@ -9,14 +9,22 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use super::access_tokens::AccessTokenCache;
-use super::http::{ClientKey, Endpoint, UpstreamClient};
+use super::account_shares::Budget;
+use super::http::{Caller, ClientKey, Endpoint, UpstreamClient};
 use super::{Credentials, FetchedToken, UpstreamPolicy};
 use crate::api::crd::OneTrustSource;
 use crate::error::Error;
 use crate::provider::token::{self, Token};
 
-const OAUTH: Endpoint = Endpoint { provider: "OneTrust", name: "oauth_token" };
-const COLLECTION_POINT: Endpoint = Endpoint { provider: "OneTrust", name: "collection_point_token" };
+/// OneTrust's documented limits (providers.md): 1,000 requests a minute per endpoint and
+/// 200,000 an hour per account, shared with the tenant's other integrations.
+const OAUTH: Endpoint = Endpoint {
+    provider: "OneTrust",
+    name: "oauth_token",
+    endpoint_budget: Some(Budget::per_minute(1000)),
+    account_budget: Some(Budget::per_hour(200_000)),
+};
+const COLLECTION_POINT: Endpoint = Endpoint { name: "collection_point_token", ..OAUTH };
 /// OneTrust's shortest credential lifetime, assumed when `expires_in` is missing.
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// `expires_in` is clamped to this: zero, negative or garbled values would mean an OAuth request
@@ -112,17 +120,24 @@ impl OneTrustClient {
         Self { upstream, access_tokens: AccessTokenCache::default(), form_hosts: Mutex::default() }
     }
 
-    pub async fn fetch(&self, request: &OneTrustRequest, credentials: &Credentials) -> Result<FetchedToken, Error> {
+    /// The collection point's token, asked for a ConsentToken of `namespace`.
+    pub async fn fetch(
+        &self,
+        request: &OneTrustRequest,
+        credentials: &Credentials,
+        namespace: &str,
+    ) -> Result<FetchedToken, Error> {
         let key = cache_key(&request.hostname, credentials);
         let client = ClientKey::of(credentials);
-        let access = self.access_token(&key, request, credentials).await?;
-        match self.collection_point_token(&request.collection_point_url, &client, &access).await {
+        let caller = Caller { client: &client, namespace };
+        let access = self.access_token(&key, &request.oauth_url, credentials, caller).await?;
+        match self.collection_point_token(&request.collection_point_url, caller, &access).await {
             // The access token was revoked or rotated: drop it and try once with a new one. (A
             // 403 is about scope or organisation: a new access token would not change it.)
             Err(Error::Unauthorized { .. }) => {
                 self.access_tokens.invalidate(&key, &access).await;
-                let access = self.access_token(&key, request, credentials).await?;
-                self.collection_point_token(&request.collection_point_url, &client, &access).await
+                let access = self.access_token(&key, &request.oauth_url, credentials, caller).await?;
+                self.collection_point_token(&request.collection_point_url, caller, &access).await
             }
             other => other,
         }
@@ -131,24 +146,25 @@ impl OneTrustClient {
     async fn access_token(
         &self,
         key: &str,
-        request: &OneTrustRequest,
+        oauth_url: &url::Url,
         credentials: &Credentials,
+        caller: Caller<'_>,
     ) -> Result<SecretString, Error> {
-        self.access_tokens.get_or_fetch(key, || self.request_access_token(&request.oauth_url, credentials)).await
+        self.access_tokens.get_or_fetch(key, || self.request_access_token(oauth_url, credentials, caller)).await
     }
 
     /// Obtains the tenant's access token with these credentials, or finds it cached: the one
     /// every ConsentToken of the tenant then uses (same cache key as [`Self::fetch`]).
+    /// `namespace` is the provider object's (empty for a ClusterConsentProvider).
     pub async fn obtain_access_token(
         &self,
         tenant: &OneTrustTenantRequest,
         credentials: &Credentials,
+        namespace: &str,
     ) -> Result<(), Error> {
         let key = cache_key(&tenant.hostname, credentials);
-        self.access_tokens
-            .get_or_fetch(&key, || self.request_access_token(&tenant.oauth_url, credentials))
-            .await
-            .map(drop)
+        let client = ClientKey::of(credentials);
+        self.access_token(&key, &tenant.oauth_url, credentials, Caller { client: &client, namespace }).await.map(drop)
     }
 
     /// Asks for an access token as OneTrust's OpenAPI document says (multipart/form-data). A
@@ -158,15 +174,18 @@ impl OneTrustClient {
         &self,
         url: &url::Url,
         credentials: &Credentials,
+        caller: Caller<'_>,
     ) -> Result<(SecretString, Duration), Error> {
         let authority =
             format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(443));
         let remembered = self.form_hosts.lock().unwrap_or_else(|p| p.into_inner()).contains(&authority);
         let first = if remembered { OAuthEncoding::FormUrlEncoded } else { OAuthEncoding::Multipart };
-        let response = match self.post_oauth(url, credentials, first).await {
+        let response = match self.post_oauth(url, credentials, caller, first).await {
             Err(Error::Rejected { status: 400 | 415 }) if first == OAuthEncoding::Multipart => {
-                let response =
-                    self.post_oauth(url, credentials, OAuthEncoding::FormUrlEncoded).await.map_err(oauth_error)?;
+                let response = self
+                    .post_oauth(url, credentials, caller, OAuthEncoding::FormUrlEncoded)
+                    .await
+                    .map_err(oauth_error)?;
                 tracing::info!(host = %authority, "the OAuth endpoint refused multipart/form-data and took form-urlencoded; using that for this host");
                 let mut form_hosts = self.form_hosts.lock().unwrap_or_else(|p| p.into_inner());
                 // Hosts are the tenants' to name: past a bound the memory starts again, at the
@@ -186,6 +205,7 @@ impl OneTrustClient {
         &self,
         url: &url::Url,
         credentials: &Credentials,
+        caller: Caller<'_>,
         encoding: OAuthEncoding,
     ) -> Result<super::http::UpstreamResponse, Error> {
         let (id, secret) = (credentials.client_id.expose_secret(), credentials.client_secret.expose_secret());
@@ -202,13 +222,13 @@ impl OneTrustClient {
             }
         };
         let request = builder.build().map_err(|_| Error::Internal("cannot build the OAuth request"))?;
-        self.upstream.send(OAUTH, &ClientKey::of(credentials), request).await
+        self.upstream.send(OAUTH, caller, request).await
     }
 
     async fn collection_point_token(
         &self,
         url: &url::Url,
-        client: &ClientKey,
+        caller: Caller<'_>,
         access: &SecretString,
     ) -> Result<FetchedToken, Error> {
         let request = self
@@ -220,7 +240,7 @@ impl OneTrustClient {
             .build()
             // The only part that can make it fail is the access token OneTrust sent.
             .map_err(|_| Error::InvalidResponse("the OAuth access token cannot be sent in an HTTP header"))?;
-        let response = self.upstream.send(COLLECTION_POINT, client, request).await?;
+        let response = self.upstream.send(COLLECTION_POINT, caller, request).await?;
         let fetched_at = Timestamp::now();
         let value = token_from_body(&response.body)?;
         let claims = token::read_claims(&value, fetched_at)?;

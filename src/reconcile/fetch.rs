@@ -60,14 +60,15 @@ pub async fn refresh(ct: &ConsentToken, ctx: &Context, refresh: &Refresh<'_>) ->
             let location = &spec.credentials;
             let asked_by = format!("ConsentToken {}/{}", ct.namespace().unwrap_or_default(), ct.name_any());
             // Held while the provider is asked: this namespace's share of requests under way.
-            let _slot = ctx.upstream.namespace_slots.take(&ct.namespace().unwrap_or_default())?;
+            let namespace = ct.namespace().unwrap_or_default();
+            let _slot = ctx.upstream.namespace_slots.take(&namespace)?;
             let to = Destination { host: spec.source.host(), port: spec.source.port(), asked_by: &asked_by };
             let credentials = ctx
                 .upstream
                 .credentials
                 .get(&ctx.kube.client, &location.namespace, &location.reference, credentials_version, to)
                 .await?;
-            match ctx.upstream.providers.fetch(&spec.source, &credentials).await {
+            match ctx.upstream.providers.fetch(&spec.source, &credentials, &namespace).await {
                 Ok(fetched) => {
                     if let Some(ahead) = fetched.provider_clock_ahead {
                         ctx.metrics.clock_skew.observe(spec.provider.as_str(), ahead);

@@ -152,7 +152,12 @@ impl Writer {
                 .credentials
                 .get(&self.client, &subject.credentials_namespace, endpoint.credentials_secret_ref(), None, to)
                 .await?;
-            self.providers.check(&checked, &values).await
+            // Its share of the account's quota is the provider object's namespace's.
+            let namespace = match &subject.key {
+                ProviderKey::Namespaced { namespace, .. } => namespace.as_str(),
+                ProviderKey::Cluster { .. } => "",
+            };
+            self.providers.check(&checked, &values, namespace).await
         }
         .await;
         Check { generation: subject.generation, at: Instant::now(), result, credentials }
