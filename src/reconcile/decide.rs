@@ -138,10 +138,27 @@ fn decide_unrequested(s: &Situation<'_>, defer: impl FnOnce(Option<Timestamp>) -
     Decision::Fetch(Why::Due)
 }
 
+/// Whether an attempt the operator held back (nothing sent: a busy or paused host, a namespace
+/// that used its share) goes back in the queue without a failure to report: where the workload
+/// still has a usable token, and where the status already shows a failure. A held attempt is
+/// not a failed one: it neither counts nor rewrites what a reader sees (thousands of held
+/// objects would otherwise spend the API write budget on messages that alternate with each
+/// retry). Only an object with no usable token and no failure shown yet reports it.
+pub fn held_quietly(urgent: bool, failures_shown: i32) -> bool {
+    !urgent || failures_shown > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{self, t};
+
+    #[test]
+    fn a_held_attempt_is_reported_only_where_no_usable_token_and_no_failure_are_shown() {
+        assert!(held_quietly(false, 0), "a usable token: nothing to report");
+        assert!(held_quietly(true, 3), "already failing: the status stays as it is");
+        assert!(!held_quietly(true, 0), "no usable token and nothing shown: say why");
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn record(next: i64, expires: i64) -> TokenRecord {

@@ -144,9 +144,9 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
             };
             match fetch::refresh(ct, ctx, &refresh).await {
                 Ok(record) => refreshed(base, record),
-                // Nothing was sent (the host is busy or paused) and the workload still has a
-                // usable token: no failure to report, just a place back in the queue.
-                Err(err) if err.was_held() && !urgent => {
+                // Nothing was sent: a place back in the queue, and no failure to report unless
+                // there is no usable token and no failure shown yet.
+                Err(err) if err.was_held() && decide::held_quietly(*urgent, previous.consecutive_failures) => {
                     if let Some(version) = credentials_changed_to {
                         ctx.upstream.pending_rotations.record(ObjectId::of(uid), version);
                     }
