@@ -20,7 +20,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fake_provider::{Endpoint, FakeProvider, Fault};
-use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use support::faults::SecretSampler;
 use support::operator::{Launch, TestEnv};
@@ -165,30 +164,24 @@ async fn a_hostile_namespace_leaves_another_namespaces_renewals_on_time() {
         let spec = fdx(&env.fake.base_url(), &format!("h-{i}"), "hostile-credentials");
         objects.push((format!("refresh-loop-{i}"), spec, false));
     }
-    let tokens = env.tokens();
-    let attack_started = Instant::now();
-    let created = futures::stream::iter(objects)
+    let objects = objects
+        .into_iter()
         .map(|(name, spec, fat)| {
-            let tokens = tokens.clone();
-            async move {
-                let mut object = serde_json::json!({
-                    "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
-                    "metadata": {"name": name}, "spec": spec,
-                });
-                if fat {
-                    let key = "hostile.example/padding";
-                    // Random, so nothing along the way compresses it.
-                    let value = Alphanumeric.sample_string(&mut rand::rng(), ANNOTATIONS_LIMIT - key.len() - 64);
-                    object["metadata"]["annotations"] = serde_json::json!({ key: value });
-                }
-                let object = serde_json::from_value(object).unwrap();
-                tokens.create(&Default::default(), &object).await.map(drop)
+            let mut object = serde_json::json!({
+                "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
+                "metadata": {"name": name}, "spec": spec,
+            });
+            if fat {
+                let key = "hostile.example/padding";
+                // Random, so nothing along the way compresses it.
+                let value = Alphanumeric.sample_string(&mut rand::rng(), ANNOTATIONS_LIMIT - key.len() - 64);
+                object["metadata"]["annotations"] = serde_json::json!({ key: value });
             }
+            object
         })
-        .buffer_unordered(16)
-        .filter(|created| std::future::ready(created.is_ok()))
-        .count()
-        .await;
+        .collect();
+    let attack_started = Instant::now();
+    let created = env.create_tokens(objects).await;
     let total = TARPIT_NAMES + TARPIT_ADDRESS + CLOSED_PORTS + FAT + FAILING + REFRESH_LOOP;
     assert_eq!(created, total, "the API server took every hostile object");
     eprintln!("noisy neighbour: {total} hostile objects created in {:?}", attack_started.elapsed());

@@ -15,7 +15,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fake_provider::Endpoint;
-use futures::StreamExt;
 use support::faults::SecretSampler;
 use support::operator::{Launch, TestEnv};
 
@@ -50,22 +49,14 @@ async fn a_namespace_that_floods_a_shared_account_is_held_at_its_share_and_the_o
     // The greedy namespace first: it spends the account's first minute and meets the 429.
     env.namespace = greedy.clone();
     env.put_secret("mx", &credentials).await;
-    let tokens = env.tokens();
     let base_url = env.fake.base_url();
-    let created = futures::stream::iter(0..GREEDY)
+    let greedy_objects = (0..GREEDY)
         .map(|i| {
-            let (tokens, spec) = (tokens.clone(), fdx(&base_url, &format!("greedy-customer-{i}")));
-            async move {
-                let object = serde_json::json!({"apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
-                    "metadata": {"name": format!("greedy-{i}")}, "spec": spec});
-                tokens.create(&Default::default(), &serde_json::from_value(object).unwrap()).await.map(drop)
-            }
+            serde_json::json!({"apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
+                "metadata": {"name": format!("greedy-{i}")}, "spec": fdx(&base_url, &format!("greedy-customer-{i}"))})
         })
-        .buffer_unordered(16)
-        .filter(|created| std::future::ready(created.is_ok()))
-        .count()
-        .await;
-    assert_eq!(created, GREEDY);
+        .collect();
+    assert_eq!(env.create_tokens(greedy_objects).await, GREEDY);
     let deadline = Instant::now() + Duration::from_secs(120);
     while env.fake.answers(Endpoint::FdxToken, 429) == 0 {
         assert!(Instant::now() < deadline, "the provider never answered 429");

@@ -45,7 +45,7 @@ pub async fn token(
             .map(|(id, _)| id.to_owned());
         let authorized = client.is_some();
         // MX publishes no limit; a test may set one (`set_rate_limit`), answered like OneTrust's.
-        let limited = client.as_deref().and_then(|id| st.spend(endpoint, id));
+        let limited = client.as_deref().and_then(|id| crate::over_minute_limit(&mut st, endpoint, id));
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -61,8 +61,8 @@ pub async fn token(
             StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response()
         } else if !authorized {
             StatusCode::UNAUTHORIZED.into_response()
-        } else if let Some((wait, allowed, made)) = limited {
-            crate::rate_limited(wait.to_string(), "MINUTE".to_owned(), allowed, made)
+        } else if let Some(limited) = limited {
+            limited
         } else if !version.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             StatusCode::NOT_FOUND.into_response()
         } else {

@@ -209,8 +209,15 @@ pub(crate) async fn apply_fault(state: &Shared, endpoint: Endpoint) -> Option<Re
     Some(finish(state, endpoint, response))
 }
 
+/// Counts an authenticated request of `client` against its minute (`State::spend`); over the
+/// limit, the 429 OneTrust sends.
+pub(crate) fn over_minute_limit(state: &mut State, endpoint: Endpoint, client: &str) -> Option<Response> {
+    let (wait, allowed, made) = state.spend(endpoint, client)?;
+    Some(rate_limited(wait.to_string(), "MINUTE".to_owned(), allowed, made))
+}
+
 /// A 429 as OneTrust sends it.
-pub(crate) fn rate_limited(retry_after: String, period: String, allowed: u32, made: u32) -> Response {
+fn rate_limited(retry_after: String, period: String, allowed: u32, made: u32) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [

@@ -37,8 +37,8 @@ pub async fn oauth_token(State(state): State<Shared>, request: Request) -> Respo
             let secret = fields.get("client_secret").cloned().unwrap_or_default();
             if st.onetrust_clients.get(&id) != Some(&secret) {
                 (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "invalid_client"}))).into_response()
-            } else if let Some((wait, allowed, made)) = st.spend(endpoint, &id) {
-                crate::rate_limited(wait.to_string(), "MINUTE".to_owned(), allowed, made)
+            } else if let Some(limited) = crate::over_minute_limit(&mut st, endpoint, &id) {
+                limited
             } else {
                 let expires_in = st.oauth_expires_in;
                 let now = jiff::Timestamp::now();
@@ -138,11 +138,11 @@ pub async fn collection_point_token(
                 issued.expires_at > jiff::Timestamp::now() && st.onetrust_clients.contains_key(&issued.client_id)
             })
             .map(|issued| issued.client_id.clone());
-        let limited = client.as_deref().and_then(|id| st.spend(endpoint, id));
+        let limited = client.as_deref().and_then(|id| crate::over_minute_limit(&mut st, endpoint, id));
         if client.is_none() {
             StatusCode::UNAUTHORIZED.into_response()
-        } else if let Some((wait, allowed, made)) = limited {
-            crate::rate_limited(wait.to_string(), "MINUTE".to_owned(), allowed, made)
+        } else if let Some(limited) = limited {
+            limited
         } else if uuid::Uuid::parse_str(&guid).is_err()
             || query.version.is_some_and(|v| v < 1)
             || query.state.as_deref().is_some_and(|s| !["ACTIVE", "DRAFT", "RETIRED", "INACTIVE"].contains(&s))

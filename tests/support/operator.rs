@@ -415,17 +415,35 @@ impl TestEnv {
 
     /// Creates a ConsentToken from the JSON of its spec.
     pub async fn create_token(&self, name: &str, spec: serde_json::Value) -> ConsentToken {
-        for pointer in ["/fdx/customerId", "/customerId"] {
-            if let Some(customer) = spec.pointer(pointer).and_then(|c| c.as_str()) {
-                super::secrecy::remember(customer); // personal data
-            }
-        }
+        remember_customer(&spec);
         let ct: ConsentToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
             "metadata": {"name": name}, "spec": spec,
         }))
         .expect("ConsentToken JSON");
         self.tokens().create(&PostParams::default(), &ct).await.expect("create ConsentToken")
+    }
+
+    /// Creates many ConsentTokens from whole objects (JSON with metadata and spec), 16 at a
+    /// time; returns how many the API server took.
+    pub async fn create_tokens(&self, objects: Vec<serde_json::Value>) -> usize {
+        use futures::StreamExt;
+        for object in &objects {
+            remember_customer(&object["spec"]);
+        }
+        let tokens = self.tokens();
+        futures::stream::iter(objects)
+            .map(|object| {
+                let tokens = tokens.clone();
+                async move {
+                    let ct: ConsentToken = serde_json::from_value(object).expect("ConsentToken JSON");
+                    tokens.create(&PostParams::default(), &ct).await.is_ok()
+                }
+            })
+            .buffer_unordered(16)
+            .filter(|created| std::future::ready(*created))
+            .count()
+            .await
     }
 
     /// An MX / FDX ConsentToken against the fake, with its credentials Secret.
@@ -548,4 +566,13 @@ async fn scan_namespaces(namespaces: Vec<String>, metrics_addr: String) -> Vec<S
     let metrics = http_get(&format!("http://{metrics_addr}/metrics")).await.map(|(_, body)| body).unwrap_or_default();
     found.extend(super::secrecy::findings("the metrics", &metrics, &needles));
     found
+}
+
+/// A spec's customer id is personal data: the secrecy checks look for it in every output.
+fn remember_customer(spec: &serde_json::Value) {
+    for pointer in ["/fdx/customerId", "/customerId"] {
+        if let Some(customer) = spec.pointer(pointer).and_then(|c| c.as_str()) {
+            super::secrecy::remember(customer);
+        }
+    }
 }
