@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use fake_provider::{Endpoint, Fault};
 use jiff::Timestamp;
-use kube::api::ListParams;
 use support::operator::{Launch, TestEnv};
 
 const NOISY: usize = 8;
@@ -43,11 +42,9 @@ async fn a_namespaces_backlog_delays_another_namespace_by_one_turn_per_token() {
     for namespace in [&noisy, &victim] {
         env.namespace = namespace.clone();
         let count = if namespace == &noisy { NOISY } else { 2 };
-        let tokens = env.tokens();
         let done = support::eventually("every token fetched", Duration::from_secs(90), || async {
-            let list = tokens.list(&ListParams::default()).await.ok()?.items;
             let times: Vec<(Timestamp, String)> =
-                list.into_iter().filter_map(|ct| Some((ct.status?.last_refresh_time?.0, ct.metadata.name?))).collect();
+                env.all_on_secrets().await.into_iter().map(|(name, on)| (on.refreshed_at, name)).collect();
             (times.len() == count).then_some(times)
         })
         .await;

@@ -46,7 +46,8 @@ async fn status_refresh_and_inspect_through_kubectl() {
         env.wait_for_ready(name, "True", "TokenValid").await;
     }
 
-    // status: a line per ConsentToken, with the reason and times to expiry and refresh.
+    // status: a line per ConsentToken, with the reason, the lifetime and times to expiry and
+    // refresh.
     let (code, table, err) = kubectl_consent(&["status", "-n", &ns]).await;
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = table.lines().collect();
@@ -61,7 +62,9 @@ async fn status_refresh_and_inspect_through_kubectl() {
             "{table}"
         );
         let cells: Vec<&str> = line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert!(cells[4].starts_with("in ") && cells[5].starts_with("in "), "expiry and next refresh ahead: {line}");
+        assert_eq!(cells[4], "5m", "the lifetime: {line}");
+        // From the Secret's annotations: the status does not carry them while renewals succeed.
+        assert!(cells[5].starts_with("in ") && cells[6].starts_with("in "), "expiry and next refresh ahead: {line}");
     }
     let (code, all, _) = kubectl_consent(&["status", "-A", "-l", "team=web"]).await;
     assert_eq!(code, 0);
@@ -103,7 +106,7 @@ async fn status_refresh_and_inspect_through_kubectl() {
     let (code, said, err) = kubectl_consent(&["inspect", "bob", "-n", &ns]).await;
     assert_eq!(code, 0, "{err}");
     assert!(said.contains("exp:") && said.contains("iat:") && said.contains("(values not shown)"), "{said}");
-    let fingerprint = env.tokens().get("bob").await.unwrap().status.unwrap().token_fingerprint.unwrap();
+    let fingerprint = env.on_secret("bob").await.unwrap().fingerprint;
     assert!(said.contains(&fingerprint), "{said}");
     assert!(!said.contains(&token) && !said.contains(token.split('.').nth(2).unwrap()), "the token was printed");
     assert!(!said.contains("plugin-customer-bob"), "the customer id was printed: {said}");

@@ -25,12 +25,14 @@ async fn rotated_credentials_are_used_within_seconds() {
         env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "rotated-secret")]).await;
     let new_version = rotated.resource_version().unwrap();
 
+    let fingerprint_before = env.on_secret("mx").await.unwrap().fingerprint;
     let after = support::eventually("a token fetched with the new credentials", Duration::from_secs(20), || async {
         let status = env.tokens().get("mx").await.ok()?.status?;
         (status.credentials_version.as_deref() == Some(new_version.as_str())).then_some(status)
     })
     .await;
-    assert_ne!(after.token_fingerprint, before.token_fingerprint);
+    assert_ne!(after.credentials_version, before.credentials_version);
+    assert_ne!(env.on_secret("mx").await.unwrap().fingerprint, fingerprint_before);
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 2);
 }
 
@@ -247,10 +249,11 @@ async fn a_consent_token_waiting_for_a_target_name_takes_it_when_its_holder_is_d
 async fn the_refresh_annotation_refreshes_once_per_value() {
     let env = TestEnv::start("force").await;
     env.fdx_token("mx", "customer-1").await;
-    let first = env.wait_for_ready("mx", "True", "TokenValid").await.status.unwrap().token_fingerprint;
+    env.wait_for_ready("mx", "True", "TokenValid").await;
+    let first = env.on_secret("mx").await.unwrap().fingerprint;
     env.request_refresh("mx").await;
     let second = support::eventually("a forced refresh", Duration::from_secs(20), || async {
-        let fp = env.tokens().get("mx").await.ok()?.status?.token_fingerprint;
+        let fp = env.on_secret("mx").await?.fingerprint;
         (fp != first).then_some(fp)
     })
     .await;
@@ -266,7 +269,7 @@ async fn the_refresh_annotation_refreshes_once_per_value() {
         .await
         .unwrap();
     env.operator.wait_for_reconciles(reconciles).await;
-    assert_eq!(env.tokens().get("mx").await.unwrap().status.unwrap().token_fingerprint, second);
+    assert_eq!(env.on_secret("mx").await.unwrap().fingerprint, second);
     assert_eq!(env.fake.requests(Endpoint::FdxToken), 2);
 }
 
@@ -401,26 +404,26 @@ async fn after_a_restart_overdue_tokens_are_spread_and_urgent_ones_go_first() {
     }
     let mut before = std::collections::BTreeMap::new();
     for name in spread.iter().chain([&"missing".to_owned()]) {
-        let ready = env.wait_for_ready(name, "True", "TokenValid").await;
-        before.insert(name.clone(), ready.status.unwrap().token_fingerprint.unwrap());
+        env.wait_for_ready(name, "True", "TokenValid").await;
+        before.insert(name.clone(), env.on_secret(name).await.unwrap().fingerprint);
     }
     env.operator.kill();
     env.secrets().delete("missing", &DeleteParams::default()).await.unwrap();
     // Down until every token is overdue and the short one is under 90 s from expiry.
     support::eventually("all overdue, one urgent", Duration::from_secs(40), || async {
         let now = jiff::Timestamp::now();
-        for ct in env.tokens().list(&Default::default()).await.ok()?.items {
-            let status = ct.status?;
+        let on_secrets = env.all_on_secrets().await;
+        for (name, on_secret) in &on_secrets {
             // Overdue by more than a moment (a renewal a second late is not a restart's).
-            if status.next_refresh_time?.0 > now - std::time::Duration::from_secs(4) {
+            if on_secret.next_refresh_at > now - std::time::Duration::from_secs(4) {
                 return None;
             }
-            if ct.metadata.name.as_deref() == Some("urgent") && status.expires_at?.0.duration_since(now).as_secs() > 88
-            {
+            if name == "urgent" && on_secret.expires_at?.duration_since(now).as_secs() > 88 {
                 return None;
             }
         }
-        Some(())
+        // All but the deleted one.
+        (on_secrets.len() == 9).then_some(())
     })
     .await;
     let sampler = support::faults::SecretSampler::start(env.client.clone(), &env.namespace);

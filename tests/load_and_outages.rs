@@ -75,10 +75,11 @@ async fn a_tarpitting_host_delays_only_its_own_consent_tokens() {
     let mut least_left = i64::MAX;
     while started.elapsed() < Duration::from_secs(45) {
         let now = Timestamp::now();
+        let on_secrets = env.all_on_secrets().await;
         for ct in list(&env, "healthy-").await {
             let name = ct.metadata.name.clone().unwrap();
             assert_eq!(ready(&ct).map(|(s, _)| s), Some("True".to_owned()), "{name} lost its token");
-            let expires = ct.status.unwrap().expires_at.unwrap().0;
+            let expires = on_secrets[&name].expires_at.unwrap();
             least_left = least_left.min(expires.as_second() - now.as_second());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -134,10 +135,12 @@ async fn an_outage_draws_fewer_requests_than_normal_and_everything_is_renewed_so
     // Within 30 s of the recovery, nothing is overdue and nothing is failing.
     support::eventually("every token renewed after the recovery", Duration::from_secs(35), || async {
         let all = list(&env, "mx-").await;
+        let on_secrets = env.all_on_secrets().await;
         all.iter()
             .all(|ct| {
                 let status = ct.status.as_ref().unwrap();
-                status.consecutive_failures == 0 && status.next_refresh_time.as_ref().is_some_and(|t| t.0 > recovery)
+                let next = on_secrets.get(ct.metadata.name.as_deref().unwrap()).map(|s| s.next_refresh_at);
+                status.consecutive_failures == 0 && next.is_some_and(|next| next > recovery)
             })
             .then_some(())
     })
@@ -184,10 +187,12 @@ async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_
     let fetched = |prefix: &'static str| {
         let env = &env;
         async move {
-            let mut times: Vec<(Timestamp, String)> = list(env, prefix)
+            let mut times: Vec<(Timestamp, String)> = env
+                .all_on_secrets()
                 .await
                 .into_iter()
-                .map(|ct| (ct.status.unwrap().last_refresh_time.unwrap().0, ct.metadata.name.unwrap()))
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(name, on_secret)| (on_secret.refreshed_at, name))
                 .collect();
             times.sort();
             times

@@ -25,8 +25,8 @@ async fn killed_between_the_providers_answer_and_the_secret_write() {
     }
     let mut before = Vec::new();
     for i in 0..tokens {
-        let ready = env.wait_for_ready(&format!("mx-{i}"), "True", "TokenValid").await;
-        before.push(ready.status.unwrap().token_fingerprint);
+        env.wait_for_ready(&format!("mx-{i}"), "True", "TokenValid").await;
+        before.push(env.on_secret(&format!("mx-{i}")).await.unwrap().fingerprint);
     }
     let sampler = SecretSampler::start(admin.clone(), &namespace);
     let fetched = env.fake.requests(Endpoint::FdxToken);
@@ -46,8 +46,8 @@ async fn killed_between_the_providers_answer_and_the_secret_write() {
     let vacant = serde_json::json!({"spec": {"holderIdentity": ""}});
     leases.patch("operator", &Default::default(), &kube::api::Patch::Merge(&vacant)).await.unwrap();
     for (i, fingerprint) in before.iter().enumerate() {
-        let status = env.tokens().get(&format!("mx-{i}")).await.unwrap().status.unwrap();
-        assert_eq!(&status.token_fingerprint, fingerprint, "nothing was written before the kill");
+        let on_secret = env.on_secret(&format!("mx-{i}")).await.unwrap();
+        assert_eq!(&on_secret.fingerprint, fingerprint, "nothing was written before the kill");
     }
 
     // A new process (directly connected) renews each due token once. The tokens it fetches
@@ -58,8 +58,7 @@ async fn killed_between_the_providers_answer_and_the_secret_write() {
     env.operator.wait_until_leader(&namespace).await;
     for (i, fingerprint) in before.iter().enumerate() {
         support::eventually(&format!("mx-{i} renewed by the new process"), Duration::from_secs(30), || async {
-            let status = env.tokens().get(&format!("mx-{i}")).await.ok()?.status?;
-            (status.token_fingerprint != *fingerprint).then_some(())
+            (env.on_secret(&format!("mx-{i}")).await?.fingerprint != *fingerprint).then_some(())
         })
         .await;
     }

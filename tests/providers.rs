@@ -26,17 +26,21 @@ async fn fdx_token_lands_in_an_owned_secret_and_is_scheduled_with_room_for_the_k
     assert_eq!(status.observed_generation, ct.metadata.generation);
     // The token's 300 s from the moment it was fetched, on the operator's clock: `exp` or the
     // second after it (`iat` counts whole seconds; the fetch ends a moment after it).
-    let expires = status.expires_at.unwrap().0;
+    // Renewed on time, the status says what stays true from one token to the next; the
+    // token's own times are on the Secret.
+    assert_eq!(status.token_lifetime.as_deref(), Some("5m"));
+    let message = &status.conditions[0].message;
+    assert!(message.contains("renewed with 50% of their lifetime left"), "{message}");
+    assert_eq!((&status.expires_at, &status.next_refresh_time, &status.token_fingerprint), (&None, &None, &None));
+    let on_secret = env.on_secret("mx-web").await.expect("the token's facts on the Secret");
+    let expires = on_secret.expires_at.unwrap();
     let after_exp = expires.as_second() - claims["exp"].as_i64().unwrap();
-    assert!((0..=1).contains(&after_exp), "expiresAt {expires} is {after_exp}s after exp");
-    let next = status.next_refresh_time.unwrap().0;
-    let left_at_renewal = expires.duration_since(next).as_secs();
+    assert!((0..=1).contains(&after_exp), "expires-at {expires} is {after_exp}s after exp");
+    // The annotation keeps the planned instant to the nanosecond, the expiry to the second.
+    let left_at_renewal = expires.duration_since(on_secret.next_refresh_at).as_secs_f64().round() as i64;
     // Half of 300 s, plus at most 15 s of jitter that only ever moves renewal earlier.
     assert!((150..=165).contains(&left_at_renewal), "renewal leaves {left_at_renewal}s of a 300s token");
-    assert_eq!(
-        status.token_fingerprint.as_deref(),
-        Some(consent_token_operator::provider::token::fingerprint(token.as_bytes()).as_str())
-    );
+    assert_eq!(on_secret.fingerprint, consent_token_operator::provider::token::fingerprint(token.as_bytes()));
 
     let secret = env.secrets().get("mx-web").await.unwrap();
     assert_eq!(secret.owner_references()[0].uid, ct.uid().unwrap());
@@ -76,9 +80,11 @@ async fn onetrust_collection_points_share_one_oauth_token() {
     for i in 0..count {
         let ready = env.wait_for_ready(&format!("cp-{i}"), "True", "TokenValid").await;
         let status = ready.status.unwrap();
-        assert_eq!(status.expires_at, None, "collection point tokens carry no exp");
+        assert_eq!(status.token_lifetime, None, "collection point tokens carry no exp");
         assert_eq!(status.collection_point_version, Some(1));
-        let next = status.next_refresh_time.unwrap().0;
+        let on_secret = env.on_secret(&format!("cp-{i}")).await.expect("the token's facts on the Secret");
+        assert_eq!(on_secret.expires_at, None);
+        let next = on_secret.next_refresh_at;
         let interval = next.duration_since(Timestamp::now()).as_secs();
         assert!((3000..=3600).contains(&interval), "refetched on the one-hour interval, not {interval}s");
         let token = env.token_in_secret(&format!("cp-token-{i}"), "requestInformation").await.unwrap();
@@ -143,12 +149,14 @@ async fn tokens_are_timed_by_their_own_clock_when_the_providers_clock_is_off() {
         env.fake.set_clock_offset(offset);
         env.fdx_token(name, &format!("skew-customer-{name}")).await;
         let status = env.wait_for_ready(name, "True", "TokenValid").await.status.unwrap();
+        assert_eq!(status.token_lifetime.as_deref(), Some("20s"));
+        let on_secret = env.on_secret(name).await.unwrap();
         let token = env.token_in_secret(name, "token").await.unwrap();
         let exp = claims(&token)["exp"].as_i64().unwrap();
         assert!((exp - Timestamp::now().as_second() - offset).abs() <= 21, "the fake's clock is {offset}s off");
-        let (refreshed, expires) = (status.last_refresh_time.unwrap().0, status.expires_at.unwrap().0);
+        let (refreshed, expires) = (on_secret.refreshed_at, on_secret.expires_at.unwrap());
         let lifetime = expires.duration_since(refreshed).as_secs();
-        assert!((19..=20).contains(&lifetime), "{name}: expiresAt {lifetime}s after the fetch, not 20s");
+        assert!((19..=20).contains(&lifetime), "{name}: expires-at {lifetime}s after the fetch, not 20s");
 
         let metric = "consent_token_provider_clock_ahead_seconds{provider=\"FDX\"} ";
         let metrics = env.operator.metrics().await;

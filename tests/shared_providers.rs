@@ -193,16 +193,18 @@ async fn a_namespaced_provider_and_a_target_shaped_by_its_user() {
         }),
     )
     .await;
-    let ready = env.wait_for_ready("shaped", "True", "TokenValid").await;
-    let status = ready.status.unwrap();
+    env.wait_for_ready("shaped", "True", "TokenValid").await;
+    let on_secret = env.on_secret("shaped").await.unwrap();
     let secret = env.secrets().get("shaped").await.unwrap();
     assert_eq!(secret.labels()["backup.example.com/tier"], "gold");
     assert_eq!(secret.labels()["app.kubernetes.io/managed-by"], "consent-token-operator");
     assert_eq!(secret.annotations()["reloader.stakater.com/match"], "true");
     let data = secret.data.clone().unwrap();
     let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
-    assert_eq!(text("expires-at"), status.expires_at.as_ref().unwrap().0.to_string());
-    assert_eq!(text("refreshed-at"), status.last_refresh_time.as_ref().unwrap().0.to_string());
+    assert_eq!(text("expires-at"), on_secret.expires_at.unwrap().to_string());
+    // The key has whole seconds, the annotation the instant.
+    let refreshed_at = jiff::Timestamp::from_second(on_secret.refreshed_at.as_second()).unwrap();
+    assert_eq!(text("refreshed-at"), refreshed_at.to_string());
     let document: serde_json::Value = serde_json::from_str(&text("token.json")).unwrap();
     assert_eq!(document["token"].as_str().unwrap(), text("token"));
     assert_eq!(document["expiresAt"].as_str().unwrap(), text("expires-at"));

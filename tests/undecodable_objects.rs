@@ -82,9 +82,9 @@ async fn an_object_that_does_not_decode_is_reported_by_name_and_blinds_nothing()
     assert!(note.contains("spec.target.secretName") && !note.contains(&BAD_VALUE.to_string()), "{note}");
 
     // The watch goes on: the others are renewed, a new one is served.
-    let before = env.tokens().get("a").await.unwrap().status.unwrap().token_fingerprint;
+    let before = env.on_secret("a").await.unwrap().fingerprint;
     support::eventually("a renewed after the bad object", Duration::from_secs(40), || async {
-        let now = env.tokens().get("a").await.ok()?.status?.token_fingerprint;
+        let now = env.on_secret("a").await?.fingerprint;
         (now != before).then_some(())
     })
     .await;

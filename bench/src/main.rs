@@ -49,6 +49,10 @@ struct Args {
     /// a hostile namespace beside them (results: hostile.json and hostile.md in `--out`).
     #[arg(long)]
     hostile: Option<usize>,
+    /// The FDX tokens' lifetime in seconds (MX: 300). The largest size whose tokens of this
+    /// lifetime never expire is the operator's ceiling on this machine (docs/performance).
+    #[arg(long, default_value_t = MX_LIFETIME_S)]
+    token_lifetime_seconds: u64,
     /// Skip the restart measurement (for profiling runs).
     #[arg(long)]
     no_restart: bool,
@@ -67,8 +71,7 @@ pub struct Result_ {
     time_to_all_ready_s: f64,
     floor_s: f64,
     ready_over_floor: f64,
-    /// The FDX tokens' lifetime: 300 s (MX), longer where the API server could not write that
-    /// many renewals (see `token_lifetime`).
+    /// The FDX tokens' lifetime (`--token-lifetime-seconds`, 300 s as MX's by default).
     token_lifetime_s: u64,
     /// The floor with only the Secret and the status written (the operator's Event left out).
     floor_without_events_s: f64,
@@ -79,7 +82,12 @@ pub struct Result_ {
     lateness_p99_ms: f64,
     lateness_max_ms: f64,
     expired_tokens: usize,
+    /// Writes to Secrets and ConsentTokens per renewal in the steady window. Its floor is 1:
+    /// a new token is one Secret write, and nothing else has to change.
     api_writes_per_refresh: f64,
+    /// CPU milliseconds kube-apiserver and etcd spent per renewal in the steady window.
+    apiserver_cpu_ms_per_refresh: f64,
+    etcd_cpu_ms_per_refresh: f64,
     /// API requests (Secrets, ConsentTokens, Events; by verb) per object, made by the floor
     /// client, and while the operator brought every object to Ready (the watch that counts
     /// Ready included, its list is one request); per refresh in the steady window.
@@ -218,17 +226,13 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     floor_watch.stop();
     eprintln!("floor: {floor:?} ({floor_without_events:?} without Events)");
 
-    // MX tokens live 300 s. Renewed at half their life with two writes each, N of them need
-    // 4N/lifetime writes a second; the floor wrote 3N in `floor`. Past about 24,000 objects on
-    // this machine that is more than the API server can write at all, so larger sizes get tokens
-    // that live at least three times the floor (renewals then need at most 4/9 of its rate, so the
-    // first renewals do not start before the fill has ended and no backlog lasts: kube-runtime
-    // takes the objects waiting for a reconcile in hash order, which under a lasting backlog
-    // starves some; see docs/performance), and the steady window covers a whole lifetime.
-    let lifetime = token_lifetime(floor);
+    // MX tokens live 300 s: renewed at half their life with one write each, N of them need
+    // N/150 writes a second in the steady state. Where the API server cannot write that many
+    // (and the fill's), tokens expire: the report shows it, and the largest N without is the
+    // ceiling (docs/performance). The steady window covers a whole lifetime.
+    let lifetime = Duration::from_secs(args.token_lifetime_seconds);
     fake.set_fdx_lifetime(lifetime.as_secs());
-    let steady =
-        if lifetime.as_secs() > MX_LIFETIME_S { steady.max(lifetime + Duration::from_secs(30)) } else { steady };
+    let steady = steady.max(lifetime + Duration::from_secs(30));
 
     // The operator from a standing start.
     workload::namespace(&client, "bench").await?;
@@ -341,6 +345,8 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
         lateness_max_ms: sorted.last().copied().unwrap_or(0.0),
         expired_tokens: expired,
         api_writes_per_refresh: writes / refresh_count.max(1) as f64,
+        apiserver_cpu_ms_per_refresh: cpu_ms_per(&steady_cores, "kube-apiserver", window, refresh_count),
+        etcd_cpu_ms_per_refresh: cpu_ms_per(&steady_cores, "etcd", window, refresh_count),
         floor_requests_per_object: floor_requests,
         ready_requests_per_object: ready_requests,
         steady_requests_per_refresh: per(&cluster::difference(&steady_before, &steady_after), refresh_count),
@@ -368,13 +374,9 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     Ok(result)
 }
 
-/// The MX lifetime, or for a size whose floor is longer than half of it, three times the floor
-/// rounded up to whole minutes.
-fn token_lifetime(floor: Duration) -> Duration {
-    if floor.as_secs().saturating_mul(2) <= MX_LIFETIME_S {
-        return Duration::from_secs(MX_LIFETIME_S);
-    }
-    Duration::from_secs(floor.as_secs().saturating_mul(3).div_ceil(60).saturating_mul(60))
+/// CPU milliseconds `process` spent per refresh, from its average cores over the window.
+fn cpu_ms_per(cores: &BTreeMap<String, f64>, process: &str, window: Duration, refreshes: usize) -> f64 {
+    cores.get(process).copied().unwrap_or(0.0) * window.as_secs_f64() * 1000.0 / refreshes.max(1) as f64
 }
 
 const MX_LIFETIME_S: u64 = 300;
@@ -421,13 +423,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_live_five_minutes_unless_the_floor_is_longer_than_half_of_that() {
-        assert_eq!(token_lifetime(Duration::from_secs(82)), Duration::from_secs(300));
-        assert_eq!(token_lifetime(Duration::from_secs(150)), Duration::from_secs(300));
-        // 30,000 objects here: the floor took 276 s; renewals of 300 s tokens would need more
-        // writes a second than the API server made at all.
-        assert_eq!(token_lifetime(Duration::from_millis(276_500)), Duration::from_secs(840));
-        assert_eq!(token_lifetime(Duration::from_secs(151)), Duration::from_secs(480));
-        assert_eq!(token_lifetime(Duration::from_secs(301)), Duration::from_secs(960));
+    fn cpu_per_refresh_is_the_cores_over_the_window_per_refresh() {
+        let cores = BTreeMap::from([("kube-apiserver".to_owned(), 0.84)]);
+        // The 10,000 run before one write per renewal: 0.84 cores for 330 s, 19,887 renewals.
+        let ms = cpu_ms_per(&cores, "kube-apiserver", Duration::from_secs(330), 19_887);
+        assert!((ms - 13.94).abs() < 0.01, "{ms}");
+        assert_eq!(cpu_ms_per(&cores, "etcd", Duration::from_secs(330), 0), 0.0);
     }
 }

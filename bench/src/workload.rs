@@ -160,9 +160,9 @@ pub async fn floor(client: &Client, ns: &str, n: usize, run: &str, events: bool)
                     "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
                     "status": {"observedGeneration": 1, "provider": "FDX", "consecutiveFailures": 0,
                         "conditions": [{"type": "Ready", "status": "True", "reason": "TokenValid",
-                            "message": format!("token valid until {now}"), "lastTransitionTime": now, "observedGeneration": 1}],
-                        "expiresAt": now, "lastRefreshTime": now, "nextRefreshTime": now,
-                        "tokenFingerprint": format!("sha256:{run}"), "credentialsVersion": "1"}});
+                            "message": format!("the Secret holds a valid token ({run}), renewed with 50% of their lifetime left"),
+                            "lastTransitionTime": now, "observedGeneration": 1}],
+                        "tokenLifetime": "5m", "credentialsVersion": "1"}});
                 let ct = tokens.patch_status(&format!("ct-{i}"), &PatchParams::apply("bench-floor").force(), &Patch::Apply(&status)).await?;
                 if let Some((recorder, _)) = recorder {
                     let event = Event {

@@ -59,9 +59,19 @@ const CUSTOMER_ID_MESSAGE: &str =
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
-    printcolumn(name = "Next Refresh", type_ = "string", json_path = ".status.nextRefreshTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Lifetime", type_ = "string", json_path = ".status.tokenLifetime"),
+    printcolumn(
+        name = "Since",
+        type_ = "date",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].lastTransitionTime"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    )
 )]
 #[x_kube(
     validation = Rule::new("[has(self.providerRef), has(self.oneTrust), has(self.fdx)].filter(x, x).size() == 1").message(EXACTLY_ONE_PROVIDER),
@@ -424,20 +434,31 @@ pub struct ConsentTokenStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// When the token in the Secret expires (its `exp` claim). Absent for tokens that carry no
-    /// expiry, such as OneTrust collection point tokens.
+    /// How long the provider's tokens live, rounded (`5m`, `1h`), as the last tokens measured;
+    /// absent for tokens that carry no expiry. Changes only when the provider's lifetime does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime: Option<String>,
+
+    /// When the token in the Secret expires (its `exp` claim). Set only while a refresh fails
+    /// or after the token expired, when the token stays the one described here. While tokens are
+    /// renewed on time the status is not rewritten for each one (one API write per renewal, not
+    /// two): the live times are on the target Secret's `consent.dev/expires-at`,
+    /// `consent.dev/refreshed-at` and `consent.dev/next-refresh-at` annotations, in the
+    /// per-object metrics, and in `kubectl consent status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
-    /// When the token in the Secret was fetched.
+    /// When the token in the Secret was fetched. Set, like `expiresAt`, only while a refresh
+    /// fails or after the token expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
 
-    /// When the operator will fetch the next token (or retry after a failure, or serve a
-    /// refresh request that came within 30 s of the last fetch). Kept here so a restarted
-    /// operator resumes the schedule instead of refetching everything at once. While a failure
-    /// goes on, the status is written when what it says changes (and at the 1st, 2nd, 4th,
-    /// 8th... failure), so this may be behind the retries in between.
+    /// When the operator will retry after a failure (or serve a refresh request that came
+    /// within `--min-refresh-request-interval` of the last fetch). Kept here so a restarted
+    /// operator resumes the back-off. While a failure goes on, the status is written when what
+    /// it says changes (and at the 1st, 2nd, 4th, 8th... failure), so this may be behind the
+    /// retries in between. Absent while tokens are renewed on time: the next renewal is on the
+    /// target Secret's `consent.dev/next-refresh-at` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_time: Option<Time>,
 
@@ -446,8 +467,9 @@ pub struct ConsentTokenStatus {
     #[schemars(range(min = 0))]
     pub consecutive_failures: i32,
 
-    /// `sha256:` and the first 16 hex digits of the SHA-256 of the current token: tells tokens
-    /// apart without revealing them.
+    /// `sha256:` and the first 16 hex digits of the SHA-256 of the token the status describes
+    /// (set with `expiresAt`): tells tokens apart without revealing them. The current token's is
+    /// on the target Secret's `consent.dev/token-fingerprint` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_fingerprint: Option<String>,
 

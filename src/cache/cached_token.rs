@@ -37,15 +37,15 @@ const DICTIONARY: &str = concat!(
     "[",
     r#"{"apiVersion":"consent.dev/v1alpha1","kind":"ConsentToken","metadata":{"annotations":{"consent.dev/refresh-requested-at":"2026-01-01T00:00:00Z"},"creationTimestamp":"2026-01-01T00:00:00Z","deletionTimestamp":"2026-01-01T00:00:00Z","finalizers":["example.com/finalizer"],"generation":1,"name":"consent-collection-point","namespace":"default","uid":"00000000-0000-4000-8000-000000000000"},"#,
     r#""spec":{"providerRef":{"kind":"ClusterConsentProvider","name":"onetrust"},"collectionPoint":{"guid":"00000000-0000-4000-8000-000000000000","version":1,"state":"ACTIVE"},"customerId":"customer","target":{"secretName":"consent-token","key":"token","labels":{"app.kubernetes.io/name":"web"},"annotations":{"example.com/note":"note"},"extraKeys":{"expiresAt":"expires-at","refreshedAt":"refreshed-at","document":"token.json"}},"refresh":{"renewBefore":"1m","interval":"1h"}},"#,
-    r#""status":{"observedGeneration":1,"provider":"OneTrust","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"the token is valid until 2026-01-01T00:00:00Z; the last refresh failed","observedGeneration":1,"reason":"RefreshFailing","status":"False","type":"Ready"}],"expiresAt":"2026-01-01T00:00:00Z","lastRefreshTime":"2026-01-01T00:00:00Z","nextRefreshTime":"2026-01-01T00:00:00Z","consecutiveFailures":1,"tokenFingerprint":"sha256:","collectionPointVersion":1,"credentialsVersion":"1","refreshRequestedAt":"2026-01-01T00:00:00Z","rateLimit":{"retryAfter":"2026-01-01T00:00:00Z","period":"1h","requestsAllowed":1,"requestsMade":1,"eventId":"event"},"lastFailure":{"reason":"RateLimited","message":"the provider is rate limiting","time":"2026-01-01T00:00:00Z"}}}"#,
+    r#""status":{"observedGeneration":1,"provider":"OneTrust","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"the token is valid until 2026-01-01T00:00:00Z; the last refresh failed","observedGeneration":1,"reason":"RefreshFailing","status":"False","type":"Ready"}],"tokenLifetime":"5m","expiresAt":"2026-01-01T00:00:00Z","lastRefreshTime":"2026-01-01T00:00:00Z","nextRefreshTime":"2026-01-01T00:00:00Z","consecutiveFailures":1,"tokenFingerprint":"sha256:","collectionPointVersion":1,"credentialsVersion":"1","refreshRequestedAt":"2026-01-01T00:00:00Z","rateLimit":{"retryAfter":"2026-01-01T00:00:00Z","period":"1h","requestsAllowed":1,"requestsMade":1,"eventId":"event"},"lastFailure":{"reason":"RateLimited","message":"the provider is rate limiting","time":"2026-01-01T00:00:00Z"}}}"#,
     ",",
     r#"{"apiVersion":"consent.dev/v1alpha1","kind":"ConsentToken","metadata":{"creationTimestamp":"2026-01-01T00:00:00Z","generation":1,"name":"consent-collection-point","namespace":"default","uid":"00000000-0000-4000-8000-000000000000"},"#,
     r#""spec":{"oneTrust":{"hostname":"app.onetrust.com","collectionPoint":{"guid":"00000000-0000-4000-8000-000000000000"},"credentialsSecretRef":{"name":"onetrust-credentials","clientIdKey":"client_id","clientSecretKey":"client_secret"}},"target":{},"refresh":{}},"#,
-    r#""status":{"observedGeneration":1,"provider":"OneTrust","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"token fetched; it carries no expiry","observedGeneration":1,"reason":"TokenValid","status":"True","type":"Ready"}],"lastRefreshTime":"2026-01-01T00:00:00Z","nextRefreshTime":"2026-01-01T00:00:00Z","consecutiveFailures":0,"tokenFingerprint":"sha256:","collectionPointVersion":1,"credentialsVersion":"1"}}"#,
+    r#""status":{"observedGeneration":1,"provider":"OneTrust","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"the Secret holds a token without expiry, fetched again every 1h; `kubectl consent status` shows when it expires and is renewed","observedGeneration":1,"reason":"TokenValid","status":"True","type":"Ready"}],"consecutiveFailures":0,"collectionPointVersion":1,"credentialsVersion":"1"}}"#,
     ",",
     r#"{"apiVersion":"consent.dev/v1alpha1","kind":"ConsentToken","metadata":{"creationTimestamp":"2026-01-01T00:00:00Z","generation":1,"name":"consent-token","namespace":"default","uid":"00000000-0000-4000-8000-000000000000"},"#,
     r#""spec":{"fdx":{"baseUrl":"https://","apiVersion":"v4","customerId":"customer","credentialsSecretRef":{"name":"fdx-credentials","clientIdKey":"client_id","clientSecretKey":"client_secret"}},"target":{},"refresh":{}},"#,
-    r#""status":{"observedGeneration":1,"provider":"FDX","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"token valid until 2026-01-01T00:00:00Z","observedGeneration":1,"reason":"TokenValid","status":"True","type":"Ready"}],"expiresAt":"2026-01-01T00:00:00Z","lastRefreshTime":"2026-01-01T00:00:00Z","nextRefreshTime":"2026-01-01T00:00:00Z","consecutiveFailures":0,"tokenFingerprint":"sha256:","credentialsVersion":"1"}}"#,
+    r#""status":{"observedGeneration":1,"provider":"FDX","conditions":[{"lastTransitionTime":"2026-01-01T00:00:00Z","message":"the Secret holds a valid token, renewed with 50% of their lifetime left; `kubectl consent status` shows when it expires and is renewed","observedGeneration":1,"reason":"TokenValid","status":"True","type":"Ready"}],"tokenLifetime":"5m","consecutiveFailures":0,"credentialsVersion":"1"}}"#,
     "]",
 );
 
@@ -214,6 +214,7 @@ mod tests {
                 last_transition_time: Time(fixtures::t(10)),
                 observed_generation: Some(2),
             }],
+            token_lifetime: Some("5m".into()),
             expires_at: Some(Time(fixtures::t(300))),
             last_refresh_time: Some(Time(fixtures::t(0))),
             next_refresh_time: Some(Time(fixtures::t(150))),
@@ -257,7 +258,7 @@ mod tests {
         }
     }
 
-    /// An FDX ConsentToken as the benchmark's are (nine in ten), with its status after a refresh.
+    /// An FDX ConsentToken as the benchmark's are (nine in ten), with its status while renewed on time.
     fn typical() -> ConsentToken {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
@@ -267,12 +268,9 @@ mod tests {
                 "credentialsSecretRef": {"name": "mx"}}},
             "status": {"observedGeneration": 1, "provider": "FDX", "consecutiveFailures": 0,
                 "conditions": [{"type": "Ready", "status": "True", "reason": "TokenValid",
-                    "message": "token valid until 2026-11-27T09:20:12Z", "lastTransitionTime": "2026-11-27T09:15:12Z",
-                    "observedGeneration": 1}],
-                "expiresAt": "2026-11-27T09:20:12Z", "lastRefreshTime": "2026-11-27T09:15:12Z",
-                "nextRefreshTime": "2026-11-27T09:17:41Z",
-                "tokenFingerprint": "sha256:9b71d224bd62f3785d96d46ad3ea3d73319bfbc2890caadae2dff72519673ca7",
-                "credentialsVersion": "812"}
+                    "message": "the Secret holds a valid token, renewed with 50% of their lifetime left; `kubectl consent status` shows when it expires and is renewed",
+                    "lastTransitionTime": "2026-11-27T09:15:12Z", "observedGeneration": 1}],
+                "tokenLifetime": "5m", "credentialsVersion": "812"}
         }))
         .unwrap()
     }

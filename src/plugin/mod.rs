@@ -2,7 +2,7 @@
 //! to the API server, as the user running it, with that user's permissions.
 //!
 //! - `status [NAME] [-l SELECTOR] [-A]`: a table of ConsentTokens with time to expiry, next
-//!   refresh, reason and message;
+//!   refresh (both from the target Secrets' annotations), reason and message;
 //! - `refresh NAME | -l SELECTOR | --all`: asks for a new token (the refresh annotation), at a
 //!   capped rate, and waits for the operator's answer;
 //! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token).
@@ -97,7 +97,8 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
     match cli.command {
         Command::Status { name, scope } => {
             let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
-            let table = status::table(&tokens, jiff::Timestamp::now(), scope.all_namespaces);
+            let live = status::live(&client, &tokens).await?;
+            let table = status::table(&tokens, live.as_ref(), jiff::Timestamp::now(), scope.all_namespaces);
             out.write_all(table.as_bytes()).map_err(write)
         }
         Command::Refresh { name, scope, all, rate, timeout } => {

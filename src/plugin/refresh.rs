@@ -42,13 +42,12 @@ pub async fn refresh(
         let value = jiff::Timestamp::now().to_string();
         let patch = serde_json::json!({"metadata": {"annotations": {REFRESH_REQUESTED_AT: value}}});
         api.patch(&ct.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let before = ct.status.as_ref().and_then(|s| s.token_fingerprint.clone());
-        requested.push((api, ct.name_any(), ct.namespace().unwrap_or_default(), value, before));
+        requested.push((api, ct.name_any(), ct.namespace().unwrap_or_default(), value));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut failed = 0usize;
-    for (api, name, namespace, value, before) in requested {
-        let answer = wait_for_answer(&api, &name, &value, before.as_deref(), deadline).await?;
+    for (api, name, namespace, value) in requested {
+        let answer = wait_for_answer(&api, &name, &value, deadline).await?;
         let line = match &answer {
             Answer::Refreshed => format!("{namespace}/{name}: refreshed"),
             Answer::NotRefreshed { reason, message } => {
@@ -72,12 +71,11 @@ async fn wait_for_answer(
     api: &Api<ConsentToken>,
     name: &str,
     value: &str,
-    before: Option<&str>,
     deadline: tokio::time::Instant,
 ) -> Result<Answer, PluginError> {
     loop {
         let ct = api.get(name).await?;
-        if let Some(answer) = answer(&ct, value, before) {
+        if let Some(answer) = answer(&ct, value) {
             return Ok(answer);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -87,13 +85,14 @@ async fn wait_for_answer(
     }
 }
 
-/// The operator's answer to request `value`, once its status has one.
-pub fn answer(ct: &ConsentToken, value: &str, before: Option<&str>) -> Option<Answer> {
+/// The operator's answer to request `value`, once its status has one. The operator records a
+/// request as handled once it fetched a new token for it (no failures since) or failed to.
+pub fn answer(ct: &ConsentToken, value: &str) -> Option<Answer> {
     let status = ct.status.as_ref()?;
     if status.refresh_requested_at.as_deref() != Some(value) {
         return None;
     }
-    if status.consecutive_failures == 0 && status.token_fingerprint.as_deref() != before {
+    if status.consecutive_failures == 0 {
         return Some(Answer::Refreshed);
     }
     let ready = crate::reconcile::status::ready_condition(status);
@@ -111,14 +110,13 @@ mod tests {
     #[test]
     fn the_answer_is_read_from_the_status_of_that_request() {
         let mut ct = fixtures::fdx_consent_token("https://consent.bank.example");
-        assert_eq!(answer(&ct, "t1", Some("sha256:old")), None, "no status yet");
+        assert_eq!(answer(&ct, "t1"), None, "no status yet");
         let status = ct.status.get_or_insert_with(Default::default);
         status.refresh_requested_at = Some("t0".into());
-        status.token_fingerprint = Some("sha256:new".into());
-        assert_eq!(answer(&ct, "t1", Some("sha256:old")), None, "an older request's answer");
+        assert_eq!(answer(&ct, "t1"), None, "an older request's answer");
         ct.status.as_mut().unwrap().refresh_requested_at = Some("t1".into());
-        assert_eq!(answer(&ct, "t1", Some("sha256:old")), Some(Answer::Refreshed));
+        assert_eq!(answer(&ct, "t1"), Some(Answer::Refreshed));
         ct.status.as_mut().unwrap().consecutive_failures = 1;
-        assert!(matches!(answer(&ct, "t1", Some("sha256:old")), Some(Answer::NotRefreshed { .. })));
+        assert!(matches!(answer(&ct, "t1"), Some(Answer::NotRefreshed { .. })));
     }
 }

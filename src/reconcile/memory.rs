@@ -83,6 +83,12 @@ impl Written {
         }
     }
 
+    /// The same record planning the next look at `next_refresh`, also where the status does not
+    /// show it (tokens renewed on time): a deferral planned by one reconcile holds for the next.
+    pub fn planning(self, next_refresh: jiff::Timestamp) -> Self {
+        Self { next_refresh_time: Some(status::whole_seconds(next_refresh)), ..self }
+    }
+
     /// `status` with what we wrote laid over it, where the cached copy is older.
     pub fn overlay(&self, mut status: ConsentTokenStatus) -> ConsentTokenStatus {
         if status.observed_generation < self.observed_generation {

@@ -24,6 +24,7 @@ pub mod spec;
 pub mod status;
 pub mod target_secret;
 pub mod target_waiters;
+pub mod token_lifetime;
 pub mod token_record;
 pub mod unwritten;
 
@@ -94,6 +95,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
         consecutive_failures: previous.consecutive_failures,
         next_refresh: now,
         refresh_requested_at,
+        request_held: false,
         carried_failure: Failure::carried(&previous),
     };
 
@@ -162,7 +164,7 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
             }
             // Not handled yet: the status keeps the last request it served.
             let refresh_requested_at = previous.refresh_requested_at.clone();
-            Outcome { token: observed.current, next_refresh: until, refresh_requested_at, ..base }
+            Outcome { token: observed.current, next_refresh: until, refresh_requested_at, request_held: true, ..base }
         }
         Ok((_, Decision::Wait(until))) => {
             tracing::debug!(namespace = ct.namespace(), name = ct.name_any(), %until, "token in place; waiting");

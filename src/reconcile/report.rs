@@ -20,6 +20,7 @@ use crate::reconcile::context::Context;
 use crate::reconcile::memory::{self, Written, needs_status_write};
 use crate::reconcile::status::{self, Failure, Ready};
 use crate::reconcile::token_record::TokenRecord;
+use crate::scheduling::schedule::Schedule;
 
 /// What the fetch stage did, if anything.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct Outcome {
     pub next_refresh: Timestamp,
     /// The refresh request (annotation value) this reconcile has handled.
     pub refresh_requested_at: Option<String>,
+    /// A newer refresh request waits until `next_refresh` (`--min-refresh-request-interval`).
+    pub request_held: bool,
     /// The failure the status shows from an earlier attempt, while failures go on.
     pub carried_failure: Option<Failure>,
 }
@@ -79,6 +82,10 @@ pub async fn report(
             consecutive_failures: outcome.consecutive_failures,
             next_refresh: outcome.next_refresh,
             refresh_requested_at: outcome.refresh_requested_at.clone(),
+            request_held: outcome.request_held,
+            // An invalid policy fails the reconcile before a token is kept; the default here
+            // only words a message.
+            schedule: Schedule::from_policy(&ct.spec.refresh).unwrap_or_default(),
         },
     );
     let write = write_status(ct, ctx, &desired, last).await?;
@@ -136,7 +143,8 @@ fn remember(
         (_, StatusWrite::Deferred) => Written::deferred(last, desired, ct.status.as_ref()),
         (Some(last), StatusWrite::NotNeeded) => last.with_ready_of(desired),
         _ => Written::of(desired, ct.status.as_ref()),
-    };
+    }
+    .planning(next_refresh);
     let uid = ct.uid().unwrap_or_default();
     ctx.scheduling.calendar.keep(&uid, next_refresh);
     ctx.records.status_memory.remember(&uid, record);
@@ -189,7 +197,7 @@ fn export_metrics(ct: &ConsentToken, ctx: &Context, outcome: &Outcome, desired: 
         reason: ready.map(|r| r.reason).unwrap_or_default(),
         expires_at: outcome.token.as_ref().and_then(|c| c.expires_at).map(Timestamp::as_second),
         next_refresh: outcome.next_refresh.as_second(),
-        last_refresh: desired.last_refresh_time.as_ref().map(|t| t.0.as_second()),
+        last_refresh: outcome.token.as_ref().map(|c| c.refreshed_at.as_second()),
         consecutive_failures: outcome.consecutive_failures,
         failure_reason: desired.last_failure.as_ref().map(|f| status::kept_reason(&f.reason)).unwrap_or_default(),
     };

@@ -51,7 +51,8 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
         // in full (its token may still be good).
         None => {
             let api = Api::<Secret>::namespaced(ctx.kube.client.clone(), &namespace);
-            let expected = previous.token_fingerprint.is_some();
+            // A status that ever described a token records its credentials version.
+            let expected = previous.credentials_version.is_some() || previous.token_fingerprint.is_some();
             let read = if !expected && ctx.caches.secret_names.taken(&namespace, &name) == Some(false) {
                 None
             } else if expected {

@@ -3,6 +3,12 @@
 //! `Ready` follows the clock: it is True only while the token in the Secret has not expired,
 //! so a token that expires while nothing else happens turns Ready False with reason `Expired`
 //! (the reconcile is woken at the expiry time for this).
+//!
+//! A routine renewal changes nothing here: while tokens are renewed on time the status says
+//! what stays true from one token to the next (Ready, the lifetime, the renewal policy), and the
+//! times of the token of the moment live on the target Secret, written with it. The times are
+//! shown in the status only where it describes one token that stays put until the status is
+//! written again: while a refresh fails, and once the token has expired.
 // Time arithmetic here is fed by upstream numbers: only saturating sums (see time_math).
 #![deny(clippy::arithmetic_side_effects)]
 
@@ -14,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::crd::{ConsentTokenStatus, FailureStatus, ProviderKind, RateLimitStatus};
 use crate::api::rate_limit::RateLimit;
 use crate::error::Error;
-use crate::reconcile::token_record::TokenRecord;
+use crate::reconcile::{token_lifetime, token_record::TokenRecord};
+use crate::scheduling::schedule::Schedule;
 
 pub const READY: &str = "Ready";
 
@@ -65,6 +72,11 @@ pub struct Observed<'a> {
     pub consecutive_failures: i32,
     pub next_refresh: Timestamp,
     pub refresh_requested_at: Option<String>,
+    /// A refresh request waits until `next_refresh`: the status says when (one write per held
+    /// request, which a person made), though the token is renewed on time.
+    pub request_held: bool,
+    /// The spec's renewal policy, described in the Ready message.
+    pub schedule: Schedule,
 }
 
 /// A refresh failure as the status shows it.
@@ -101,11 +113,13 @@ impl Failure {
     }
 }
 
+/// The status for what the reconcile saw; `previous` is the one the API server holds (its Ready
+/// transition time and lifetime shown are kept).
 pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -> ConsentTokenStatus {
     let current = observed.current;
     let valid = current.is_some_and(|c| c.expires_at.is_none_or(|exp| exp > observed.now));
     let (status, reason, message) = match (current, valid, observed.failure) {
-        (Some(c), true, None) => ("True", "TokenValid", valid_message(c)),
+        (Some(c), true, None) => ("True", "TokenValid", healthy_message(c, &observed.schedule)),
         (Some(c), true, Some(failure)) => (
             "True",
             failure.reason.as_str(),
@@ -122,6 +136,12 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         (None, _, Some(failure)) => ("False", failure.reason.as_str(), failure.message.clone()),
         (None, _, None) => ("False", "Pending", "no token fetched yet".to_owned()),
     };
+    // Renewed on time: the token of the moment is described on the Secret, not here.
+    let one_token = if reason == "TokenValid" { None } else { current };
+    let token_lifetime = current.and_then(|c| {
+        let lifetime = crate::basics::time_math::between(c.refreshed_at, c.expires_at?);
+        Some(token_lifetime::shown(previous.and_then(|p| p.token_lifetime.as_deref()), lifetime))
+    });
     let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
     let last_transition_time = match previous_ready {
         Some(c) if c.status == status => c.last_transition_time.clone(),
@@ -142,11 +162,13 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
             observed_generation: observed.generation,
             last_transition_time,
         }],
-        expires_at: current.and_then(|c| c.expires_at).map(whole_seconds),
-        last_refresh_time: current.map(|c| whole_seconds(c.refreshed_at)),
-        next_refresh_time: Some(whole_seconds(observed.next_refresh)),
+        token_lifetime,
+        expires_at: one_token.and_then(|c| c.expires_at).map(whole_seconds),
+        last_refresh_time: one_token.map(|c| whole_seconds(c.refreshed_at)),
+        next_refresh_time: (reason != "TokenValid" || observed.request_held)
+            .then(|| whole_seconds(observed.next_refresh)),
         consecutive_failures: observed.consecutive_failures,
-        token_fingerprint: current.map(|c| c.fingerprint.clone()),
+        token_fingerprint: one_token.map(|c| c.fingerprint.clone()),
         collection_point_version: current.and_then(|c| c.collection_point_version),
         credentials_version: current.map(|c| c.credentials_version.clone()),
         refresh_requested_at: observed.refresh_requested_at.clone(),
@@ -155,9 +177,19 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     }
 }
 
+/// The Ready message while tokens are renewed on time: true from one token to the next.
+fn healthy_message(current: &TokenRecord, schedule: &Schedule) -> String {
+    let expires = current.expires_at.is_some();
+    let token = if expires { "a valid token" } else { "a token without expiry" };
+    format!(
+        "the Secret holds {token}, {}; `kubectl consent status` shows when it expires and is renewed",
+        schedule.describe(expires)
+    )
+}
+
 /// A time as the API server stores it (RFC 3339, whole seconds), so a status read back equals
 /// the one computed and is not written again for a difference in nanoseconds.
-fn whole_seconds(t: Timestamp) -> Time {
+pub fn whole_seconds(t: Timestamp) -> Time {
     Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
@@ -209,154 +241,5 @@ pub fn conflict_over(previous: ConsentTokenStatus) -> ConsentTokenStatus {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_conflict_is_forgotten_once_the_target_is_ours_and_other_failures_are_not() {
-        let failed = |reason: &str| ConsentTokenStatus {
-            consecutive_failures: 2,
-            last_failure: Some(Box::new(FailureStatus {
-                reason: reason.into(),
-                message: "m".into(),
-                time: Time(jiff::Timestamp::UNIX_EPOCH),
-            })),
-            next_refresh_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
-            ..Default::default()
-        };
-        let over = conflict_over(failed("TargetConflict"));
-        assert_eq!((over.consecutive_failures, over.last_failure, over.next_refresh_time), (0, None, None));
-        assert_eq!(conflict_over(failed("UpstreamError")), failed("UpstreamError"));
-    }
-
-    use crate::fixtures;
-
-    fn record(expires_at: Option<&str>) -> TokenRecord {
-        TokenRecord {
-            refreshed_at: "2026-11-23T10:00:00Z".parse().unwrap(),
-            expires_at: expires_at.map(|e| e.parse().unwrap()),
-            next_refresh_at: "2026-11-23T10:02:30Z".parse().unwrap(),
-            collection_point_version: Some(3),
-            ..fixtures::record()
-        }
-    }
-
-    fn failure_at(err: Error, now: &str) -> Failure {
-        Failure::new(&err, now.parse().unwrap())
-    }
-
-    fn observed<'a>(now: &str, current: Option<&'a TokenRecord>, failure: Option<&'a Failure>) -> Observed<'a> {
-        Observed {
-            now: now.parse().unwrap(),
-            generation: Some(1),
-            provider: Some(ProviderKind::Fdx),
-            current,
-            failure,
-            consecutive_failures: i32::from(failure.is_some()),
-            next_refresh: "2026-11-23T10:02:30Z".parse().unwrap(),
-            refresh_requested_at: None,
-        }
-    }
-
-    fn ready(status: &ConsentTokenStatus) -> (&str, &str) {
-        let c = &status.conditions[0];
-        (c.status.as_str(), c.reason.as_str())
-    }
-
-    #[test]
-    fn every_reason_the_operator_writes_is_documented_for_users() {
-        let page = include_str!("../../docs/reference/reasons.md");
-        for reason in OWN_REASONS {
-            assert!(page.contains(&format!("| `{reason}` |")), "docs/reference/reasons.md has a row for {reason}");
-        }
-    }
-
-    #[test]
-    fn ready_follows_the_clock() {
-        let token = record(Some("2026-11-23T10:05:00Z"));
-        let before = desired(None, &observed("2026-11-23T10:04:59Z", Some(&token), None));
-        assert_eq!(ready(&before), ("True", "TokenValid"));
-        let after = desired(Some(&before), &observed("2026-11-23T10:05:00Z", Some(&token), None));
-        assert_eq!(ready(&after), ("False", "Expired"));
-        assert_ne!(after.conditions[0].last_transition_time, before.conditions[0].last_transition_time);
-    }
-
-    #[test]
-    fn a_failed_refresh_keeps_ready_while_the_old_token_is_valid_and_says_why() {
-        let token = record(Some("2026-11-23T10:05:00Z"));
-        let failure = failure_at(Error::UpstreamStatus { status: 503, retry_after: None }, "2026-11-23T10:03:00Z");
-        let status = desired(None, &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
-        assert_eq!(ready(&status), ("True", "UpstreamError"));
-        assert!(status.conditions[0].message.contains("503"));
-        assert_eq!(status.token_fingerprint.as_deref(), Some("sha256:0011223344556677"));
-        let unauthorized = failure_at(Error::Unauthorized { status: 401 }, "2026-11-23T10:03:00Z");
-        let never = desired(None, &observed("2026-11-23T10:03:00Z", None, Some(&unauthorized)));
-        assert_eq!(ready(&never), ("False", "Unauthorized"));
-    }
-
-    #[test]
-    fn tokens_without_expiry_stay_ready_and_rate_limits_are_reported() {
-        let token = record(None);
-        let limit = RateLimit {
-            retry_after: std::time::Duration::from_secs(2135),
-            capped: false,
-            period: Some("HOUR".into()),
-            requests_allowed: Some(10),
-            requests_made: Some(11),
-            event_id: Some("e".into()),
-        };
-        let failure = failure_at(Error::RateLimited(Box::new(limit)), "2030-01-01T00:00:00Z");
-        let status = desired(None, &observed("2030-01-01T00:00:00Z", Some(&token), Some(&failure)));
-        assert_eq!(ready(&status), ("True", "RateLimited"));
-        let rl = status.rate_limit.unwrap();
-        assert_eq!(rl.retry_after.unwrap().0, "2030-01-01T00:35:35Z".parse().unwrap());
-        assert_eq!(rl.period.as_deref(), Some("HOUR"));
-        assert_eq!(status.collection_point_version, Some(3));
-    }
-
-    #[test]
-    fn the_last_failure_stays_while_failures_go_on_and_goes_with_a_success() {
-        let token = record(Some("2026-11-23T10:05:00Z"));
-        let limit = RateLimit {
-            retry_after: std::time::Duration::from_secs(60),
-            capped: false,
-            period: Some("MINUTE".into()),
-            requests_allowed: None,
-            requests_made: None,
-            event_id: None,
-        };
-        let failure = failure_at(Error::RateLimited(Box::new(limit)), "2026-11-23T10:03:00Z");
-        let failed = desired(None, &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
-        // A later reconcile that only waits (or a restarted operator) carries it.
-        let carried = Failure::carried(&failed).unwrap();
-        let waiting = desired(Some(&failed), &observed("2026-11-23T10:03:30Z", Some(&token), Some(&carried)));
-        assert_eq!(waiting, failed, "nothing changes, so nothing is written");
-        assert_eq!(waiting.last_failure.as_ref().unwrap().reason, "RateLimited");
-        assert!(waiting.rate_limit.is_some());
-        // At expiry it is still said why.
-        let expired = desired(Some(&failed), &observed("2026-11-23T10:05:01Z", Some(&token), Some(&carried)));
-        assert_eq!(ready(&expired), ("False", "Expired"));
-        assert!(expired.conditions[0].message.contains("rate limiting"), "{}", expired.conditions[0].message);
-        // A success clears it.
-        let mut ok = observed("2026-11-23T10:04:00Z", Some(&token), None);
-        ok.consecutive_failures = 0;
-        let recovered = desired(Some(&failed), &ok);
-        assert_eq!((&recovered.last_failure, &recovered.rate_limit), (&None, &None));
-        assert!(Failure::carried(&recovered).is_none());
-    }
-
-    #[test]
-    fn a_status_read_back_from_the_api_server_equals_the_one_computed() {
-        // Times with nanoseconds (a fetch time, a planned refresh) are stored in whole seconds.
-        let mut token = record(Some("2026-11-23T10:05:00Z"));
-        token.refreshed_at = "2026-11-23T10:00:00.123456789Z".parse().unwrap();
-        let mut seen = observed("2026-11-23T10:00:00.5Z", Some(&token), None);
-        seen.next_refresh = "2026-11-23T10:02:30.987Z".parse().unwrap();
-        let status = desired(None, &seen);
-        let json = serde_json::to_string(&status).unwrap();
-        assert!(!json.contains(".123") && !json.contains(".987") && !json.contains(".5Z"), "{json}");
-        let stored: ConsentTokenStatus = serde_json::from_str(&json).unwrap();
-        assert_eq!(stored, status);
-        assert_eq!(status.next_refresh_time.unwrap().0, "2026-11-23T10:02:30Z".parse().unwrap());
-    }
-}
+#[allow(clippy::arithmetic_side_effects)] // small test numbers
+mod tests;

@@ -113,6 +113,19 @@ impl Schedule {
         (earliest, latest)
     }
 
+    /// When tokens are renewed, in words that stay true from one renewal to the next (the
+    /// Ready message): `renewed with 50% of their lifetime left`, `renewed 2m before they
+    /// expire`, or for tokens without expiry `fetched again every 1h`.
+    pub fn describe(&self, tokens_expire: bool) -> String {
+        match (tokens_expire, self.renew_before) {
+            (false, _) => format!("fetched again every {}", format_duration(self.interval)),
+            (true, RenewBefore::Percent(p)) => format!("renewed with {p}% of their lifetime left"),
+            (true, RenewBefore::Duration(d)) => {
+                format!("renewed {} before they expire (at most 90% of their lifetime)", format_duration(d))
+            }
+        }
+    }
+
     fn later_renewal_window(&self, fetched_at: Timestamp, expires_at: Option<Timestamp>) -> (Timestamp, Timestamp) {
         let Some(expires_at) = expires_at else {
             let latest = later(fetched_at, self.interval);
@@ -149,6 +162,19 @@ pub fn overdue_window(
     (spare >= MIN_RETRY).then(|| (later(now, MIN_RETRY), later(now, spare)))
 }
 
+/// A whole-second duration in the CRD's syntax: `5m`, `4m50s`, `1h30m`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() { "0s".to_owned() } else { out }
+}
+
 /// Parses Go-style durations as used in the CRD: `90s`, `2m`, `1h30m`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = 0u64;
@@ -178,6 +204,24 @@ mod tests {
     use super::*;
 
     use crate::fixtures::t;
+
+    #[test]
+    fn the_renewal_policy_in_words() {
+        let policy = |renew: Option<&str>, interval: Option<&str>| {
+            Schedule::from_policy(&RefreshPolicy {
+                renew_before: renew.map(Into::into),
+                interval: interval.map(Into::into),
+            })
+            .unwrap()
+        };
+        assert_eq!(policy(None, None).describe(true), "renewed with 50% of their lifetime left");
+        assert_eq!(
+            policy(Some("1m30s"), None).describe(true),
+            "renewed 1m30s before they expire (at most 90% of their lifetime)"
+        );
+        assert_eq!(policy(None, Some("90m")).describe(false), "fetched again every 1h30m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
 
     #[test]
     fn mx_token_renews_by_half_life_leaving_time_for_the_kubelet() {

@@ -193,8 +193,8 @@ pub async fn outages_with_tokens_due(component: &str, outage: Duration, outages:
         let mut due = BTreeMap::new();
         for i in 0..tokens {
             let name = format!("t{i}");
-            let status = env.tokens().get(&name).await.unwrap().status.unwrap();
-            due.insert(name, status.next_refresh_time.unwrap().0);
+            let on_secret = env.on_secret(&name).await.unwrap();
+            due.insert(name, on_secret.next_refresh_at);
         }
         // The first outage starts just before the first renewal falls due.
         if round == 0 {

@@ -490,6 +490,28 @@ impl TestEnv {
         String::from_utf8(bytes.0).ok()
     }
 
+    /// What the target Secret of ConsentToken `name` records about its token (the live times,
+    /// which the status shows only while a refresh fails), if it holds one.
+    pub async fn on_secret(&self, name: &str) -> Option<OnSecret> {
+        let ct = self.tokens().get(name).await.ok()?;
+        let secret = self.secrets().get_opt(&ct.target_secret_name()).await.ok()??;
+        OnSecret::of(&secret.metadata)
+    }
+
+    /// [`OnSecret`] of every ConsentToken of the namespace that has a token, by ConsentToken name
+    /// (from each Secret's owner), in one list.
+    pub async fn all_on_secrets(&self) -> BTreeMap<String, OnSecret> {
+        let params = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=consent-token-operator");
+        let Ok(list) = self.secrets().list_metadata(&params).await else { return BTreeMap::new() };
+        list.items
+            .iter()
+            .filter_map(|s| {
+                let owner = s.metadata.owner_references.as_ref()?.iter().find(|o| o.kind == "ConsentToken")?;
+                Some((owner.name.clone(), OnSecret::of(&s.metadata)?))
+            })
+            .collect()
+    }
+
     /// Sets the refresh annotation to a new value; returns the value.
     pub async fn request_refresh(&self, name: &str) -> String {
         let value = jiff::Timestamp::now().to_string();
@@ -507,6 +529,28 @@ impl TestEnv {
             (ct.status.as_ref()?.refresh_requested_at.as_deref() == Some(value.as_str())).then_some(ct)
         })
         .await
+    }
+}
+
+/// The token facts a target Secret's annotations carry, written with the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnSecret {
+    pub fingerprint: String,
+    pub refreshed_at: jiff::Timestamp,
+    pub expires_at: Option<jiff::Timestamp>,
+    pub next_refresh_at: jiff::Timestamp,
+}
+
+impl OnSecret {
+    pub fn of(meta: &ObjectMeta) -> Option<Self> {
+        let annotations = meta.annotations.as_ref()?;
+        let time = |name: &str| annotations.get(name)?.parse::<jiff::Timestamp>().ok();
+        Some(Self {
+            fingerprint: annotations.get("consent.dev/token-fingerprint")?.clone(),
+            refreshed_at: time("consent.dev/refreshed-at")?,
+            expires_at: time("consent.dev/expires-at"),
+            next_refresh_at: time("consent.dev/next-refresh-at")?,
+        })
     }
 }
 
