@@ -205,3 +205,44 @@ async fn under_a_backlog_consent_tokens_get_their_first_token_in_the_order_they_
         "a late ConsentToken got its token before an early one: {early:?} {late:?}"
     );
 }
+
+#[tokio::test]
+async fn under_a_backlog_a_renewal_that_comes_due_goes_before_first_tokens() {
+    // One reconcile at a time and a provider that takes 2 s a token: 25 new objects are a
+    // backlog of 50 s, and a 40 s token served before them is due for renewal 20 s into it.
+    // First come, first served, the renewal would wait for the rest of the backlog (about 30 s:
+    // its token would then be renewed with 10 s left, too late for the kubelet).
+    let env = TestEnv::start_with("due-first", &["--concurrency", "1"]).await;
+    env.fake.set_fdx_lifetime(40);
+    env.fake.inject(Endpoint::FdxToken, Fault::Slow(Duration::from_secs(2)), None);
+    env.fdx_token("renewing", "due-first-customer").await;
+    env.wait_for_ready("renewing", "True", "TokenValid").await;
+    let before = env.on_secret("renewing").await.unwrap();
+    let objects = (0..25)
+        .map(|i| {
+            serde_json::json!({"apiVersion": "consent.dev/v1alpha1", "kind": "ConsentToken",
+                "metadata": {"name": format!("new-{i}")},
+                "spec": fdx(&env.fake.base_url(), &format!("due-first-customer-{i}"), "mx-credentials")})
+        })
+        .collect();
+    assert_eq!(env.create_tokens(objects).await, 25);
+
+    let renewed = support::eventually("the renewal", Duration::from_secs(60), || async {
+        let now = env.on_secret("renewing").await?;
+        (now.fingerprint != before.fingerprint).then_some(now)
+    })
+    .await;
+    let late = renewed.refreshed_at.duration_since(before.next_refresh_at).as_secs_f64();
+    let served_after = env
+        .all_on_secrets()
+        .await
+        .iter()
+        .filter(|(name, on)| name.starts_with("new-") && on.refreshed_at < renewed.refreshed_at)
+        .count();
+    eprintln!(
+        "due first: renewed {late:.1} s after its planned time; {served_after} of 25 new objects served before it"
+    );
+    // The fetch under way when it came due (2 s) and its own (2 s), with room for a busy machine.
+    assert!(late <= 6.0, "the renewal waited {late:.1} s behind the backlog");
+    assert!(served_after < 25, "the backlog was over before the renewal: this shows nothing");
+}

@@ -4,14 +4,38 @@
 //! delays another's next item by one turn, not by 10,000; one alone gets every turn (nothing
 //! waits for an idle namespace). The anchor is the API server's own API Priority and Fairness,
 //! with namespaces as its flows.
+//!
+//! Within a namespace's line, items pushed as *due* ([`FairQueue::push_due`]: a renewal whose
+//! planned time came) go before the others (a new object, a change): an object with a token
+//! that is about to need renewing loses more by waiting than one that has no token yet, which
+//! has nothing that expires. Without it, renewals that come due during a fill of thousands of new
+//! objects wait for the whole fill (docs/performance, "How it grows").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 pub struct FairQueue<T> {
-    lines: HashMap<Arc<str>, VecDeque<T>>,
+    lines: HashMap<Arc<str>, Line<T>>,
     /// The namespaces with a non-empty line, in the order of their next turn.
     turns: VecDeque<Arc<str>>,
+}
+
+/// One namespace's line: what is due first, then the rest, each first come, first served.
+struct Line<T> {
+    due: VecDeque<T>,
+    rest: VecDeque<T>,
+}
+
+impl<T> Default for Line<T> {
+    fn default() -> Self {
+        Self { due: VecDeque::new(), rest: VecDeque::new() }
+    }
+}
+
+impl<T> Line<T> {
+    fn is_empty(&self) -> bool {
+        self.due.is_empty() && self.rest.is_empty()
+    }
 }
 
 impl<T> Default for FairQueue<T> {
@@ -23,19 +47,28 @@ impl<T> Default for FairQueue<T> {
 impl<T> FairQueue<T> {
     /// Puts `id` at the end of its namespace's line.
     pub fn push(&mut self, namespace: &Arc<str>, id: T) {
+        self.line(namespace).rest.push_back(id);
+    }
+
+    /// Puts `id` behind what is already due in its namespace, ahead of everything else.
+    pub fn push_due(&mut self, namespace: &Arc<str>, id: T) {
+        self.line(namespace).due.push_back(id);
+    }
+
+    fn line(&mut self, namespace: &Arc<str>) -> &mut Line<T> {
         let line = self.lines.entry(namespace.clone()).or_default();
         if line.is_empty() {
             self.turns.push_back(namespace.clone());
         }
-        line.push_back(id);
+        line
     }
 
-    /// The first object of the namespace whose turn it is; that namespace's next turn comes
-    /// after every other namespace with something due.
+    /// The first object of the namespace whose turn it is (what is due first); that namespace's
+    /// next turn comes after every other namespace with something waiting.
     pub fn pop(&mut self) -> Option<T> {
         let namespace = self.turns.pop_front()?;
         let line = self.lines.get_mut(&namespace)?;
-        let id = line.pop_front();
+        let id = line.due.pop_front().or_else(|| line.rest.pop_front());
         if line.is_empty() {
             // An empty line is dropped: a namespace costs nothing while it has nothing due.
             self.lines.remove(&namespace);
@@ -74,6 +107,20 @@ mod tests {
         assert_eq!(queue.pop(), Some(id(0)));
         assert_eq!(queue.pop(), Some(id(1_000_000)), "the quiet namespace's object is next, not 10,000th");
         assert_eq!(queue.pop(), Some(id(1)));
+    }
+
+    #[test]
+    fn what_is_due_goes_first_within_its_namespace_and_turns_stay_fair() {
+        let (busy, other) = (ns("busy"), ns("other"));
+        let mut queue = FairQueue::default();
+        for n in 0..1000 {
+            queue.push(&busy, id(n)); // a fill of new objects
+        }
+        queue.push(&other, id(5000));
+        queue.push_due(&busy, id(2000)); // renewals come due meanwhile
+        queue.push_due(&busy, id(2001));
+        let served: Vec<ObjectId> = std::iter::from_fn(|| queue.pop()).take(5).collect();
+        assert_eq!(served, [id(2000), id(5000), id(2001), id(0), id(1)]);
     }
 
     #[test]

@@ -16,8 +16,13 @@
 //! - **CPU.** kube-runtime's runner polls every started reconcile whenever one of them wakes; here
 //!   each of `--concurrency` workers runs one reconcile at a time.
 //!
-//! An object is never reconciled twice at once: it is in the queue at most once, and a trigger
-//! that comes while it is being reconciled makes it run again right after.
+//! An object is never reconciled twice at once: it is taken from the queue once however often it
+//! was queued, and a trigger that comes while it is being reconciled makes it run again right
+//! after.
+//!
+//! An object whose timer comes due (its renewal, a retry, its expiry) goes before the objects
+//! queued by a change in its namespace ([`FairQueue::push_due`]), also when a change queued it
+//! earlier: a change leaves the timer set, and the timer then moves the object ahead.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -67,8 +72,20 @@ struct Slot {
     fingerprint: u64,
     timer: Option<Instant>,
     queued: bool,
+    /// Queued in its namespace's due line (it may also wait in the line of changes: it is
+    /// taken once, from whichever line reaches it first).
+    queued_due: bool,
     running: bool,
-    again: bool,
+    again: Option<Trigger>,
+}
+
+/// Why an object is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Its timer came due.
+    Due,
+    /// A change to it or to something it depends on.
+    Change,
 }
 
 /// What a watch event did to the cache.
@@ -131,14 +148,22 @@ impl WorkQueue {
                         shared
                     }
                 };
-                let slot =
-                    Slot { object, namespace, fingerprint, timer: None, queued: false, running: false, again: false };
+                let slot = Slot {
+                    object,
+                    namespace,
+                    fingerprint,
+                    timer: None,
+                    queued: false,
+                    queued_due: false,
+                    running: false,
+                    again: None,
+                };
                 state.objects.insert(id, slot);
                 true
             }
         };
         if changed {
-            self.wake_locked(&mut state, id);
+            self.wake_locked(&mut state, id, Trigger::Change);
             Cached::Changed
         } else {
             Cached::Unchanged
@@ -192,25 +217,32 @@ impl WorkQueue {
     /// Queues the object now (something it depends on changed).
     pub fn wake(&self, id: ObjectId) {
         let mut state = self.lock();
-        self.wake_locked(&mut state, id);
+        self.wake_locked(&mut state, id, Trigger::Change);
     }
 
-    fn wake_locked(&self, state: &mut State, id: ObjectId) {
+    fn wake_locked(&self, state: &mut State, id: ObjectId, trigger: Trigger) {
         let Some(slot) = state.objects.get_mut(&id) else { return };
         if slot.running {
-            slot.again = true;
+            slot.again = Some(match slot.again {
+                Some(Trigger::Due) => Trigger::Due,
+                _ => trigger,
+            });
             return;
         }
-        if slot.queued {
-            return;
-        }
-        slot.queued = true;
-        if let Some(at) = slot.timer.take() {
-            state.timers.remove(&(at, id));
-        }
-        self.queued.inc();
         let namespace = slot.namespace.clone();
-        state.ready.push(&namespace, id);
+        match trigger {
+            Trigger::Due if !slot.queued_due => {
+                // Ahead of the changes, also if a change queued it already.
+                slot.queued_due = true;
+                state.ready.push_due(&namespace, id);
+            }
+            Trigger::Change if !slot.queued => state.ready.push(&namespace, id),
+            // Already waiting where this trigger would put it, or further ahead.
+            _ => return,
+        }
+        if !std::mem::replace(&mut slot.queued, true) {
+            self.queued.inc();
+        }
         self.ready_changed.notify_one();
     }
 
@@ -234,11 +266,18 @@ impl WorkQueue {
         while let Some(id) = state.ready.pop() {
             // Deleted while it waited: `remove` counted it out already.
             let Some(slot) = state.objects.get_mut(&id) else { continue };
+            // Taken already from its other line.
             if !slot.queued {
                 continue;
             }
             slot.queued = false;
+            slot.queued_due = false;
             self.queued.dec();
+            // The reconcile sets the next timer; one left from before would only wake it again.
+            if let Some(at) = slot.timer.take() {
+                state.timers.remove(&(at, id));
+            }
+            let Some(slot) = state.objects.get_mut(&id) else { continue };
             // Cannot fail (see `CachedToken::decode`); if it did, the next watch event queues it.
             let Some(ct) = slot.object.decode() else { continue };
             slot.running = true;
@@ -257,8 +296,8 @@ impl WorkQueue {
         let mut state = self.lock();
         let Some(slot) = state.objects.get_mut(&id) else { return Watched::DeletedMeanwhile };
         slot.running = false;
-        if std::mem::take(&mut slot.again) {
-            self.wake_locked(&mut state, id);
+        if let Some(trigger) = slot.again.take() {
+            self.wake_locked(&mut state, id, trigger);
             return Watched::Still;
         }
         // Beyond what a clock can hold: no timer (a watch event still wakes it).
@@ -278,8 +317,8 @@ impl WorkQueue {
         let mut state = self.lock();
         let Some(slot) = state.objects.get_mut(&id) else { return };
         slot.running = false;
-        slot.again = false;
-        self.wake_locked(&mut state, id);
+        slot.again = None;
+        self.wake_locked(&mut state, id, Trigger::Change);
     }
 
     /// Queues every object now (this replica leads again: another may have acted meanwhile,
@@ -288,7 +327,7 @@ impl WorkQueue {
         let mut state = self.lock();
         let ids: Vec<ObjectId> = state.objects.keys().copied().collect();
         for id in ids {
-            self.wake_locked(&mut state, id);
+            self.wake_locked(&mut state, id, Trigger::Change);
         }
     }
 
@@ -305,7 +344,7 @@ impl WorkQueue {
                     if let Some(slot) = state.objects.get_mut(&id) {
                         slot.timer = None;
                     }
-                    self.wake_locked(&mut state, id);
+                    self.wake_locked(&mut state, id, Trigger::Due);
                 }
                 state.timers.first().map(|(at, _)| *at)
             };

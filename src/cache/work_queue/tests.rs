@@ -132,11 +132,40 @@ async fn a_timer_queues_the_object_when_it_comes_due_and_a_trigger_replaces_it()
     assert_eq!(queue.next().await.1.name_any(), "b");
     assert_eq!(started.elapsed(), Duration::from_secs(30));
     assert_eq!(queue.done(b, Duration::from_secs(600)), Watched::Still);
-    queue.wake(a); // a trigger before its timer: now, and the timer is gone
+    queue.wake(a); // a trigger before its timer: now; once taken, its timer is gone
     assert_eq!(queue.next().await.1.name_any(), "a");
     assert_eq!(queue.done(a, Duration::MAX), Watched::Still);
     assert_eq!(queue.next().await.1.name_any(), "b");
     assert_eq!(started.elapsed(), Duration::from_secs(30 + 600));
+    timers.abort();
+}
+
+/// A fill of thousands of new objects in one namespace, and a renewal coming due meanwhile: the
+/// renewal goes next, not after the fill, also when a change (its Secret written) queued it
+/// behind the fill before its timer came.
+#[tokio::test(start_paused = true)]
+async fn a_timer_coming_due_goes_before_the_objects_queued_by_changes() {
+    let queue = Arc::new(queue());
+    let timers = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.run_timers().await }
+    });
+    queue.apply(token("renewal", "r", 1, &[]));
+    let (renewal, _) = queue.next().await;
+    assert_eq!(queue.done(renewal, Duration::from_secs(30)), Watched::Still);
+    for n in 0..1000 {
+        queue.apply(token(&format!("new-{n}"), &format!("{n}"), 1, &[]));
+    }
+    queue.wake(renewal); // its Secret's watch event: behind the fill
+    let (first, _) = queue.next().await;
+    assert_eq!(queue.done(first, Duration::MAX), Watched::Still);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(queue.next().await.1.name_any(), "renewal", "its timer moved it ahead of the fill");
+    assert_eq!(queue.done(renewal, Duration::MAX), Watched::Still);
+    let rest = drain(&queue).await;
+    assert_eq!(rest.len(), 999, "each of the others once, and the renewal not again");
+    assert_eq!(rest[0], "new-1");
+    assert!(!rest.contains(&"renewal".to_owned()));
     timers.abort();
 }
 
