@@ -91,6 +91,9 @@ async fn the_status_is_written_for_what_a_reader_needs_and_not_for_routine_renew
     // A failure, then its recovery: one write each.
     let from = writes.count();
     env.fake.inject(Endpoint::FdxToken, Fault::Status(503), Some(1));
+    // A request within --min-refresh-request-interval (1 s here) of the renewal just seen would
+    // be held back, and the wait written (a write of its own, by design): ask after it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     env.request_refresh("mx").await;
     env.wait_for_ready("mx", "True", "UpstreamError").await;
     env.wait_for_ready("mx", "True", "TokenValid").await;
@@ -114,6 +117,7 @@ async fn the_status_is_written_for_what_a_reader_needs_and_not_for_routine_renew
     // Expiry: the provider asks to wait an hour (one write), the token expires meanwhile (one).
     let from = writes.count();
     env.fake.inject(Endpoint::FdxToken, Fault::RateLimited { retry_after: "3600".into() }, Some(1));
+    tokio::time::sleep(Duration::from_secs(2)).await; // past the request interval, as above
     env.request_refresh("mx").await;
     let expired = env.wait_for_ready("mx", "False", "Expired").await;
     assert_eq!(writes.reasons_since(from), ["RateLimited", "Expired"]);
