@@ -47,8 +47,10 @@ pub async fn live(
 ) -> Result<Option<HashMap<(String, String), Live>>, PluginError> {
     let namespaces: std::collections::BTreeSet<String> = tokens.iter().filter_map(|t| t.namespace()).collect();
     let api: Api<Secret> = match namespaces.iter().next() {
+        // No ConsentTokens: nothing to look up (and no list of every namespace's Secrets).
+        None => return Ok(Some(HashMap::new())),
         Some(only) if namespaces.len() == 1 => Api::namespaced(client.clone(), only),
-        _ => Api::all(client.clone()),
+        Some(_) => Api::all(client.clone()),
     };
     match api.list_metadata(&ListParams::default().labels(MANAGED_SELECTOR)).await {
         Ok(list) => Ok(Some(
@@ -75,7 +77,7 @@ pub fn table(
     let mut rows = vec![header(with_namespace)];
     rows.extend(tokens.iter().map(|ct| {
         let key = (ct.namespace().unwrap_or_default(), ct.target_secret_name());
-        row(ct, live.map(|live| live.get(&key).cloned().unwrap_or_default()), now, with_namespace)
+        row(ct, live.and_then(|live| live.get(&key)).unwrap_or(&Live::default()), now, with_namespace)
     }));
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|column| rows.iter().map(|r| r[column].chars().count()).max().unwrap_or(0)).collect();
@@ -107,13 +109,12 @@ fn header(with_namespace: bool) -> Vec<String> {
     header.into_iter().map(String::from).collect()
 }
 
-/// `live` is the target Secret's annotations (`None`: not readable). The status' times, where it
-/// has them (a failing refresh: the retry time), come first.
-fn row(ct: &ConsentToken, live: Option<Live>, now: Timestamp, with_namespace: bool) -> Vec<String> {
+/// `live` is the target Secret's annotations (empty where not readable). The status' times,
+/// where it has them (a failing refresh: the retry time), come first.
+fn row(ct: &ConsentToken, live: &Live, now: Timestamp, with_namespace: bool) -> Vec<String> {
     let status = ct.status.as_ref();
     let condition = status.and_then(status::ready_condition);
     let when = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), |at| relative(at.as_second(), now));
-    let live = live.unwrap_or_default();
     let status_expiry = status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0);
     let holds_a_token = live.holds_a_token || status.is_some_and(|s| s.token_fingerprint.is_some());
     let expires = match (status_expiry.or(live.expires_at), holds_a_token) {

@@ -137,7 +137,8 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         (None, _, None) => ("False", "Pending", "no token fetched yet".to_owned()),
     };
     // Renewed on time: the token of the moment is described on the Secret, not here.
-    let one_token = if reason == "TokenValid" { None } else { current };
+    let renewed_on_time = reason == "TokenValid";
+    let one_token = if renewed_on_time { None } else { current };
     let token_lifetime = current.and_then(|c| {
         let lifetime = crate::basics::time_math::between(c.refreshed_at, c.expires_at?);
         Some(token_lifetime::shown(previous.and_then(|p| p.token_lifetime.as_deref()), lifetime))
@@ -165,8 +166,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         token_lifetime,
         expires_at: one_token.and_then(|c| c.expires_at).map(whole_seconds),
         last_refresh_time: one_token.map(|c| whole_seconds(c.refreshed_at)),
-        next_refresh_time: (reason != "TokenValid" || observed.request_held)
-            .then(|| whole_seconds(observed.next_refresh)),
+        next_refresh_time: (!renewed_on_time || observed.request_held).then(|| whole_seconds(observed.next_refresh)),
         consecutive_failures: observed.consecutive_failures,
         token_fingerprint: one_token.map(|c| c.fingerprint.clone()),
         collection_point_version: current.and_then(|c| c.collection_point_version),
