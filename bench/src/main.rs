@@ -13,6 +13,7 @@
 mod cluster;
 mod hostile;
 mod plot;
+mod timeline;
 mod workload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -187,7 +188,7 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let client = control_plane.client().await?;
     workload::install_crds(root, &control_plane.kubeconfig)?;
 
-    let fake = FakeProvider::start("127.0.0.1:0".parse()?).await?;
+    let fake = Arc::new(FakeProvider::start("127.0.0.1:0".parse()?).await?);
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, fake.ca_pem())?;
     fake.set_fdx_lifetime(MX_LIFETIME_S);
@@ -243,6 +244,12 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let mut operator =
         Operator::start(&wrap, &operator_bin, &control_plane.kubeconfig, "bench", &ca, &dir.join("operator.log"))?;
     let pid = operator.pid();
+    let timeline = timeline::Timeline::start(
+        ready.clone(),
+        operator.metrics_addr.clone(),
+        fake.clone(),
+        measured_pids.get("kube-apiserver").copied(),
+    );
     let mut processes = measured_pids.clone();
     processes.insert("operator".into(), pid);
     let ready_cpu_before = cluster::cpu_times(&processes);
@@ -283,6 +290,8 @@ async fn run(root: &std::path::Path, n: usize, steady: Duration, args: &Args) ->
     let requests = upstream_counts(&fake);
     let (lateness, expired, refresh_count) = refreshes.finish();
     let expired = expired + refreshes.expired_now();
+    timeline.write(&args.out, n, &refreshes.planned())?;
+    drop(timeline);
     let window_requests = per_10s.last().copied().unwrap_or(0) - per_10s_start;
     let normal_minute = (window_requests as f64 / (window.as_secs_f64() / 60.0)).round() as u64;
     let steady_peak_minute = per_10s.windows(7).map(|w| w[6] - w[0]).max().unwrap_or(window_requests);

@@ -231,6 +231,8 @@ struct Facts {
 struct Refreshes {
     last: HashMap<String, Facts>,
     lateness_ms: Vec<f64>,
+    /// Each counted renewal's planned time and lateness (ms), for the timeline.
+    planned: Vec<(Timestamp, f64)>,
     expired: usize,
     count: usize,
 }
@@ -261,6 +263,7 @@ impl RefreshWatch {
                 {
                     let late = facts.refreshed_at.duration_since(previous.next_refresh_at).as_secs_f64() * 1000.0;
                     state.lateness_ms.push(late);
+                    state.planned.push((previous.next_refresh_at, late));
                     state.count += 1;
                     if previous.expires_at.is_some_and(|exp| facts.refreshed_at > exp) {
                         state.expired += 1;
@@ -281,6 +284,11 @@ impl RefreshWatch {
         self.counting.store(false, Ordering::Relaxed);
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         (state.lateness_ms.clone(), state.expired, state.count)
+    }
+
+    /// Each counted renewal's planned time and its lateness in milliseconds.
+    pub fn planned(&self) -> Vec<(Timestamp, f64)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).planned.clone()
     }
 
     /// Secrets holding an expired token right now.
