@@ -296,17 +296,21 @@ impl WorkQueue {
         let mut state = self.lock();
         let Some(slot) = state.objects.get_mut(&id) else { return Watched::DeletedMeanwhile };
         slot.running = false;
-        if let Some(trigger) = slot.again.take() {
-            self.wake_locked(&mut state, id, trigger);
-            return Watched::Still;
+        let again = slot.again.take();
+        // The timer is set also when a trigger came meanwhile (typically the watch event of the
+        // Secret this reconcile wrote): that trigger queues the object behind every change
+        // waiting in its namespace, a whole fill of new objects, and only the timer moves it
+        // ahead when its renewal comes due. Beyond what a clock can hold: no timer.
+        if let Some(at) = Instant::now().checked_add(after) {
+            slot.timer = Some(at);
+            let earliest = state.timers.first().map(|(first, _)| *first);
+            state.timers.insert((at, id));
+            if earliest.is_none_or(|first| at < first) {
+                self.timers_changed.notify_one();
+            }
         }
-        // Beyond what a clock can hold: no timer (a watch event still wakes it).
-        let Some(at) = Instant::now().checked_add(after) else { return Watched::Still };
-        slot.timer = Some(at);
-        let earliest = state.timers.first().map(|(first, _)| *first);
-        state.timers.insert((at, id));
-        if earliest.is_none_or(|first| at < first) {
-            self.timers_changed.notify_one();
+        if let Some(trigger) = again {
+            self.wake_locked(&mut state, id, trigger);
         }
         Watched::Still
     }
