@@ -94,13 +94,22 @@ pub fn markdown(results: &[Result_], machine: &str) -> String {
         format!("{} / {}", r.normal_minute_requests, r.steady_peak_minute_requests)
     });
     out += &row("upstream requests: 1st / 2nd minute after a SIGKILL restart", &|r| {
-        format!("{} / {}", r.restart_first_minute_requests, r.restart_second_minute_requests)
+        restart_figure(r, format!("{} / {}", r.restart_first_minute_requests, r.restart_second_minute_requests))
     });
     out += &row("restart busiest minute over steady average (target <= 1.2) / over steady busiest", &|r| {
-        format!("{:.2} / {:.2}", r.restart_peak_ratio, r.restart_peak_over_steady_peak)
+        restart_figure(r, format!("{:.2} / {:.2}", r.restart_peak_ratio, r.restart_peak_over_steady_peak))
     });
-    out += &row("time until all Ready after a restart", &|r| format!("{:.1} s", r.restart_time_to_all_ready_s));
+    out += &row("time until all Ready after a restart", &|r| {
+        restart_figure(r, format!("{:.1} s", r.restart_time_to_all_ready_s))
+    });
     out
+}
+
+/// A run with `--no-restart` leaves the restart figures at zero, and a real restart always takes
+/// some time to bring every object to Ready: say "not measured" rather than print zeros that
+/// read like a perfect restart.
+fn restart_figure(r: &Result_, figure: String) -> String {
+    if r.restart_time_to_all_ready_s > 0.0 { figure } else { "not measured (`--no-restart`)".to_owned() }
 }
 
 /// Cumulative distribution of refresh lateness, one line per N.
