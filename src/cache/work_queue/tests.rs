@@ -29,6 +29,30 @@ async fn drain(queue: &WorkQueue) -> Vec<String> {
     names
 }
 
+fn run_timers(queue: &Arc<WorkQueue>) -> tokio::task::JoinHandle<()> {
+    let queue = queue.clone();
+    tokio::spawn(async move { queue.run_timers().await })
+}
+
+/// `n` new objects in the namespace, queued by their creation.
+fn fill(queue: &WorkQueue, n: usize) {
+    for n in 0..n {
+        queue.apply(token(&format!("new-{n}"), &format!("{n}"), 1, &[]));
+    }
+}
+
+/// After a fill of 1,000 with one of it served, the renewal's 30 s timer comes due: it goes
+/// next, and each of the other 999 once after it.
+async fn the_renewal_goes_before_the_rest_of_the_fill(queue: &WorkQueue, renewal: ObjectId) -> Vec<String> {
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(queue.next().await.1.name_any(), "renewal", "its timer moved it ahead of the fill");
+    assert_eq!(queue.done(renewal, Duration::MAX), Watched::Still);
+    let rest = drain(queue).await;
+    assert_eq!(rest.len(), 999, "each of the others once, and the renewal not again");
+    assert!(!rest.contains(&"renewal".to_owned()));
+    rest
+}
+
 #[tokio::test]
 async fn new_objects_spec_and_annotation_changes_are_queued_and_status_writes_are_not() {
     let queue = queue();
@@ -120,10 +144,7 @@ async fn a_timer_queues_the_object_when_it_comes_due_and_a_trigger_replaces_it()
     let queue = Arc::new(queue());
     queue.apply(token("a", "1", 1, &[]));
     queue.apply(token("b", "2", 1, &[]));
-    let timers = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run_timers().await }
-    });
+    let timers = run_timers(&queue);
     let (a, _) = queue.next().await;
     assert_eq!(queue.done(a, Duration::from_secs(60)), Watched::Still);
     let (b, _) = queue.next().await;
@@ -146,26 +167,16 @@ async fn a_timer_queues_the_object_when_it_comes_due_and_a_trigger_replaces_it()
 #[tokio::test(start_paused = true)]
 async fn a_timer_coming_due_goes_before_the_objects_queued_by_changes() {
     let queue = Arc::new(queue());
-    let timers = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run_timers().await }
-    });
+    let timers = run_timers(&queue);
     queue.apply(token("renewal", "r", 1, &[]));
     let (renewal, _) = queue.next().await;
     assert_eq!(queue.done(renewal, Duration::from_secs(30)), Watched::Still);
-    for n in 0..1000 {
-        queue.apply(token(&format!("new-{n}"), &format!("{n}"), 1, &[]));
-    }
+    fill(&queue, 1000);
     queue.wake(renewal); // its Secret's watch event: behind the fill
     let (first, _) = queue.next().await;
     assert_eq!(queue.done(first, Duration::MAX), Watched::Still);
-    tokio::time::sleep(Duration::from_secs(31)).await;
-    assert_eq!(queue.next().await.1.name_any(), "renewal", "its timer moved it ahead of the fill");
-    assert_eq!(queue.done(renewal, Duration::MAX), Watched::Still);
-    let rest = drain(&queue).await;
-    assert_eq!(rest.len(), 999, "each of the others once, and the renewal not again");
+    let rest = the_renewal_goes_before_the_rest_of_the_fill(&queue, renewal).await;
     assert_eq!(rest[0], "new-1");
-    assert!(!rest.contains(&"renewal".to_owned()));
     timers.abort();
 }
 
@@ -176,27 +187,17 @@ async fn a_timer_coming_due_goes_before_the_objects_queued_by_changes() {
 #[tokio::test(start_paused = true)]
 async fn a_change_during_the_reconcile_keeps_the_timer_it_sets() {
     let queue = Arc::new(queue());
-    let timers = tokio::spawn({
-        let queue = queue.clone();
-        async move { queue.run_timers().await }
-    });
+    let timers = run_timers(&queue);
     queue.apply(token("renewal", "r", 1, &[]));
     let (renewal, _) = queue.next().await;
-    for n in 0..1000 {
-        queue.apply(token(&format!("new-{n}"), &format!("{n}"), 1, &[]));
-    }
+    fill(&queue, 1000);
     queue.wake(renewal); // its Secret's watch event, while it runs
     assert_eq!(queue.done(renewal, Duration::from_secs(30)), Watched::Still);
     assert_eq!(queue.queued.get(), 1001, "queued again for the event, behind the fill");
     let (first, _) = queue.next().await;
     assert_eq!(first, ObjectId::of("0"));
     assert_eq!(queue.done(first, Duration::MAX), Watched::Still);
-    tokio::time::sleep(Duration::from_secs(31)).await;
-    assert_eq!(queue.next().await.1.name_any(), "renewal", "its timer moved it ahead of the fill");
-    assert_eq!(queue.done(renewal, Duration::MAX), Watched::Still);
-    let rest = drain(&queue).await;
-    assert_eq!(rest.len(), 999, "each of the others once, and the renewal not again");
-    assert!(!rest.contains(&"renewal".to_owned()));
+    the_renewal_goes_before_the_rest_of_the_fill(&queue, renewal).await;
     timers.abort();
 }
 
