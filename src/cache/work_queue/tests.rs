@@ -34,9 +34,9 @@ fn run_timers(queue: &Arc<WorkQueue>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move { queue.run_timers().await })
 }
 
-/// `n` new objects in the namespace, queued by their creation.
-fn fill(queue: &WorkQueue, n: usize) {
-    for n in 0..n {
+/// `count` new objects in the namespace (`new-0`, uid `0`, ...), queued by their creation.
+fn fill(queue: &WorkQueue, count: usize) {
+    for n in 0..count {
         queue.apply(token(&format!("new-{n}"), &format!("{n}"), 1, &[]));
     }
 }
