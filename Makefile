@@ -1,7 +1,8 @@
 # The two commands a newcomer needs are `make demo` and `make test`; the rest are their parts.
 SHELL := /bin/bash
 
-.PHONY: demo test e2e bench bench-hostile control-plane check-generated generate lint image
+.PHONY: demo test e2e bench bench-hostile control-plane check-generated generate lint image \
+	release-tools release-build release-plugin release-publish check-release
 SIZES ?= 1000,10000
 STEADY ?= 330
 HOSTILE_N ?= 3000
@@ -16,8 +17,11 @@ demo:
 test:
 	@# The Go tools, the Rust lint and the image build side by side: on a fresh machine each takes minutes.
 	$(MAKE) --no-print-directory -j2 --output-sync=target control-plane lint image
-	$(MAKE) --no-print-directory check-generated
+	$(MAKE) --no-print-directory check-generated check-release
 	cargo build --workspace --bins --locked
+	@# The release's artifacts for linux/amd64 from the image's dev build: tests/node.rs publishes
+	@# them to a registry on loopback and installs the chart from there.
+	$(MAKE) --no-print-directory release-build OUT=target/release-test PLATFORMS=amd64 RELEASE_PROFILE=dev
 	scripts/run-tests
 
 ## Only the real-node test (tests/node.rs), with its figures: the chart from `make image` on a
@@ -40,6 +44,27 @@ control-plane:
 ## (scripts/image), which tests/node.rs runs on the test node.
 image:
 	scripts/image operator target/image/consent-token-operator.tar
+
+## A release (scripts/release; docs/operations/release.md). release-build: the image index over
+## $(PLATFORMS), its SBOM, the plugin's linux archives and the krew manifest into $(OUT);
+## release-plugin: one more plugin archive for $(RUST_TARGET); release-publish: push, sign and
+## attest the image, and push the chart pinned to its digest, to $(REGISTRY).
+OUT ?= dist
+PLATFORMS ?= amd64 arm64
+release-tools:
+	scripts/control-plane build release
+release-build: release-tools
+	PLATFORMS="$(PLATFORMS)" scripts/release build $(OUT)
+release-plugin:
+	scripts/release plugin $(OUT) $(RUST_TARGET)
+	scripts/release krew $(OUT)
+release-publish: release-tools
+	scripts/release publish $(OUT) $(REGISTRY)
+
+## The versions agree (Cargo.toml, the chart's appVersion, the CHANGELOG), the chart's version
+## moved with every chart change, and .github/workflows pass actionlint.
+check-release: release-tools
+	scripts/release check
 
 ## Regenerate the CRDs (crds/ and the chart's copy), the chart's README, the plain manifests in deploy/
 ## and the generated reference pages (docs/reference/crds.md, flags.md, plugin.md).

@@ -142,6 +142,11 @@ async fn every_option_renders_as_it_says_and_passes_server_side_dry_run() {
     let no_account = render(&release_ns, &["serviceAccount.create=false", "serviceAccount.name=existing"]);
     assert!(!no_account.contains("\nkind: ServiceAccount\n") && no_account.contains("serviceAccountName: existing"));
     assert!(!render(&release_ns, &["rbac.aggregateToDefaultRoles=false"]).contains("aggregate-to-view"));
+    // A release pins its image by digest; the tag stays the appVersion, as people read it.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let pinned = render(&release_ns, &[&format!("image.digest={digest}")]);
+    let image = format!("image: \"ghcr.io/consent-dev/consent-token-operator:{}@{digest}\"", env!("CARGO_PKG_VERSION"));
+    assert!(pinned.contains(&image), "{image} in:\n{pinned}");
 }
 
 #[tokio::test]
@@ -156,6 +161,8 @@ async fn contradictory_values_are_refused_saying_what_to_change() {
     assert!(no_name.contains("serviceAccount.name"), "{no_name}");
     let bad_port = render_refused(&["networkPolicy.egress.providerPorts={0}"]);
     assert!(bad_port.contains("providerPorts"), "{bad_port}");
+    let not_a_digest = render_refused(&["image.digest=latest"]);
+    assert!(not_a_digest.contains("/image/digest"), "{not_a_digest}");
 }
 
 /// The chart configures the operator through variables; each is one the binary reads (a

@@ -20,7 +20,8 @@ fn root() -> PathBuf {
 
 /// The Markdown pages users read.
 fn pages(root: &Path) -> Vec<PathBuf> {
-    let mut pages = vec![root.join("README.md"), root.join("CONTRIBUTING.md")];
+    let mut pages = vec![root.join("README.md"), root.join("CONTRIBUTING.md"), root.join("CHANGELOG.md")];
+    pages.push(root.join("SECURITY.md"));
     pages.push(root.join("charts/consent-token-operator/README.md"));
     pages.extend(markdown_under(&root.join("docs")));
     pages.retain(|p| p.exists());
@@ -308,6 +309,35 @@ fn the_supported_kubernetes_version_is_the_tested_one() {
         let text = std::fs::read_to_string(root.join(page)).unwrap();
         assert!(text.contains(&format!("Kubernetes {minor}")), "{page} states Kubernetes {minor} as supported");
     }
+}
+
+/// The install commands name the release in the tree: the chart's `--version` is Chart.yaml's
+/// `version`, an image tag or plugin download is Cargo.toml's version.
+#[test]
+fn the_pages_install_the_version_in_the_tree() {
+    let root = root();
+    let chart = setting(&root, "charts/consent-token-operator/Chart.yaml", "version:");
+    let app = setting(&root, "Cargo.toml", "version = ").trim_matches('"').to_owned();
+    let mut wrong = Vec::new();
+    for page in pages(&root).iter().filter(|p| !p.ends_with("CHANGELOG.md")) {
+        let text = std::fs::read_to_string(page).unwrap();
+        let name = page.strip_prefix(&root).unwrap().display().to_string();
+        for (needle, want) in [
+            ("--version ", chart.as_str()),
+            ("ghcr.io/consent-dev/consent-token-operator:", app.as_str()),
+            ("releases/download/v", app.as_str()),
+        ] {
+            for (at, _) in text.match_indices(needle) {
+                let rest = &text[at + needle.len()..];
+                let found: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let found = found.trim_end_matches('.');
+                if !found.is_empty() && found != want {
+                    wrong.push(format!("{name}: {needle}{found} (the tree's is {want})"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "install commands naming another release:\n{}", wrong.join("\n"));
 }
 
 /// The tests a page names as evidence: `a::b::tests::name` (a unit test in src/a/b.rs,

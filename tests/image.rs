@@ -97,3 +97,72 @@ fn the_images_layers_hold_a_static_entrypoint_and_its_user() {
     assert!(group.lines().any(|l| l.starts_with("nonroot:x:65532:")), "{group}");
     assert!(rootfs.join("tmp").is_dir(), "a /tmp, as distroless/static has");
 }
+
+/// Each platform's image config of an OCI layout whose index.json names one image index (the
+/// release's, `scripts/image index`): (platform, config).
+fn index_configs(layout: &Path) -> Vec<(String, serde_json::Value)> {
+    let blob = |digest: &str| -> serde_json::Value {
+        let path = layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index = blob(top["manifests"][0]["digest"].as_str().expect("an index"));
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            let platform = format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            );
+            let manifest = blob(m["digest"].as_str().unwrap());
+            (platform, blob(manifest["config"]["digest"].as_str().unwrap()))
+        })
+        .collect()
+}
+
+/// The release's index (`make release-build`, which `make test` runs for linux/amd64): each
+/// platform's image has the user, entrypoint and port of `make image`'s, for its architecture.
+#[test]
+fn every_platform_of_the_release_index_has_the_images_user_entrypoint_and_port() {
+    let layout = repo_root().join("target/release-test/image");
+    assert!(layout.exists(), "{} is missing: `make test` builds it (make release-build)", layout.display());
+    let (_dir, reference) = unpacked_image();
+    let configs = index_configs(&layout);
+    assert!(!configs.is_empty(), "an image per platform");
+    for (platform, config) in configs {
+        assert_eq!(config["config"], reference["config"], "{platform}: user, entrypoint, ports as make image's");
+        assert_eq!(
+            format!("{}/{}", config["os"].as_str().unwrap(), config["architecture"].as_str().unwrap()),
+            platform
+        );
+    }
+}
+
+/// Same binaries, same digest: the index built twice from one binary is byte for byte the same
+/// (file times and the creation time are SOURCE_DATE_EPOCH; no clock in the history).
+#[test]
+fn the_image_index_is_the_same_for_the_same_binaries() {
+    let binary = repo_root().join("target/static/x86_64-unknown-linux-gnu/debug/consent-token-operator");
+    assert!(binary.exists(), "{} is missing: `make image` builds it", binary.display());
+    let dir = tempfile::tempdir().unwrap();
+    let digests: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let output = Command::new(repo_root().join("scripts/image"))
+                .arg("index")
+                .arg(dir.path().join(name))
+                .arg("0.0.0")
+                .arg(format!("amd64={}", binary.display()))
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "scripts/image index: {}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert_eq!(digests[0], digests[1], "two builds of the index from one binary");
+}

@@ -11,6 +11,12 @@
 //! the chart with one Lease (`lease.name`), each with its own `metrics.port`: the same two pods,
 //! probes, leader election and handover as one release with `replicaCount: 2` on two nodes.
 //!
+//! A second test installs the way a release is installed (issue 32): the release's artifacts
+//! (`make release-build`) published to a registry on loopback with TLS, signed and verified, and
+//! the chart installed from that registry with the node pulling the image by digest. The node
+//! holds one installation at a time: each test takes its turn (`NODE_TURN`) and uninstalls what
+//! it installed, CRDs included.
+//!
 //! The figures (time from Secret write to file, least lifetime left in a mounted file, handover)
 //! are written to stderr past the test harness's capture, so `make test` shows them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // integration tests: a failure panics
@@ -47,6 +53,14 @@ const OPERATOR_NS: &str = "consent-token-operator";
 const RELEASE_A: &str = "consent-token-operator";
 /// The second release, in the same namespace, with the same Lease.
 const RELEASE_B: &str = "b";
+/// The release's artifacts for linux/amd64, built by `make test` (`make release-build`).
+const RELEASE_ARTIFACTS: &str = "target/release-test";
+/// Where the release test installs the chart from the registry.
+const RELEASE_NS: &str = "consent-release";
+
+/// One installation on the node at a time: both tests' operators watch every namespace and
+/// install the CRDs.
+static NODE_TURN: Mutex<()> = Mutex::const_new(());
 
 /// Every version of the watched target Secrets: when it was seen, fingerprint, expiry.
 #[derive(Default)]
@@ -73,6 +87,7 @@ fn report(line: &str) {
 async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_handover_and_upgrade() {
     let image = repo_root().join(IMAGE);
     assert!(image.exists(), "{IMAGE} is missing: `make image` builds it (scripts/image operator {IMAGE})");
+    let _turn = NODE_TURN.lock().await;
     let node = node::node();
     node.import_image(&image, "localhost/consent-token-operator");
     node.wait_ready().await;
@@ -260,6 +275,23 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
         findings.extend(support::secrecy::findings(&file.display().to_string(), &text, &needles));
     }
     support::secrecy::assert_none(&findings);
+    uninstall(&[(OPERATOR_NS, RELEASE_A), (OPERATOR_NS, RELEASE_B)]);
+}
+
+/// Leaves the node as the next test expects it: no release, no CRDs (and so no ConsentTokens).
+fn uninstall(releases: &[(&str, &str)]) {
+    for (ns, release) in releases {
+        helm_in_cluster(&["uninstall", release, "--namespace", ns, "--wait", "--timeout", "2m"]);
+    }
+    // `crds.keep`: helm leaves them.
+    kubectl(&[
+        "delete",
+        "crd",
+        "consenttokens.consent.dev",
+        "consentproviders.consent.dev",
+        "clusterconsentproviders.consent.dev",
+        "--wait",
+    ]);
 }
 
 struct MountedView {
@@ -423,7 +455,9 @@ fn quick_start_commands() -> String {
 
 /// Runs the README's quick start as written against this node, with the provider's hosts pointed
 /// at the fake provider (as `make demo` points the examples). Where the node differs from a
-/// cluster: `helm` gets [`node_values`] after the README's own flags; `kubectl logs` reads the
+/// cluster: `helm` gets [`node_values`] after the README's own flags, and the released chart is
+/// this tree's with the image of `make image` (the registry is
+/// [`the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by_digest`]'s part); `kubectl logs` reads the
 /// node's log files (the API server would dial the kubelet on an address it does not listen on);
 /// `deploy/examples/token-reader-pod.yaml` is [`for_the_node`]. Returns what the commands printed.
 fn run_quick_start(node: &node::Node, port: u16, api_port: &str) -> String {
@@ -438,7 +472,18 @@ fn run_quick_start(node: &node::Node, port: u16, api_port: &str) -> String {
     let pod = std::fs::read_to_string(repo_root().join("deploy/examples/token-reader-pod.yaml")).unwrap();
     std::fs::write(work.join("deploy/examples/token-reader-pod.yaml"), for_the_node(&pod)).unwrap();
     let preamble = r#"set -euxo pipefail
-helm() { "$NODE_HELM" "$@" --values "$NODE_VALUES"; }
+helm() {
+  # The released chart is this tree's chart, and its image the one of `make image`
+  # (the release test installs from a registry).
+  local args=() a
+  for a in "$@"; do
+    case "$a" in
+      oci://ghcr.io/consent-dev/charts/consent-token-operator) args+=(charts/consent-token-operator) ;;
+      *) args+=("$a") ;;
+    esac
+  done
+  "$NODE_HELM" "${args[@]}" --values "$NODE_VALUES" --set image.repository=localhost/consent-token-operator --set image.tag=dev
+}
 kubectl() {
   if [ "$1" != logs ]; then command kubectl "$@"; return; fi
   # As `kubectl logs` would: what the container wrote so far (give its first line a moment).
@@ -617,4 +662,236 @@ async fn check_probes(client: &Client) {
         readiness += event.count.unwrap_or(1);
     }
     report(&format!("probes: no liveness failure, no restart; {readiness} readiness failures, all before first Ready"));
+}
+
+/// A program of `scripts/control-plane build` (cosign, kubectl-krew) with `args`; (success, stdout, stderr).
+fn run_tool(program: &std::path::Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (bool, String, String) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by_digest() {
+    let artifacts = repo_root().join(RELEASE_ARTIFACTS);
+    assert!(
+        artifacts.join("image.digest").exists(),
+        "{RELEASE_ARTIFACTS} is missing: `make test` builds it (make release-build OUT={RELEASE_ARTIFACTS} PLATFORMS=amd64 RELEASE_PROFILE=dev)"
+    );
+    let _turn = NODE_TURN.lock().await;
+    let node = node::node();
+    node.wait_ready().await;
+    let client = admin_client().await;
+    let version = env!("CARGO_PKG_VERSION");
+    let chart_yaml = std::fs::read_to_string(repo_root().join(CHART).join("Chart.yaml")).unwrap();
+    let chart_version = chart_yaml.lines().find_map(|l| l.strip_prefix("version: ")).expect("chart version").trim();
+
+    // The release's artifacts, published as `make release-publish` does, with a key pair (the
+    // workflow signs keyless) to a registry the machine trusts only through the test CA.
+    let registry = support::registry::Registry::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp").arg("-r").arg(&artifacts).arg(out.path()).status().unwrap();
+    assert!(copied.success());
+    let out = out.path().join("release-test");
+    let cosign = support::chart::control_plane_bin("cosign");
+    let keys = tempfile::tempdir().unwrap();
+    let no_password = std::ffi::OsStr::new("");
+    let generated = std::process::Command::new(&cosign)
+        .arg("generate-key-pair")
+        .env("COSIGN_PASSWORD", no_password)
+        .current_dir(keys.path())
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "cosign generate-key-pair: {}", String::from_utf8_lossy(&generated.stderr));
+    let publish = std::process::Command::new(repo_root().join("scripts/release"))
+        .arg("publish")
+        .arg(&out)
+        .arg(&registry.host)
+        .env("COSIGN_KEY", keys.path().join("cosign.key"))
+        .env("COSIGN_PASSWORD", no_password)
+        .env("REGISTRY_CA", &registry.ca_file)
+        .output()
+        .unwrap();
+    assert!(publish.status.success(), "scripts/release publish: {}", String::from_utf8_lossy(&publish.stderr));
+    let digest = std::fs::read_to_string(out.join("image.digest")).unwrap().trim().to_string();
+    let image = format!("{}/{NAME}", registry.host);
+    report(&format!("published {image}:{version}@{digest} and oci://{}/charts/{NAME}:{chart_version}", registry.host));
+
+    // The registry serves an image index with each platform built.
+    let raw = run_tool(
+        std::path::Path::new("skopeo"),
+        &[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            registry.cert_dir.to_str().unwrap(),
+            &format!("docker://{image}:{version}"),
+        ],
+        &[],
+    );
+    assert!(raw.0, "skopeo inspect: {}", raw.2);
+    let index: serde_json::Value = serde_json::from_str(&raw.1).unwrap();
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64"], "the platforms make test builds (PLATFORMS=amd64)");
+    report(&format!("skopeo inspect: an image index over {platforms:?}"));
+
+    // The signature and the SBOM attestation verify with the public key...
+    let pub_key = keys.path().join("cosign.pub");
+    let tls = [("SSL_CERT_FILE", registry.ca_file.as_os_str())];
+    let by_digest = format!("{image}@{digest}");
+    let verify = |reference: &str| {
+        run_tool(&cosign, &["verify", "--key", pub_key.to_str().unwrap(), "--insecure-ignore-tlog", reference], &tls)
+    };
+    let (ok, said, err) = verify(&by_digest);
+    assert!(ok && said.contains(&digest), "cosign verify of the release: {err}");
+    let (ok, said, err) = run_tool(
+        &cosign,
+        &[
+            "verify-attestation",
+            "--key",
+            pub_key.to_str().unwrap(),
+            "--insecure-ignore-tlog",
+            "--type",
+            "cyclonedx",
+            &by_digest,
+        ],
+        &tls,
+    );
+    assert!(ok, "cosign verify-attestation: {err}");
+    let envelope: serde_json::Value = serde_json::from_str(said.lines().next().unwrap()).unwrap();
+    let statement = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        envelope["payload"].as_str().expect("an in-toto payload"),
+    )
+    .unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    assert_eq!(statement["predicate"]["metadata"]["component"]["name"], NAME, "the SBOM describes the operator");
+    assert_eq!(statement["predicate"]["metadata"]["component"]["version"], version);
+    // ...and fail for an image pushed under the release's tag by someone without the key.
+    let pause = support::chart::control_plane_bin("pause.tar");
+    let (ok, _, err) = run_tool(
+        std::path::Path::new("skopeo"),
+        &[
+            "copy",
+            "--dest-cert-dir",
+            registry.cert_dir.to_str().unwrap(),
+            &format!("oci-archive:{}", pause.display()),
+            &format!("docker://{image}:{version}"),
+        ],
+        &[],
+    );
+    assert!(ok, "push the tampered image: {err}");
+    let (ok, _, err) = verify(&format!("{image}:{version}"));
+    assert!(!ok && err.contains("no signatures found"), "cosign verify of a tampered tag must fail: {err}");
+    report("cosign verify: the release verifies (signature and CycloneDX attestation); the tampered tag does not");
+
+    // The chart from the registry, on the node, with its default image: the release's, by digest
+    // (the tampered tag is not what runs).
+    registry.trust_from_containerd(&node.containerd_socket.parent().unwrap().join("certs.d"));
+    let _logs_on_failure = [RELEASE_NS].map(|n| node.logs_on_failure(n));
+    let fake = FakeProvider::start("127.0.0.1:0".parse().unwrap()).await.expect("fake provider");
+    fake.add_fdx_client("demo-mx-client", "demo-mx-secret");
+    let port = fake.addr().port();
+    kubectl(&["create", "namespace", RELEASE_NS]);
+    kubectl(&[
+        "create",
+        "configmap",
+        "fake-provider-ca",
+        "-n",
+        RELEASE_NS,
+        "--from-literal",
+        &format!("ca.pem={}", fake.ca_pem()),
+    ]);
+    let values = tempfile::tempdir().unwrap();
+    let values_file = values.path().join("values.json");
+    std::fs::write(&values_file, node_values(free_port(), &api_server_port(), port).to_string()).unwrap();
+    helm_in_cluster(&[
+        "install",
+        NAME,
+        &format!("oci://{}/charts/{NAME}", registry.host),
+        "--version",
+        chart_version,
+        "--ca-file",
+        registry.ca_file.to_str().unwrap(),
+        "--namespace",
+        RELEASE_NS,
+        "--values",
+        values_file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    // `--wait` counts a Deployment of one replica with `maxUnavailable: 1` as ready at once.
+    let pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NS);
+    let pod = eventually("the operator pod to be Ready", Duration::from_secs(180), || async {
+        let list = pods.list(&selector()).await.ok()?.items;
+        list.into_iter().find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await;
+    let spec_image = pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default();
+    assert_eq!(
+        spec_image,
+        format!("{image}:{version}@{digest}"),
+        "the chart's default image is the release's, by digest"
+    );
+    let image_id = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].image_id.clone();
+    report(&format!("helm install oci://…: pod Ready, running {spec_image} (containerd: {image_id})"));
+
+    // A ConsentToken of the examples, Ready from this installation.
+    let ns = support::namespace(&client, "release").await;
+    for example in ["mx-credentials", "mx-customer-tokens"] {
+        let text = std::fs::read_to_string(repo_root().join(format!("deploy/examples/{example}.yaml"))).unwrap();
+        let file = values.path().join(format!("{example}.yaml"));
+        std::fs::write(&file, pointed_at_the_fake_provider(&text, port)).unwrap();
+        kubectl(&["apply", "--namespace", &ns, "-f", file.to_str().unwrap()]);
+    }
+    let tokens: Api<ConsentToken> = Api::namespaced(client.clone(), &ns);
+    let ready = eventually("the examples' ConsentTokens to be Ready", Duration::from_secs(120), || async {
+        let list = tokens.list(&ListParams::default()).await.ok()?.items;
+        let is_ready = |t: &ConsentToken| {
+            t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        (!list.is_empty() && list.iter().all(is_ready)).then_some(list.len())
+    })
+    .await;
+    report(&format!("{ready} ConsentTokens Ready from the installation out of the registry"));
+
+    // The plugin from its krew manifest and archive, as `kubectl krew install` does it.
+    let krew_root = tempfile::tempdir().unwrap();
+    let krew = support::chart::control_plane_bin("kubectl-krew");
+    let path = format!("{}:{}", krew.parent().unwrap().display(), std::env::var("PATH").unwrap());
+    let archive = out.join(format!("kubectl-consent_v{version}_linux_amd64.tar.gz"));
+    let install = std::process::Command::new("kubectl")
+        .args(["krew", "install"])
+        .arg(format!("--manifest={}", out.join("consent.yaml").display()))
+        .arg(format!("--archive={}", archive.display()))
+        .env("KREW_ROOT", krew_root.path())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "kubectl krew install: {}", String::from_utf8_lossy(&install.stderr));
+    let path = format!("{}:{path}", krew_root.path().join("bin").display());
+    let said = std::process::Command::new("kubectl").args(["consent", "version"]).env("PATH", &path).output().unwrap();
+    let said = String::from_utf8_lossy(&said.stdout).into_owned();
+    assert!(said.starts_with(&format!("kubectl-consent {version} ")), "kubectl consent version: {said:?}");
+    report(&format!("kubectl krew install --manifest --archive; kubectl consent version: {}", said.trim()));
+
+    uninstall(&[(RELEASE_NS, NAME)]);
 }

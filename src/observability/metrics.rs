@@ -70,8 +70,11 @@ impl Default for Metrics {
         let registry = root.sub_registry_with_prefix("consent_token");
         registry.register(
             "build",
-            "The operator's version (value always 1)",
-            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            "The operator's version and the source revision it was built from (value always 1)",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("CONSENT_TOKEN_REVISION")),
+            ]),
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the one that writes (holds the Lease)", leader.clone());
@@ -182,7 +185,11 @@ mod tests {
     fn the_build_info_is_exported() {
         let text = Metrics::default().encode().unwrap();
         assert!(
-            text.contains(&format!("consent_token_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+            text.contains(&format!(
+                "consent_token_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                env!("CONSENT_TOKEN_REVISION")
+            )),
             "{text}"
         );
     }

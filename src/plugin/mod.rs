@@ -5,7 +5,8 @@
 //!   refresh (both from the target Secrets' annotations), reason and message;
 //! - `refresh NAME | -l SELECTOR | --all`: asks for a new token (the refresh annotation), at a
 //!   capped rate, and waits for the operator's answer;
-//! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token).
+//! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token);
+//! - `version`: the plugin's version and source revision (the release's, as the operator's).
 
 mod inspect;
 mod refresh;
@@ -60,6 +61,14 @@ pub enum Command {
         #[command(flatten)]
         scope: Scope,
     },
+    /// The plugin's version and the source revision it was built from.
+    Version,
+}
+
+/// `kubectl-consent 0.2.0 (revision 0123456789ab)`: one release gives the plugin, the image and
+/// the chart's appVersion this version.
+pub fn version_line() -> String {
+    format!("kubectl-consent {} (revision {})\n", env!("CARGO_PKG_VERSION"), env!("CONSENT_TOKEN_REVISION"))
 }
 
 /// Which namespaces and objects.
@@ -90,10 +99,14 @@ pub enum PluginError {
 
 /// Runs a command; what it prints goes to `out`.
 pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginError> {
+    let write = |e: std::io::Error| PluginError::Failed(format!("cannot write the output: {e}"));
+    // Needs no cluster: it answers before the kubeconfig is read.
+    if matches!(cli.command, Command::Version) {
+        return out.write_all(version_line().as_bytes()).map_err(write);
+    }
     let config = kube::Config::infer().await?;
     let default_namespace = config.default_namespace.clone();
     let client = Client::try_from(config)?;
-    let write = |e: std::io::Error| PluginError::Failed(format!("cannot write the output: {e}"));
     match cli.command {
         Command::Status { name, scope } => {
             let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
@@ -113,6 +126,7 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
             let text = inspect::inspect(&client, &namespace, &name).await?;
             out.write_all(text.as_bytes()).map_err(write)
         }
+        Command::Version => out.write_all(version_line().as_bytes()).map_err(write),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod node;
 pub mod operator;
 pub mod proxy;
+pub mod registry;
 pub mod secrecy;
 pub mod slow_admission;
 
