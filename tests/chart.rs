@@ -49,6 +49,37 @@ async fn chart_lints_renders_and_passes_server_side_dry_run_in_both_modes() {
         render(&release_ns, &["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]);
     assert!(monitoring.contains("kind: ServiceMonitor") && monitoring.contains("alert: ConsentTokenExpired"));
     assert!(monitoring.contains("honorLabels: true"), "the ConsentToken's namespace label is kept");
+    // Every series names its installation, which the alerts select by.
+    let installation = format!("replacement: \"{release_ns}/{FULLNAME}\"");
+    assert!(monitoring.contains("targetLabel: installation") && monitoring.contains(&installation), "{monitoring}");
+    let elsewhere = render(
+        &release_ns,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.namespace=monitoring",
+            "metrics.serviceMonitor.scrapeTimeout=10s",
+            "metrics.serviceMonitor.relabelings[0].targetLabel=cluster",
+            "metrics.serviceMonitor.relabelings[0].replacement=eu-1",
+            "metrics.serviceMonitor.metricRelabelings[0].action=drop",
+            "metrics.serviceMonitor.metricRelabelings[0].regex=process_.*",
+        ],
+    );
+    let monitor = document(&elsewhere, "ServiceMonitor", FULLNAME);
+    for needle in [
+        "namespace: monitoring",
+        &format!("matchNames: [{release_ns}]"),
+        "scrapeTimeout: 10s",
+        "targetLabel: installation",
+        "targetLabel: cluster",
+        "metricRelabelings:",
+        "regex: process_.*",
+    ] {
+        assert!(monitor.contains(needle), "{needle:?} in:\n{monitor}");
+    }
+    let pods = render(&release_ns, &["metrics.podMonitor.enabled=true"]);
+    let pod_monitor = document(&pods, "PodMonitor", FULLNAME);
+    assert!(pod_monitor.contains("podMetricsEndpoints:") && pod_monitor.contains(&installation), "{pod_monitor}");
+    assert!(!pods.contains("kind: ServiceMonitor"));
 
     // Values that make no sense are refused by values.schema.json, saying which.
     let wrong = helm_output(&["template", RELEASE, CHART, "--set", "concurrency=0"]);
@@ -113,6 +144,31 @@ async fn every_option_renders_as_it_says_and_passes_server_side_dry_run() {
         (&["replicaCount=1", "leaderElection=false"], &["value: \"false\""]),
         (&["metrics.dashboard.enabled=true"], &["grafana_dashboard: \"1\"", "consent_token_ready"]),
         (&["crds.keep=false"], &["kind: CustomResourceDefinition"]),
+        (&["deploymentAnnotations.example\\.com/owner=platform"], &["example.com/owner: platform"]),
+        (
+            &[
+                "livenessProbe.periodSeconds=20",
+                "livenessProbe.timeoutSeconds=3",
+                "readinessProbe.initialDelaySeconds=2",
+            ],
+            &["periodSeconds: 20", "timeoutSeconds: 3", "initialDelaySeconds: 2", "path: /healthz", "path: /readyz"],
+        ),
+        (
+            &[
+                "networkPolicy.enabled=true",
+                "networkPolicy.ingress.from[0].namespaceSelector.matchLabels.team=monitoring",
+            ],
+            &["from:", "team: monitoring"],
+        ),
+        (
+            &[
+                "extraObjects[0].apiVersion=v1",
+                "extraObjects[0].kind=ConfigMap",
+                "extraObjects[0].metadata.name=extra-settings",
+            ],
+            &["kind: ConfigMap\nmetadata:\n  name: extra-settings"],
+        ),
+        (&["nodeSelector.disktype=ssd"], &["disktype: ssd"]),
     ];
     for (sets, needles) in cases {
         let rendered = render(&release_ns, sets);
@@ -142,6 +198,8 @@ async fn every_option_renders_as_it_says_and_passes_server_side_dry_run() {
     let no_account = render(&release_ns, &["serviceAccount.create=false", "serviceAccount.name=existing"]);
     assert!(!no_account.contains("\nkind: ServiceAccount\n") && no_account.contains("serviceAccountName: existing"));
     assert!(!render(&release_ns, &["rbac.aggregateToDefaultRoles=false"]).contains("aggregate-to-view"));
+    // Linux nodes by default (the image's OS), whatever the cluster also runs.
+    assert!(render(&release_ns, &[]).contains("nodeSelector:\n        kubernetes.io/os: linux"));
     // A release pins its image by digest; the tag stays the appVersion, as people read it.
     let digest = format!("sha256:{}", "ab".repeat(32));
     let pinned = render(&release_ns, &[&format!("image.digest={digest}")]);
@@ -161,6 +219,8 @@ async fn contradictory_values_are_refused_saying_what_to_change() {
     assert!(no_name.contains("serviceAccount.name"), "{no_name}");
     let bad_port = render_refused(&["networkPolicy.egress.providerPorts={0}"]);
     assert!(bad_port.contains("providerPorts"), "{bad_port}");
+    let twice = render_refused(&["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"]);
+    assert!(twice.contains("would scrape every replica twice"), "{twice}");
     let not_a_digest = render_refused(&["image.digest=latest"]);
     assert!(not_a_digest.contains("/image/digest"), "{not_a_digest}");
 }

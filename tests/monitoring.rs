@@ -7,18 +7,22 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
+use consent_token_operator::api::crd::ConsentProvider;
 use fake_provider::{Endpoint, Fault};
+use kube::Api;
+use kube::api::PostParams;
 use support::chart::{FULLNAME, document, render};
 use support::operator::TestEnv;
 
 const ALERT_TESTS: &str = "tests/alerts/consent-token-operator.test.yaml";
 const DASHBOARD: &str = "charts/consent-token-operator/dashboards/consent-token-operator.json";
 
-/// The rule groups of the chart's PrometheusRule, rendered with its default values, as a
-/// Prometheus rules file.
-fn rendered_rules() -> String {
-    let rendered = render("cto", &["metrics.prometheusRule.enabled=true"]);
+/// The rule groups of the chart's PrometheusRule, rendered with its default values for release
+/// `cto` in `namespace`, as a Prometheus rules file.
+fn rendered_rules(namespace: &str) -> String {
+    let rendered = render(namespace, &["metrics.prometheusRule.enabled=true"]);
     let rule: serde_yaml::Value = serde_yaml::from_str(&document(&rendered, "PrometheusRule", FULLNAME)).unwrap();
     serde_yaml::to_string(&rule["spec"]).unwrap()
 }
@@ -55,8 +59,10 @@ fn metric_names(promql: &str) -> BTreeSet<String> {
 #[test]
 fn the_alerts_pass_their_promtool_unit_tests() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = rendered_rules();
+    let rules = rendered_rules("cto");
     std::fs::write(dir.path().join("rules.yaml"), &rules).unwrap();
+    // A second installation of the same release in another namespace, with its own alerts.
+    std::fs::write(dir.path().join("rules-other.yaml"), rendered_rules("other")).unwrap();
     let tests = std::fs::read_to_string(support::repo_root().join(ALERT_TESTS)).unwrap();
     std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
     promtool(&["check", "rules", "rules.yaml"], dir.path());
@@ -65,7 +71,7 @@ fn the_alerts_pass_their_promtool_unit_tests() {
 
     // Every alert is tested, firing at least once.
     let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 9, "{alerts:?}");
     for alert in alerts {
         let firing = tests
             .split("alertname: ")
@@ -87,7 +93,25 @@ async fn the_dashboard_and_the_alerts_ask_only_for_metrics_the_operator_exports(
     env.wait_for_ready("mx", "True", "RateLimited").await;
     // A refresh asked for during the wait is held back: a rate-limit wait.
     env.refresh_and_wait_handled("mx").await;
-    let exported = env.operator.metrics().await;
+    // A ConsentProvider whose credentials Secret does not exist: not Ready, and so a series.
+    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
+        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "no-such-secret"}}}
+    }))
+    .unwrap();
+    Api::<ConsentProvider>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &provider)
+        .await
+        .unwrap();
+    let not_ready = format!(
+        "consent_token_provider_ready{{kind=\"ConsentProvider\",namespace=\"{}\",name=\"bank\",provider=\"FDX\",reason=\"CredentialsNotFound\"}} 0",
+        env.namespace
+    );
+    let exported = support::eventually("the provider's readiness series", Duration::from_secs(30), || async {
+        let exported = env.operator.metrics().await;
+        exported.contains(&not_ready).then_some(exported)
+    })
+    .await;
     let has = |name: &str| {
         exported.lines().any(|l| {
             l.strip_prefix(name)
@@ -113,7 +137,7 @@ async fn the_dashboard_and_the_alerts_ask_only_for_metrics_the_operator_exports(
             queries.push(variable["query"].as_str().unwrap().to_owned());
         }
     }
-    let rules = rendered_rules();
+    let rules = rendered_rules("cto");
     let asked: BTreeSet<String> =
         queries.iter().map(String::as_str).chain([rules.as_str()]).flat_map(metric_names).collect();
     assert!(asked.len() >= 10, "{asked:?}");

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::observability::clock_skew::ClockSkew;
 use crate::observability::object_metrics::ObjectMetrics;
 use crate::observability::process_metrics::ProcessMetrics;
+use crate::observability::provider_metrics::ProviderReadiness;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// The per-ConsentToken series (ready, expiry, next and last refresh, failures).
     pub objects: Arc<ObjectMetrics>,
+    /// One series per ConsentProvider and ClusterConsentProvider: Ready, with its reason.
+    pub providers: Arc<ProviderReadiness>,
     /// 1 while this replica leads (or runs without leader election).
     pub leader: Gauge,
     pub undecodable: Family<KindLabels, Gauge>,
@@ -116,6 +119,12 @@ impl Default for Metrics {
         );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        let providers = Arc::new(ProviderReadiness::default());
+        registry.register(
+            "provider_ready",
+            "1 while a ConsentProvider or ClusterConsentProvider is Ready; reason is its Ready condition's (set by the leading replica)",
+            providers.family.clone(),
+        );
         let reconciles_queued = Gauge::default();
         registry.register(
             "reconciles_queued",
@@ -125,6 +134,7 @@ impl Default for Metrics {
         Self {
             registry: root,
             objects,
+            providers,
             leader,
             undecodable,
             refreshes,

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, watch};
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentProviderStatus, Endpoint};
 use crate::cache::credentials_index::CredentialsIndex;
 use crate::error::Error;
+use crate::observability::provider_metrics::{ProviderReadiness, ProviderReadyLabels};
 use crate::provider::credentials::{CredentialsCache, CredentialsChange, Destination};
 use crate::provider::lookup::{Catalog, ProviderKey, ProviderObject};
 use crate::provider::{Providers, UpstreamPolicy, ValidEndpoint};
@@ -42,6 +43,8 @@ pub struct Writer {
     pub changes: broadcast::Receiver<CredentialsChange>,
     /// Statuses are written only while this replica leads.
     pub role: watch::Receiver<Role>,
+    /// `consent_token_provider_ready`, set from each pass's statuses while this replica leads.
+    pub readiness: Arc<ProviderReadiness>,
 }
 
 /// A provider object, whichever its kind.
@@ -71,6 +74,7 @@ impl Writer {
             tokio::select! {
                 _ = every.tick() => {
                     if *self.role.borrow() != Role::Leader {
+                        self.readiness.clear();
                         continue;
                     }
                     // Leading may end during a pass: the pass is dropped then (another replica
@@ -126,6 +130,7 @@ impl Writer {
             let count = self.views.iter().map(|(_, index)| index.count_users_of_provider(&subject.key)).sum::<usize>();
             let count = i32::try_from(count).unwrap_or(i32::MAX);
             let desired = desired_status(subject.status, &subject, &check.result, count, Timestamp::now());
+            self.readiness.set(readiness_labels(&subject.key, &check.result, subject.endpoint), check.result.is_ok());
             if subject.status.is_some_and(|s| same(s, &desired)) {
                 continue;
             }
@@ -134,6 +139,7 @@ impl Writer {
             }
         }
         checks.retain(|key, _| seen.contains(key));
+        self.readiness.retain(|kind, namespace, name| seen.contains(&provider_key(kind, namespace, name)));
     }
 
     async fn check(&self, subject: &Subject<'_>) -> Check {
@@ -181,6 +187,30 @@ impl Writer {
                 api.patch_status(name, &params, &Patch::Apply(patch)).await.map(drop)
             }
         }
+    }
+}
+
+fn readiness_labels(
+    key: &ProviderKey,
+    result: &Result<&'static str, Error>,
+    endpoint: Option<Endpoint<'_>>,
+) -> ProviderReadyLabels {
+    let (kind, namespace, name) = match key {
+        ProviderKey::Namespaced { namespace, name } => ("ConsentProvider", namespace.clone(), name.clone()),
+        ProviderKey::Cluster { name } => ("ClusterConsentProvider", String::new(), name.clone()),
+    };
+    let reason = match result {
+        Ok(reason) => reason,
+        Err(err) => err.reason(),
+    };
+    ProviderReadyLabels { kind, namespace, name, provider: endpoint.map_or("", |e| e.kind().as_str()), reason }
+}
+
+/// The key of the provider a `consent_token_provider_ready` series is for.
+fn provider_key(kind: &str, namespace: &str, name: &str) -> ProviderKey {
+    match kind {
+        "ConsentProvider" => ProviderKey::Namespaced { namespace: namespace.into(), name: name.into() },
+        _ => ProviderKey::Cluster { name: name.into() },
     }
 }
 

@@ -49,6 +49,32 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- fail (printf "podDisruptionBudget.minAvailable=%v with replicaCount=%d would block every node drain: set it below replicaCount (or disable the budget)" $min (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled -}}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled would scrape every replica twice (and every alert would see two of each series): enable one of them" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A ServiceMonitor's or PodMonitor's endpoint, after its port: scrape settings, and the
+`installation` label every series gets, which the chart's alerts select by. */}}
+{{- define "cto.scrapeEndpoint" -}}
+{{- $monitor := .monitor -}}
+path: /metrics
+interval: {{ $monitor.interval }}
+{{- with $monitor.scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
+# The ConsentToken's own namespace and name labels, not exported_namespace.
+honorLabels: {{ $monitor.honorLabels }}
+relabelings:
+  - targetLabel: installation
+    replacement: {{ printf "%s/%s" .root.Release.Namespace (include "cto.fullname" .root) | quote }}
+  {{- with $monitor.relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $monitor.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/* What the operator does with ConsentTokens and Secrets, wherever it watches. Every verb is

@@ -150,6 +150,7 @@ pub async fn run(
         views,
         changes: seen.changes.0.subscribe(),
         role,
+        readiness: shared.metrics.providers.clone(),
     };
     runs.push(Box::pin(until(shutdown.clone(), status_writer.run(all_listed.clone()))));
     tokio::spawn(async move {
