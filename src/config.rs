@@ -182,7 +182,9 @@ pub struct LogArgs {
     #[arg(long, env = "CONSENT_LOG_LEVEL", value_parser = parse_log_filter)]
     pub log_level: Option<String>,
 
-    /// Log format.
+    /// Log format: `text`, or `json` (one object a line; a reconcile's lines carry the
+    /// ConsentToken's `namespace` and `name` as top-level members, the event's fields are under
+    /// `fields`).
     #[arg(long, env = "CONSENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consent_token_operator::config::{Config, LogFormat};
+use consent_token_operator::config::Config;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -21,10 +21,7 @@ async fn main() -> ExitCode {
     };
     // Colour only on a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    match config.logging.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init(),
-    }
+    consent_token_operator::observability::logging::init(config.logging.log_format, filter, ansi);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "consent-token-operator starting");
     match consent_token_operator::runtime::operator::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,3 +184,29 @@ fn a_log_level_that_is_not_one_is_refused_at_start() {
         assert!(stderr.contains("is not a log level"), "{stderr}");
     }
 }
+
+/// JSON logs, as the chart sets them: every line is one JSON object, and every line a reconcile
+/// logs names its object as top-level `namespace` and `name` (for a log pipeline's index); lines
+/// outside a reconcile name none.
+#[tokio::test]
+async fn every_line_of_a_reconcile_names_its_object_also_in_json() {
+    let env = TestEnv::start_with("json-logs", &["--log-format", "json"]).await;
+    env.fdx_token("alice", "json-logs-customer").await;
+    env.wait_for_ready("alice", "True", "TokenValid").await;
+    let logs = env.operator.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
+        .collect();
+    let message = |line: &serde_json::Value| line["fields"]["message"].as_str().unwrap_or_default().to_owned();
+    let fetching: Vec<&serde_json::Value> = lines.iter().filter(|l| message(l) == "fetching a token").collect();
+    assert!(!fetching.is_empty(), "the reconcile logged its fetch at debug:\n{logs}");
+    for line in fetching {
+        assert_eq!(line["namespace"], env.namespace.as_str(), "{line}");
+        assert_eq!(line["name"], "alice", "{line}");
+        assert_eq!(line["level"], "DEBUG", "{line}");
+    }
+    let starting = lines.iter().find(|l| message(l) == "consent-token-operator starting").expect("the start line");
+    assert!(starting.get("name").is_none(), "outside a reconcile no object is named: {starting}");
+}

@@ -7,6 +7,7 @@
 
 pub mod clock_skew;
 pub mod events;
+pub mod logging;
 pub mod metrics;
 pub mod object_metrics;
 pub mod process_metrics;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
+use tracing::Instrument;
 
 use crate::api::annotations::REFRESH_REQUESTED_AT;
 use crate::api::crd::{ConsentToken, ConsentTokenStatus};
@@ -51,10 +52,21 @@ use spec::ValidSpec;
 
 /// Reconciles `ct`; returns how long until it is looked at again (unless a change comes first).
 pub async fn reconcile(ct: &ConsentToken, ctx: &Context) -> Duration {
-    let started = Instant::now();
-    let result = reconcile_one(ct, ctx).await;
-    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    result.unwrap_or_else(|err| retry_after(&err))
+    // Every line this reconcile logs names its object (in JSON as top-level fields). At level
+    // ERROR, so that the span is on at every log level (`--log-level warn` included).
+    let span = tracing::error_span!(
+        crate::observability::logging::RECONCILE_SPAN,
+        namespace = ct.metadata.namespace.as_deref().unwrap_or_default(),
+        name = ct.metadata.name.as_deref().unwrap_or_default(),
+    );
+    async {
+        let started = Instant::now();
+        let result = reconcile_one(ct, ctx).await;
+        ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+        result.unwrap_or_else(|err| retry_after(&err))
+    }
+    .instrument(span)
+    .await
 }
 
 /// When to retry after an error the reconcile could not report in status (the API server
