@@ -684,6 +684,11 @@ async fn the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by
     );
     let _turn = NODE_TURN.lock().await;
     let node = node::node();
+    // `make image`'s image before the release's pull: the two are one image (same binary, same
+    // config digest), and once containerd's CRI has an image from a pull, a later `ctr images
+    // import` of it under another name is not seen by the kubelet (the other test's pods then
+    // fail with ImagePullBackOff on localhost/...:dev).
+    node.import_image(&repo_root().join(IMAGE), "localhost/consent-token-operator");
     node.wait_ready().await;
     let client = admin_client().await;
     let version = env!("CARGO_PKG_VERSION");
