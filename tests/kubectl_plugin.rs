@@ -15,16 +15,26 @@ use support::operator::TestEnv;
 /// `kubectl consent ARGS`, with the plugin of this build first on the PATH; (exit code, stdout,
 /// stderr). Awaited, not blocking: the fake provider answers on this test's runtime meanwhile.
 async fn kubectl_consent(args: &[&str]) -> (i32, String, String) {
+    run_plugin(args, true).await
+}
+
+/// [`kubectl_consent`] with no KUBECONFIG and an empty HOME: only the flags name the cluster.
+async fn kubectl_consent_without_env(args: &[&str]) -> (i32, String, String) {
+    run_plugin(args, false).await
+}
+
+async fn run_plugin(args: &[&str], kubeconfig_in_env: bool) -> (i32, String, String) {
     let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-consent")).parent().unwrap();
     let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let output = tokio::process::Command::new("kubectl")
-        .arg("consent")
-        .args(args)
-        .env("PATH", path)
-        .env("KUBECONFIG", support::kubeconfig())
-        .output()
-        .await
-        .unwrap();
+    let empty_home = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new("kubectl");
+    command.arg("consent").args(args).env("PATH", path);
+    if kubeconfig_in_env {
+        command.env("KUBECONFIG", support::kubeconfig());
+    } else {
+        command.env_remove("KUBECONFIG").env("HOME", empty_home.path());
+    }
+    let output = command.output().await.unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
 }
@@ -72,6 +82,44 @@ async fn status_refresh_and_inspect_through_kubectl() {
         all.starts_with("NAMESPACE") && all.contains(&ns) && all.contains("alice") && !all.contains("carol"),
         "{all}"
     );
+
+    // -o json and -o yaml: the objects as a List, as `kubectl get` prints them; -o wide: the
+    // target Secret and the failure count too.
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let (code, json, err) = kubectl_consent(&["status", "-n", &ns, "-o", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (list["kind"].as_str(), names(&list)),
+        (Some("List"), vec!["alice".into(), "bob".into(), "carol".into()])
+    );
+    assert_eq!(list["items"][0]["kind"], "ConsentToken");
+    assert_eq!(list["items"][0]["status"]["conditions"][0]["reason"], "TokenValid");
+    let (code, yaml, err) = kubectl_consent(&["status", "alice", "-n", &ns, "-o", "yaml"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(names(&list), ["alice"]);
+    let (code, wide, err) = kubectl_consent(&["status", "-n", &ns, "-o", "wide"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(wide.lines().next().unwrap().contains("SECRET   FAILURES"), "{wide}");
+    let alice = wide.lines().find(|l| l.starts_with("alice")).unwrap();
+    let cells: Vec<&str> = alice.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!((cells[7], cells[8]), ("alice", "0"), "{wide}");
+
+    // --kubeconfig and --context, as kubectl's own flags, with no KUBECONFIG in the environment.
+    let kubeconfig = kube::config::Kubeconfig::read_from(support::kubeconfig()).unwrap();
+    let context = kubeconfig.current_context.clone().unwrap();
+    let path = support::kubeconfig().to_str().unwrap();
+    let (code, table, err) =
+        kubectl_consent_without_env(&["status", "-n", &ns, "--kubeconfig", path, "--context", &context]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("alice") && table.contains("carol"), "{table}");
+    let (code, _, err) =
+        kubectl_consent_without_env(&["status", "-n", &ns, "--kubeconfig", path, "--context", "nope"]).await;
+    assert_eq!(code, 1, "an unknown context is an error");
+    assert!(err.contains("nope"), "the error names the context: {err}");
 
     // refresh NAME: a new token, and the operator's answer waited for.
     let before = env.token_in_secret("alice", "token").await.unwrap();

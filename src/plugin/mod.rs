@@ -1,8 +1,10 @@
 //! `kubectl consent`: the operator's kubectl plugin (binary `kubectl-consent`). It talks only
-//! to the API server, as the user running it, with that user's permissions.
+//! to the API server, as the user running it, with that user's permissions, through the
+//! kubeconfig kubectl would use (`--kubeconfig`, `--context` as kubectl's flags).
 //!
-//! - `status [NAME] [-l SELECTOR] [-A]`: a table of ConsentTokens with time to expiry, next
-//!   refresh (both from the target Secrets' annotations), reason and message;
+//! - `status [NAME] [-l SELECTOR] [-A] [-o json|yaml|wide]`: a table of ConsentTokens with time
+//!   to expiry, next refresh (both from the target Secrets' annotations), reason and message, or
+//!   the objects as a List;
 //! - `refresh NAME | -l SELECTOR | --all`: asks for a new token (the refresh annotation), at a
 //!   capped rate, and waits for the operator's answer;
 //! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token);
@@ -24,8 +26,25 @@ use crate::api::crd::ConsentToken;
 #[derive(Debug, Parser)]
 #[command(name = "kubectl consent", bin_name = "kubectl consent", version)]
 pub struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `-o`: how `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// The ConsentTokens as a JSON `List`, as `kubectl get -o json`.
+    Json,
+    /// The same in YAML.
+    Yaml,
+    /// The table with the target Secret and the count of failed refreshes.
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +55,9 @@ pub enum Command {
         name: Option<String>,
         #[command(flatten)]
         scope: Scope,
+        /// Output format: json, yaml or wide (default: the table).
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
     },
     /// Ask the operator for a new token now, and wait until it has answered.
     Refresh {
@@ -91,6 +113,8 @@ pub enum PluginError {
     Kube(#[from] kube::Error),
     #[error("cannot read the kubeconfig: {0}")]
     Config(#[from] kube::config::InferConfigError),
+    #[error("cannot use the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -104,15 +128,24 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
     if matches!(cli.command, Command::Version) {
         return out.write_all(version_line().as_bytes()).map_err(write);
     }
-    let config = kube::Config::infer().await?;
+    let config = client_config(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     let default_namespace = config.default_namespace.clone();
     let client = Client::try_from(config)?;
     match cli.command {
-        Command::Status { name, scope } => {
+        Command::Status { name, scope, output } => {
             let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
-            let live = status::live(&client, &tokens).await?;
-            let table = status::table(&tokens, live.as_ref(), jiff::Timestamp::now(), scope.all_namespaces);
-            out.write_all(table.as_bytes()).map_err(write)
+            let text = match output {
+                Some(Output::Json) => format!("{:#}\n", status::list(&tokens)),
+                Some(Output::Yaml) => serde_yaml::to_string(&status::list(&tokens))
+                    .map_err(|e| PluginError::Failed(format!("cannot write YAML: {e}")))?,
+                Some(Output::Wide) | None => {
+                    let live = status::live(&client, &tokens).await?;
+                    let columns =
+                        status::Columns { namespace: scope.all_namespaces, wide: output == Some(Output::Wide) };
+                    status::table(&tokens, live.as_ref(), jiff::Timestamp::now(), columns)
+                }
+            };
+            out.write_all(text.as_bytes()).map_err(write)
         }
         Command::Refresh { name, scope, all, rate, timeout } => {
             if name.is_none() && scope.selector.is_none() && !all {
@@ -128,6 +161,20 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
         }
         Command::Version => out.write_all(version_line().as_bytes()).map_err(write),
     }
+}
+
+/// The client's configuration, as kubectl would find it: `--kubeconfig` (else $KUBECONFIG, else
+/// ~/.kube/config, else in-cluster) and `--context` (else the current context).
+async fn client_config(path: Option<&std::path::Path>, context: Option<&str>) -> Result<kube::Config, PluginError> {
+    let options = kube::config::KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+    Ok(match path {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    })
 }
 
 /// The ConsentTokens a command acts on.

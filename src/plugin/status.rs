@@ -69,15 +69,15 @@ pub fn table(
     tokens: &[ConsentToken],
     live: Option<&HashMap<(String, String), Live>>,
     now: Timestamp,
-    with_namespace: bool,
+    columns: Columns,
 ) -> String {
     if tokens.is_empty() {
         return "No ConsentTokens found.\n".into();
     }
-    let mut rows = vec![header(with_namespace)];
+    let mut rows = vec![header(columns)];
     rows.extend(tokens.iter().map(|ct| {
         let key = (ct.namespace().unwrap_or_default(), ct.target_secret_name());
-        row(ct, live.and_then(|live| live.get(&key)).unwrap_or(&Live::default()), now, with_namespace)
+        row(ct, live.and_then(|live| live.get(&key)).unwrap_or(&Live::default()), now, columns)
     }));
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|column| rows.iter().map(|r| r[column].chars().count()).max().unwrap_or(0)).collect();
@@ -101,9 +101,22 @@ pub fn table(
     out
 }
 
-fn header(with_namespace: bool) -> Vec<String> {
-    let mut header = vec!["NAME", "PROVIDER", "READY", "REASON", "LIFETIME", "EXPIRES", "NEXT REFRESH", "MESSAGE"];
-    if with_namespace {
+/// Which columns the table has besides the usual ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Columns {
+    /// NAMESPACE first (`-A`).
+    pub namespace: bool,
+    /// SECRET and FAILURES before MESSAGE (`-o wide`).
+    pub wide: bool,
+}
+
+fn header(columns: Columns) -> Vec<String> {
+    let mut header = vec!["NAME", "PROVIDER", "READY", "REASON", "LIFETIME", "EXPIRES", "NEXT REFRESH"];
+    if columns.wide {
+        header.extend(["SECRET", "FAILURES"]);
+    }
+    header.push("MESSAGE");
+    if columns.namespace {
         header.insert(0, "NAMESPACE");
     }
     header.into_iter().map(String::from).collect()
@@ -111,7 +124,7 @@ fn header(with_namespace: bool) -> Vec<String> {
 
 /// `live` is the target Secret's annotations (empty where not readable). The status' times,
 /// where it has them (a failing refresh: the retry time), come first.
-fn row(ct: &ConsentToken, live: &Live, now: Timestamp, with_namespace: bool) -> Vec<String> {
+fn row(ct: &ConsentToken, live: &Live, now: Timestamp, columns: Columns) -> Vec<String> {
     let status = ct.status.as_ref();
     let condition = status.and_then(status::ready_condition);
     let when = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), |at| relative(at.as_second(), now));
@@ -131,12 +144,30 @@ fn row(ct: &ConsentToken, live: &Live, now: Timestamp, with_namespace: bool) -> 
         status.and_then(|s| s.token_lifetime.clone()).unwrap_or_else(|| "-".into()),
         expires,
         when(next),
-        condition.map_or(String::new(), |c| c.message.clone()),
     ];
-    if with_namespace {
+    if columns.wide {
+        row.push(ct.target_secret_name());
+        row.push(status.map_or(0, |s| s.consecutive_failures).to_string());
+    }
+    row.push(condition.map_or(String::new(), |c| c.message.clone()));
+    if columns.namespace {
         row.insert(0, ct.namespace().unwrap_or_default());
     }
     row
+}
+
+/// `-o json` / `-o yaml`: the ConsentTokens as a `List`, as `kubectl get -o json` prints them
+/// (without managed fields).
+pub fn list(tokens: &[ConsentToken]) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = tokens
+        .iter()
+        .map(|ct| {
+            let mut ct = ct.clone();
+            ct.metadata.managed_fields = None;
+            serde_json::to_value(&ct).unwrap_or_default()
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
 #[cfg(test)]
@@ -190,7 +221,7 @@ mod tests {
             (secret("bob"), live(Some(999_000), 999_500)),
             (secret("carol"), live(None, 1_003_600)),
         ]);
-        let table = table(&tokens, Some(&secrets), now, false);
+        let table = table(&tokens, Some(&secrets), now, Columns::default());
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME ") && lines[0].ends_with("MESSAGE"), "{table}");
         assert!(
@@ -203,15 +234,18 @@ mod tests {
         // Columns line up.
         let at = lines[0].find("PROVIDER").unwrap();
         assert!(lines.iter().skip(1).all(|l| &l[at..at + 3] == "FDX"), "{table}");
-        assert!(super::table(&tokens, Some(&secrets), now, true).starts_with("NAMESPACE"));
-        assert_eq!(super::table(&[], None, now, false), "No ConsentTokens found.\n");
+        let all = Columns { namespace: true, ..Columns::default() };
+        assert!(super::table(&tokens, Some(&secrets), now, all).starts_with("NAMESPACE"));
+        let wide = super::table(&tokens, Some(&secrets), now, Columns { wide: true, ..Columns::default() });
+        assert!(wide.lines().next().unwrap().contains("NEXT REFRESH   SECRET   FAILURES   MESSAGE"), "{wide}");
+        assert_eq!(super::table(&[], None, now, Columns::default()), "No ConsentTokens found.\n");
     }
 
     #[test]
     fn without_the_secrets_the_times_come_from_the_status_and_the_table_says_so() {
         let now = Timestamp::from_second(1_000_000).unwrap();
         let tokens = [with_status("alice", "TokenValid", "True", None, None)];
-        let table = table(&tokens, None, now, false);
+        let table = table(&tokens, None, now, Columns::default());
         assert!(table.lines().nth(1).unwrap().contains("-   "), "{table}");
         assert!(table.contains("you may not read Secrets"), "{table}");
     }
