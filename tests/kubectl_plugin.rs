@@ -5,11 +5,13 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
+use consent_token_operator::api::crd::ConsentProvider;
 use fake_provider::Endpoint;
 use jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use support::operator::TestEnv;
 
 /// `kubectl consent ARGS`, with the plugin of this build first on the PATH; (exit code, stdout,
@@ -41,7 +43,7 @@ async fn run_plugin(args: &[&str], kubeconfig_in_env: bool) -> (i32, String, Str
 
 #[tokio::test]
 async fn status_refresh_and_inspect_through_kubectl() {
-    let env = TestEnv::start("plugin").await;
+    let mut env = TestEnv::start("plugin").await;
     let ns = env.namespace.clone();
     for (name, customer) in
         [("alice", "plugin-customer-alice"), ("bob", "plugin-customer-bob"), ("carol", "plugin-customer-carol")]
@@ -163,4 +165,48 @@ async fn status_refresh_and_inspect_through_kubectl() {
     let (code, _, err) = kubectl_consent(&["inspect", "nobody", "-n", &ns]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not found"), "{err}");
+
+    // status --providers: a ConsentProvider whose credentials Secret does not exist is not Ready,
+    // and says why.
+    let provider: ConsentProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "consent.dev/v1alpha1", "kind": "ConsentProvider", "metadata": {"name": "bank"},
+        "spec": {"fdx": {"baseUrl": env.fake.base_url(), "credentialsSecretRef": {"name": "no-such-secret"}}}
+    }))
+    .unwrap();
+    Api::<ConsentProvider>::namespaced(env.client.clone(), &ns)
+        .create(&PostParams::default(), &provider)
+        .await
+        .unwrap();
+    let line = support::eventually("the provider's status in the table", Duration::from_secs(30), || async {
+        let (code, table, _) = kubectl_consent(&["status", "--providers", "-n", &ns]).await;
+        let line = table.lines().find(|l| l.starts_with("ConsentProvider"))?.to_owned();
+        (code == 0 && line.contains("CredentialsNotFound")).then_some(line)
+    })
+    .await;
+    let cells: Vec<&str> = line.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(&cells[..6], ["ConsentProvider", ns.as_str(), "bank", "FDX", "False", "CredentialsNotFound"], "{line}");
+
+    // check: the APIs, the leader (this operator's Lease), the caller's right to create.
+    let installation = ["--operator-namespace", ns.as_str(), "--lease-name", "operator"];
+    let (code, said, err) = kubectl_consent(&[&["check", "-n", &ns][..], &installation].concat()).await;
+    assert_eq!(code, 0, "{said}{err}");
+    assert_eq!(said.lines().filter(|l| l.starts_with("ok: ")).count(), 3, "{said}");
+    assert!(said.contains(&format!("(Lease {ns}/operator)")), "{said}");
+    // A ServiceAccount with no rights: it may not read the Lease (said, not failed), nor create.
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = support::kubeconfig_as(&ns, "nobody", dir.path()).await;
+    let nobody = nobody.to_str().unwrap();
+    let (code, said, err) =
+        kubectl_consent_without_env(&[&["check", "-n", &ns, "--kubeconfig", nobody][..], &installation].concat()).await;
+    assert_eq!(code, 1, "{said}{err}");
+    assert!(said.contains("?: cannot tell whether a replica leads"), "{said}");
+    assert!(err.contains(&format!("you may not create ConsentTokens in namespace {ns}")), "{err}");
+    // No replica leads once the operator is stopped: check says so and exits 1.
+    assert!(env.operator.terminate().await, "the operator stopped");
+    let err = support::eventually("check to find no leader", Duration::from_secs(30), || async {
+        let (code, _, err) = kubectl_consent(&[&["check", "-n", &ns][..], &installation].concat()).await;
+        (code == 1).then_some(err)
+    })
+    .await;
+    assert!(err.contains("no replica leads"), "{err}");
 }

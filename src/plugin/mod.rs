@@ -8,9 +8,13 @@
 //! - `refresh NAME | -l SELECTOR | --all`: asks for a new token (the refresh annotation), at a
 //!   capped rate, and waits for the operator's answer;
 //! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token);
+//! - `status --providers`: the ConsentProviders and ClusterConsentProviders, Ready and users;
+//! - `check`: the APIs served, a replica leading, the caller allowed to create ConsentTokens;
 //! - `version`: the plugin's version and source revision (the release's, as the operator's).
 
+mod check;
 mod inspect;
+mod providers;
 mod refresh;
 mod status;
 
@@ -56,8 +60,26 @@ pub enum Command {
         #[command(flatten)]
         scope: Scope,
         /// Output format: json, yaml or wide (default: the table).
-        #[arg(short = 'o', long, value_enum)]
+        #[arg(short = 'o', long, value_enum, conflicts_with = "providers")]
         output: Option<Output>,
+        /// The ConsentProviders (of the namespace, or of all with -A) and ClusterConsentProviders
+        /// instead: Ready, reason, how many ConsentTokens use each.
+        #[arg(long, conflicts_with_all = ["name", "selector"])]
+        providers: bool,
+    },
+    /// Check that ConsentTokens can work here for you: the APIs are served, a replica of the
+    /// operator leads, and you may create ConsentTokens in the namespace. Exits 1 with the reason
+    /// of the first check that fails.
+    Check {
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// The operator's namespace (where its Lease is).
+        #[arg(long, default_value = "consent-token-operator")]
+        operator_namespace: String,
+        /// The operator's Lease (the chart's `lease.name`).
+        #[arg(long, default_value = "consent-token-operator")]
+        lease_name: String,
     },
     /// Ask the operator for a new token now, and wait until it has answered.
     Refresh {
@@ -132,7 +154,12 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
     let default_namespace = config.default_namespace.clone();
     let client = Client::try_from(config)?;
     match cli.command {
-        Command::Status { name, scope, output } => {
+        Command::Status { scope, providers: true, .. } => {
+            let namespace = scope.namespace.unwrap_or(default_namespace);
+            let text = providers::providers(&client, (!scope.all_namespaces).then_some(namespace.as_str())).await?;
+            out.write_all(text.as_bytes()).map_err(write)
+        }
+        Command::Status { name, scope, output, .. } => {
             let tokens = select(&client, &scope, &default_namespace, name.as_deref()).await?;
             let text = match output {
                 Some(Output::Json) => format!("{:#}\n", status::list(&tokens)),
@@ -158,6 +185,11 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
             let namespace = scope.namespace.unwrap_or(default_namespace);
             let text = inspect::inspect(&client, &namespace, &name).await?;
             out.write_all(text.as_bytes()).map_err(write)
+        }
+        Command::Check { namespace, operator_namespace, lease_name } => {
+            let namespace = namespace.unwrap_or(default_namespace);
+            let installation = check::Installation { namespace: &operator_namespace, lease: &lease_name };
+            check::check(&client, &namespace, &installation, out).await
         }
         Command::Version => out.write_all(version_line().as_bytes()).map_err(write),
     }

@@ -79,10 +79,24 @@ pub fn table(
         let key = (ct.namespace().unwrap_or_default(), ct.target_secret_name());
         row(ct, live.and_then(|live| live.get(&key)).unwrap_or(&Live::default()), now, columns)
     }));
+    let mut out = aligned(&rows);
+    if live.is_none() {
+        out.push_str(
+            "(you may not read Secrets here: EXPIRES and NEXT REFRESH are shown only while a refresh fails)\n",
+        );
+    }
+    out
+}
+
+/// Rows as kubectl prints a table: each column as wide as its widest cell, three spaces apart,
+/// the last one as it is.
+pub fn aligned<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.first().map_or(0, |r| r.as_ref().len());
     let widths: Vec<usize> =
-        (0..rows[0].len()).map(|column| rows.iter().map(|r| r[column].chars().count()).max().unwrap_or(0)).collect();
+        (0..columns).map(|column| rows.iter().map(|r| r.as_ref()[column].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
+        let row = row.as_ref();
         let last = row.len().saturating_sub(1);
         for (column, cell) in row.iter().enumerate() {
             if column == last {
@@ -92,11 +106,6 @@ pub fn table(
             }
         }
         out.push('\n');
-    }
-    if live.is_none() {
-        out.push_str(
-            "(you may not read Secrets here: EXPIRES and NEXT REFRESH are shown only while a refresh fails)\n",
-        );
     }
     out
 }
