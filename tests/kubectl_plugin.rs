@@ -161,6 +161,18 @@ async fn status_refresh_and_inspect_through_kubectl() {
     assert!(!said.contains(&token) && !said.contains(token.split('.').nth(2).unwrap()), "the token was printed");
     assert!(!said.contains("plugin-customer-bob"), "the customer id was printed: {said}");
 
+    // version and completion need no cluster.
+    let (code, said, err) = kubectl_consent_without_env(&["version"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(said.starts_with(&format!("kubectl-consent {} (revision ", env!("CARGO_PKG_VERSION"))), "{said}");
+    let (code, script, err) = kubectl_consent_without_env(&["completion", "bash"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(script.contains("complete -F") && script.contains("kubectl-consent"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("completion.bash"), &script).unwrap();
+    let parsed = std::process::Command::new("bash").arg("-n").arg(dir.path().join("completion.bash")).status().unwrap();
+    assert!(parsed.success(), "bash parses the completion script");
+
     // A name that does not exist: the API server's answer, exit 1.
     let (code, _, err) = kubectl_consent(&["inspect", "nobody", "-n", &ns]).await;
     assert_eq!(code, 1);

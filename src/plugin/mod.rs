@@ -10,7 +10,8 @@
 //! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token);
 //! - `status --providers`: the ConsentProviders and ClusterConsentProviders, Ready and users;
 //! - `check`: the APIs served, a replica leading, the caller allowed to create ConsentTokens;
-//! - `version`: the plugin's version and source revision (the release's, as the operator's).
+//! - `version`: the plugin's version and source revision (the release's, as the operator's);
+//! - `completion SHELL`: a completion script.
 
 mod check;
 mod inspect;
@@ -107,6 +108,8 @@ pub enum Command {
     },
     /// The plugin's version and the source revision it was built from.
     Version,
+    /// A shell completion script for `kubectl-consent` (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
 }
 
 /// `kubectl-consent 0.2.0 (revision 0123456789ab)`: one release gives the plugin, the image and
@@ -146,9 +149,15 @@ pub enum PluginError {
 /// Runs a command; what it prints goes to `out`.
 pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginError> {
     let write = |e: std::io::Error| PluginError::Failed(format!("cannot write the output: {e}"));
-    // Needs no cluster: it answers before the kubeconfig is read.
-    if matches!(cli.command, Command::Version) {
-        return out.write_all(version_line().as_bytes()).map_err(write);
+    // These need no cluster: they answer before the kubeconfig is read.
+    match cli.command {
+        Command::Version => return out.write_all(version_line().as_bytes()).map_err(write),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "kubectl-consent", out);
+            return Ok(());
+        }
+        _ => {}
     }
     let config = client_config(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     let default_namespace = config.default_namespace.clone();
@@ -191,7 +200,7 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
             let installation = check::Installation { namespace: &operator_namespace, lease: &lease_name };
             check::check(&client, &namespace, &installation, out).await
         }
-        Command::Version => out.write_all(version_line().as_bytes()).map_err(write),
+        Command::Version | Command::Completion { .. } => Ok(()),
     }
 }
 
