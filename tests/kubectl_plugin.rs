@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use consent_token_operator::api::annotations;
 use consent_token_operator::api::crd::ConsentProvider;
 use fake_provider::Endpoint;
 use jiff::Timestamp;
@@ -161,10 +162,23 @@ async fn status_refresh_and_inspect_through_kubectl() {
     assert!(!said.contains(&token) && !said.contains(token.split('.').nth(2).unwrap()), "the token was printed");
     assert!(!said.contains("plugin-customer-bob"), "the customer id was printed: {said}");
 
-    // version and completion need no cluster.
+    // version: the plugin's line needs no cluster; the operator's is said unknown without one.
+    let client_line = format!("kubectl-consent {} (revision ", env!("CARGO_PKG_VERSION"));
+    let (code, said, err) = kubectl_consent_without_env(&["version", "--client"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(said.starts_with(&client_line) && said.lines().count() == 1, "{said}");
     let (code, said, err) = kubectl_consent_without_env(&["version"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(said.starts_with(&format!("kubectl-consent {} (revision ", env!("CARGO_PKG_VERSION"))), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(lines[0].starts_with(&client_line), "{said}");
+    assert!(lines[1].starts_with("operator: unknown: "), "{said}");
+    // With the cluster: the leader's build, from the Lease it renews.
+    let (code, said, err) =
+        kubectl_consent(&["version", "--operator-namespace", &ns, "--lease-name", "operator"]).await;
+    assert_eq!(code, 0, "{err}");
+    let operator_line = said.lines().nth(1).unwrap_or_default();
+    assert!(operator_line.starts_with(&format!("operator {}, leader ", annotations::build())), "{said}");
+    assert!(operator_line.ends_with(&format!("(Lease {ns}/operator)")), "{said}");
     let (code, script, err) = kubectl_consent_without_env(&["completion", "bash"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(script.contains("complete -F") && script.contains("kubectl-consent"), "{script}");

@@ -893,9 +893,16 @@ async fn the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by
         .unwrap();
     assert!(install.status.success(), "kubectl krew install: {}", String::from_utf8_lossy(&install.stderr));
     let path = format!("{}:{path}", krew_root.path().join("bin").display());
-    let said = std::process::Command::new("kubectl").args(["consent", "version"]).env("PATH", &path).output().unwrap();
+    let said = std::process::Command::new("kubectl")
+        .args(["consent", "version", "--operator-namespace", RELEASE_NS])
+        .env("PATH", &path)
+        .env("KUBECONFIG", support::kubeconfig())
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&said.stdout).into_owned();
     assert!(said.starts_with(&format!("kubectl-consent {version} ")), "kubectl consent version: {said:?}");
+    // The operator's line: the released image's build, as its leader wrote it on its Lease.
+    assert!(said.contains(&format!("\noperator {version} (revision ")), "kubectl consent version: {said:?}");
     report(&format!("kubectl krew install --manifest --archive; kubectl consent version: {}", said.trim()));
 
     uninstall(&[(RELEASE_NS, NAME)]);

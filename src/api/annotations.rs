@@ -24,5 +24,15 @@ pub const REQUEST: &str = "consent.dev/request-fingerprint";
 /// be removed: fields written at creation (a POST) are not removed by a later server-side apply
 /// that leaves them out.
 pub const WRITTEN: &str = "consent.dev/written-keys";
+/// On the operator's Lease, written by each leader as it claims and renews it: the leading
+/// replica's version and source revision, which `kubectl consent version` shows.
+pub const LEADER_BUILD: &str = "consent.dev/leader-build";
+
+/// This build, as [`LEADER_BUILD`] and `kubectl consent version` show it:
+/// `0.2.0 (revision 0123456789ab)`.
+pub fn build() -> String {
+    format!("{} (revision {})", env!("CARGO_PKG_VERSION"), env!("CONSENT_TOKEN_REVISION"))
+}
+
 /// The operator's own annotations that are not always there.
 pub const OPTIONAL_OWN: [&str; 3] = [EXPIRES_AT, COLLECTION_POINT_VERSION, REQUEST];

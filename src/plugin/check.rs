@@ -12,9 +12,10 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use super::PluginError;
+use crate::api::annotations::LEADER_BUILD;
 use crate::api::crd::{ClusterConsentProvider, ConsentProvider, ConsentToken};
 
 /// Where the operator's Lease is: the chart's defaults unless the installation says otherwise.
@@ -39,7 +40,7 @@ pub async fn check(
     say("ok: the consent.dev/v1alpha1 APIs are served (ConsentToken, ConsentProvider, ClusterConsentProvider)".into())?;
     let lease = format!("Lease {}/{}", installation.namespace, installation.lease);
     match leader(client, installation).await? {
-        Some(leader) => say(format!("ok: {leader} leads ({lease})"))?,
+        Some(leader) => say(format!("ok: {} leads ({lease})", leader.holder))?,
         None => say(format!("?: cannot tell whether a replica leads: you may not read the {lease}"))?,
     }
     may_create(client, namespace).await?;
@@ -61,9 +62,17 @@ where
     }
 }
 
+/// The replica that leads, as its Lease says.
+pub struct Leader {
+    /// The pod's name (the Lease's holder).
+    pub holder: String,
+    /// Its version and revision, as it wrote them on the Lease (none from a build before 0.2.0).
+    pub build: Option<String>,
+}
+
 /// The Lease's holder, if it renewed within twice the Lease's duration (a standby takes over
 /// within one); `None` when the caller may not read the Lease.
-async fn leader(client: &Client, installation: &Installation<'_>) -> Result<Option<String>, PluginError> {
+pub async fn leader(client: &Client, installation: &Installation<'_>) -> Result<Option<Leader>, PluginError> {
     let where_ = format!("Lease {}/{}", installation.namespace, installation.lease);
     let flags = "--operator-namespace and --lease-name name another installation";
     let lease = match Api::<Lease>::namespaced(client.clone(), installation.namespace).get_opt(installation.lease).await
@@ -73,6 +82,7 @@ async fn leader(client: &Client, installation: &Installation<'_>) -> Result<Opti
         Err(kube::Error::Api(status)) if status.code == 403 => return Ok(None),
         Err(err) => return Err(err.into()),
     };
+    let build = lease.annotations().get(LEADER_BUILD).cloned();
     let spec = lease.spec.unwrap_or_default();
     let holder = spec.holder_identity.filter(|h| !h.is_empty());
     let Some(holder) = holder else {
@@ -92,7 +102,7 @@ async fn leader(client: &Client, installation: &Installation<'_>) -> Result<Opti
             duration.as_secs()
         )));
     }
-    Ok(Some(holder))
+    Ok(Some(Leader { holder, build }))
 }
 
 async fn may_create(client: &Client, namespace: &str) -> Result<(), PluginError> {

@@ -10,7 +10,8 @@
 //! - `inspect NAME`: the non-secret claims of the token in the target Secret (never the token);
 //! - `status --providers`: the ConsentProviders and ClusterConsentProviders, Ready and users;
 //! - `check`: the APIs served, a replica leading, the caller allowed to create ConsentTokens;
-//! - `version`: the plugin's version and source revision (the release's, as the operator's);
+//! - `version [--client]`: the plugin's version and source revision and, when the cluster
+//!   answers, the leading replica's (written on its Lease);
 //! - `completion SHELL`: a completion script.
 
 mod check;
@@ -18,6 +19,7 @@ mod inspect;
 mod providers;
 mod refresh;
 mod status;
+mod version;
 
 use std::time::Duration;
 
@@ -75,12 +77,8 @@ pub enum Command {
         /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// The operator's namespace (where its Lease is).
-        #[arg(long, default_value = "consent-token-operator")]
-        operator_namespace: String,
-        /// The operator's Lease (the chart's `lease.name`).
-        #[arg(long, default_value = "consent-token-operator")]
-        lease_name: String,
+        #[command(flatten)]
+        installation: InstallationArgs,
     },
     /// Ask the operator for a new token now, and wait until it has answered.
     Refresh {
@@ -106,16 +104,34 @@ pub enum Command {
         #[command(flatten)]
         scope: Scope,
     },
-    /// The plugin's version and the source revision it was built from.
-    Version,
+    /// The plugin's version and source revision and, when the cluster answers, the leading
+    /// operator replica's (from its Lease).
+    Version {
+        /// Only the plugin's: do not contact the cluster.
+        #[arg(long)]
+        client: bool,
+        #[command(flatten)]
+        installation: InstallationArgs,
+    },
     /// A shell completion script for `kubectl-consent` (bash, zsh, fish, elvish, powershell).
     Completion { shell: clap_complete::Shell },
 }
 
-/// `kubectl-consent 0.2.0 (revision 0123456789ab)`: one release gives the plugin, the image and
-/// the chart's appVersion this version.
-pub fn version_line() -> String {
-    format!("kubectl-consent {} (revision {})\n", env!("CARGO_PKG_VERSION"), env!("CONSENT_TOKEN_REVISION"))
+/// Where the operator's Lease is (`check` and `version` read it).
+#[derive(Debug, Args)]
+pub struct InstallationArgs {
+    /// The operator's namespace (where its Lease is).
+    #[arg(long, default_value = "consent-token-operator")]
+    pub operator_namespace: String,
+    /// The operator's Lease (the chart's `lease.name`).
+    #[arg(long, default_value = "consent-token-operator")]
+    pub lease_name: String,
+}
+
+impl InstallationArgs {
+    fn installation(&self) -> check::Installation<'_> {
+        check::Installation { namespace: &self.operator_namespace, lease: &self.lease_name }
+    }
 }
 
 /// Which namespaces and objects.
@@ -151,7 +167,9 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
     let write = |e: std::io::Error| PluginError::Failed(format!("cannot write the output: {e}"));
     // These need no cluster: they answer before the kubeconfig is read.
     match cli.command {
-        Command::Version => return out.write_all(version_line().as_bytes()).map_err(write),
+        Command::Version { client: true, .. } => {
+            return out.write_all(version::client_line().as_bytes()).map_err(write);
+        }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "kubectl-consent", out);
@@ -159,7 +177,14 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
         }
         _ => {}
     }
-    let config = client_config(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
+    let config = match client_config(cli.kubeconfig.as_deref(), cli.context.as_deref()).await {
+        Ok(config) => config,
+        Err(err) if matches!(cli.command, Command::Version { .. }) => {
+            let text = format!("{}{}", version::client_line(), version::unreachable_line(&err));
+            return out.write_all(text.as_bytes()).map_err(write);
+        }
+        Err(err) => return Err(err),
+    };
     let default_namespace = config.default_namespace.clone();
     let client = Client::try_from(config)?;
     match cli.command {
@@ -195,12 +220,19 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), PluginEr
             let text = inspect::inspect(&client, &namespace, &name).await?;
             out.write_all(text.as_bytes()).map_err(write)
         }
-        Command::Check { namespace, operator_namespace, lease_name } => {
+        Command::Check { namespace, installation } => {
             let namespace = namespace.unwrap_or(default_namespace);
-            let installation = check::Installation { namespace: &operator_namespace, lease: &lease_name };
-            check::check(&client, &namespace, &installation, out).await
+            check::check(&client, &namespace, &installation.installation(), out).await
         }
-        Command::Version | Command::Completion { .. } => Ok(()),
+        Command::Version { installation, .. } => {
+            let text = format!(
+                "{}{}",
+                version::client_line(),
+                version::operator_line(&client, &installation.installation()).await
+            );
+            out.write_all(text.as_bytes()).map_err(write)
+        }
+        Command::Completion { .. } => Ok(()),
     }
 }
 

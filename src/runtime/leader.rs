@@ -16,6 +16,10 @@
 //!   waits at least a whole duration from then, and the last third is the margin for writes
 //!   already on the wire. A read that hangs does not delay the fence.
 //!
+//! Each claim and renewal also writes the leader's build on the Lease (`consent.dev/leader-build`),
+//! for `kubectl consent version`: the one place a user who may read the Lease finds which build
+//! writes, without access to the pods or their metrics.
+//!
 //! Losing the Lease, or failing to confirm it, is not an error: the replica stops writing at
 //! once and goes on as a standby, with its caches, until it can claim the Lease again.
 
@@ -27,6 +31,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::api::annotations::{LEADER_BUILD, build};
 
 /// Stated in the Lease's managed fields.
 const FIELD_MANAGER: &str = "consent-token-operator-leader";
@@ -125,7 +131,11 @@ impl Elector {
         let duration = i32::try_from(self.election.timing.duration.as_secs()).unwrap_or(i32::MAX);
         let Some(read) = read else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    annotations: Some([(LEADER_BUILD.to_owned(), build())].into()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(identity),
                     lease_duration_seconds: Some(duration),
@@ -142,7 +152,10 @@ impl Elector {
         let renewal = spec.holder_identity.as_deref() == Some(identity.as_str());
         let transitions = spec.lease_transitions.unwrap_or_default();
         let patch = serde_json::json!({
-            "metadata": { "resourceVersion": read.metadata.resource_version },
+            "metadata": {
+                "resourceVersion": read.metadata.resource_version,
+                "annotations": { LEADER_BUILD: build() },
+            },
             "spec": LeaseSpec {
                 holder_identity: Some(identity),
                 lease_duration_seconds: Some(duration),
