@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 
 use crate::api::hosts::{HostPatterns, PrivateNetworks, ProviderPorts};
 
@@ -189,11 +189,7 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::observability::logging::LogFormat;
 
 impl LogArgs {
     /// The filter to log with: `--log-level`, else `rust_log` (the `RUST_LOG` variable), else

@@ -12,10 +12,15 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
-
 /// The span every reconcile runs in (`reconcile::reconcile`), with fields `namespace` and `name`.
 pub const RECONCILE_SPAN: &str = "reconcile";
+
+/// `--log-format`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. `ansi`: colour (text only).
 pub fn init(format: LogFormat, filter: EnvFilter, ansi: bool) {

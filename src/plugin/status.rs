@@ -246,7 +246,8 @@ mod tests {
         let all = Columns { namespace: true, ..Columns::default() };
         assert!(super::table(&tokens, Some(&secrets), now, all).starts_with("NAMESPACE"));
         let wide = super::table(&tokens, Some(&secrets), now, Columns { wide: true, ..Columns::default() });
-        assert!(wide.lines().next().unwrap().contains("NEXT REFRESH   SECRET   FAILURES   MESSAGE"), "{wide}");
+        let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header[header.len() - 4..], ["REFRESH", "SECRET", "FAILURES", "MESSAGE"][..], "{wide}");
         assert_eq!(super::table(&[], None, now, Columns::default()), "No ConsentTokens found.\n");
     }
 
