@@ -75,7 +75,7 @@ generate:
 check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/generate $$tmp && \
 	for f in crds charts/consent-token-operator/files charts/consent-token-operator/README.md deploy/consent-token-operator.yaml \
-	  docs/reference/crds.md docs/reference/flags.md docs/reference/plugin.md; do \
+	  docs/reference/crds.md docs/reference/flags.md docs/reference/plugin.md deploy/argocd/argocd-cm.yaml; do \
 	  diff -ru $$f $$tmp/$$f || { echo "$$f is stale: run 'make generate' and commit it" >&2; exit 1; }; \
 	done
 

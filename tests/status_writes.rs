@@ -81,9 +81,13 @@ async fn the_status_is_written_for_what_a_reader_needs_and_not_for_routine_renew
     // `kubectl get` between two renewals: nothing in it can have gone stale.
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PROVIDER", "READY", "REASON", "LIFETIME", "SINCE", "AGE", "MESSAGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "PROVIDER", "READY", "REASON", "SYNCED", "LIFETIME", "SINCE", "AGE", "MESSAGE"],
+        "{table}"
+    );
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(cells[..5], ["mx", "FDX", "True", "TokenValid", "40s"], "{table}");
+    assert_eq!(cells[..6], ["mx", "FDX", "True", "TokenValid", "True", "40s"], "{table}");
     assert!(lines[1].contains("the Secret holds a valid token, renewed with 50% of their lifetime left"), "{table}");
     let year = jiff::Timestamp::now().strftime("%Y-").to_string();
     assert!(!table.contains(&year), "a point in time in the table goes stale: {table}");

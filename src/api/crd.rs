@@ -49,7 +49,7 @@ const CUSTOMER_ID_MESSAGE: &str =
     group = "consent.dev",
     version = "v1alpha1",
     kind = "ConsentToken",
-    doc = "A token from a consent platform (OneTrust collection point, MX / FDX consent management), fetched with credentials from a Secret, written into a target Secret that pods mount, and renewed from the token's own expiry. `kubectl explain consenttoken.spec` for the fields; status.conditions[Ready] says whether the Secret holds a valid token, and its reason what is going on.",
+    doc = "A token from a consent platform (OneTrust collection point, MX / FDX consent management), fetched with credentials from a Secret, written into a target Secret that pods mount, and renewed from the token's own expiry. `kubectl explain consenttoken.spec` for the fields; status.conditions[Ready] says whether the Secret holds a valid token, and its reason what is going on; status.conditions[Synced] whether the last refresh succeeded.",
     plural = "consenttokens",
     shortname = "ctok",
     category = "consent",
@@ -59,6 +59,7 @@ const CUSTOMER_ID_MESSAGE: &str =
     printcolumn(name = "Provider", type_ = "string", json_path = ".status.provider"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status"),
     printcolumn(name = "Lifetime", type_ = "string", json_path = ".status.tokenLifetime"),
     printcolumn(
         name = "Since",
@@ -430,6 +431,11 @@ pub struct ConsentTokenStatus {
     /// `TargetConflict`, `InvalidSpec`, `KubernetesError`, `InternalError` or `Expired`. A
     /// refresh failure while the current token is still valid keeps Ready True and shows the
     /// failure as the reason.
+    ///
+    /// `Synced` is False while the last refresh failed (its reason is the failure's, even while
+    /// Ready stays True on a token still valid) or before the first token (`Pending`), and True
+    /// (`Refreshed`) once a refresh succeeds. GitOps health checks and `kubectl wait
+    /// --for=condition=Synced` read it to see a failing refresh before the token expires.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -24,6 +24,9 @@ use crate::reconcile::{token_lifetime, token_record::TokenRecord};
 use crate::scheduling::schedule::Schedule;
 
 pub const READY: &str = "Ready";
+/// The condition GitOps tools and `kubectl wait` read for refreshes: False while the last one
+/// failed (also while Ready stays True on a token still valid), True once one succeeds.
+pub const SYNCED: &str = "Synced";
 
 /// Every Ready reason this operator writes: its own three and each failure's
 /// ([`Error::reason`]).
@@ -148,6 +151,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => whole_seconds(observed.now),
     };
+    let synced = synced_condition(previous, observed);
     let failing = observed.failure.filter(|_| observed.consecutive_failures > 0);
     let rate_limit = failing.and_then(|f| f.rate_limit.clone());
     let last_failure =
@@ -155,14 +159,17 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
     ConsentTokenStatus {
         observed_generation: observed.generation,
         provider: observed.provider.map(|p| p.as_str().to_owned()),
-        conditions: vec![Condition {
-            type_: READY.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: observed.generation,
-            last_transition_time,
-        }],
+        conditions: vec![
+            Condition {
+                type_: READY.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                observed_generation: observed.generation,
+                last_transition_time,
+            },
+            synced,
+        ],
         token_lifetime,
         expires_at: one_token.and_then(|c| c.expires_at).map(whole_seconds),
         last_refresh_time: one_token.map(|c| whole_seconds(c.refreshed_at)),
@@ -174,6 +181,30 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         refresh_requested_at: observed.refresh_requested_at.clone(),
         rate_limit: rate_limit.map(Box::new),
         last_failure: last_failure.map(Box::new),
+    }
+}
+
+/// Synced: whether the last refresh succeeded. Unlike Ready it does not follow the clock, and
+/// its True message names no time, so a routine renewal leaves it as it is (no status write).
+fn synced_condition(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -> Condition {
+    let (status, reason, message) = match (observed.failure, observed.current) {
+        (Some(failure), _) => {
+            ("False", failure.reason.as_str(), format!("the last refresh failed: {}", failure.message))
+        }
+        (None, Some(_)) => ("True", "Refreshed", "the last refresh succeeded".to_owned()),
+        (None, None) => ("False", "Pending", "no token fetched yet".to_owned()),
+    };
+    let last_transition_time = match previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == SYNCED)) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => whole_seconds(observed.now),
+    };
+    Condition {
+        type_: SYNCED.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: observed.generation,
+        last_transition_time,
     }
 }
 

@@ -49,7 +49,7 @@ fn observed<'a>(now: &str, current: Option<&'a TokenRecord>, failure: Option<&'a
 }
 
 fn ready(status: &ConsentTokenStatus) -> (&str, &str) {
-    let c = &status.conditions[0];
+    let c = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
     (c.status.as_str(), c.reason.as_str())
 }
 
@@ -201,4 +201,33 @@ fn a_refresh_request_held_back_says_when_it_is_served() {
     let status = desired(None, &seen);
     assert_eq!(ready(&status), ("True", "TokenValid"));
     assert_eq!(status.next_refresh_time.unwrap().0, "2026-11-23T10:00:30Z".parse().unwrap());
+}
+
+fn synced(status: &ConsentTokenStatus) -> (&str, &str) {
+    let c = status.conditions.iter().find(|c| c.type_ == SYNCED).unwrap();
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[test]
+fn synced_is_false_while_refreshes_fail_though_ready_stays_true() {
+    let token = record(Some("2026-11-23T10:05:00Z"));
+    assert_eq!(synced(&desired(None, &observed("2026-11-23T10:00:01Z", None, None))), ("False", "Pending"));
+    let healthy = desired(None, &observed("2026-11-23T10:00:01Z", Some(&token), None));
+    assert_eq!(synced(&healthy), ("True", "Refreshed"));
+    let failure = failure_at(Error::UpstreamStatus { status: 503, retry_after: None }, "2026-11-23T10:03:00Z");
+    let failing = desired(Some(&healthy), &observed("2026-11-23T10:03:00Z", Some(&token), Some(&failure)));
+    assert_eq!((ready(&failing), synced(&failing)), (("True", "UpstreamError"), ("False", "UpstreamError")));
+    let condition = failing.conditions.iter().find(|c| c.type_ == SYNCED).unwrap();
+    assert!(condition.message.starts_with("the last refresh failed: ") && condition.message.contains("503"));
+    assert_eq!(condition.last_transition_time.0, "2026-11-23T10:03:00Z".parse().unwrap());
+    // A success turns it True again, from that moment.
+    let mut ok = observed("2026-11-23T10:03:20Z", Some(&token), None);
+    ok.consecutive_failures = 0;
+    let recovered = desired(Some(&failing), &ok);
+    assert_eq!(synced(&recovered), ("True", "Refreshed"));
+    let condition = recovered.conditions.iter().find(|c| c.type_ == SYNCED).unwrap();
+    assert_eq!(condition.last_transition_time.0, "2026-11-23T10:03:20Z".parse().unwrap());
+    // A token that expires with no failed refresh (the operator was down): Ready says so.
+    let expired = desired(Some(&healthy), &observed("2026-11-23T10:05:00Z", Some(&token), None));
+    assert_eq!((ready(&expired), synced(&expired)), (("False", "Expired"), ("True", "Refreshed")));
 }
