@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::api::hosts::{HostPatterns, PrivateNetworks, ProviderPorts};
+use crate::api::proxy::{NoProxy, ProxyUrl};
 
 /// Keeps consent-platform tokens (OneTrust, MX / FDX) fresh in Kubernetes Secrets.
 #[derive(Debug, Clone, Parser)]
@@ -135,6 +136,30 @@ pub struct UpstreamArgs {
     #[arg(long, env = "CONSENT_UPSTREAM_CONCURRENCY_PER_NAMESPACE", default_value_t = 8)]
     pub upstream_concurrency_per_namespace: u16,
 
+    /// An HTTP proxy every https request to a provider goes through (`CONNECT`), for clusters
+    /// that reach the internet only that way: `http://HOST:PORT` (or `https://`). The host and
+    /// port rules above are checked before the tunnel is asked for; the address rules, which
+    /// need the provider's address, become the proxy's job (the proxy resolves the name).
+    /// Credentials never go in the URL: see --https-proxy-username. Not read from HTTPS_PROXY.
+    #[arg(long, env = "CONSENT_HTTPS_PROXY")]
+    pub https_proxy: Option<ProxyUrl>,
+
+    /// Provider hosts called directly, not through --https-proxy, comma-separated as no_proxy
+    /// is: `*`, names (each also covering its subdomains; `.bank.example` means the same) or IP
+    /// addresses. They keep every address rule.
+    #[arg(long, env = "CONSENT_NO_PROXY", default_value = "")]
+    pub no_proxy: NoProxy,
+
+    /// User name for the proxy (Basic authentication). Set it, and the password, from a Secret
+    /// (the chart's `egress.proxyCredentialsSecret`).
+    #[arg(long, env = "CONSENT_HTTPS_PROXY_USERNAME", hide_env_values = true, requires = "https_proxy_password")]
+    pub https_proxy_username: Option<String>,
+
+    /// Password for the proxy. Give it through the environment, from a Secret, not on the
+    /// command line (where `ps` shows it).
+    #[arg(long, env = "CONSENT_HTTPS_PROXY_PASSWORD", hide_env_values = true, value_parser = secret_value, requires = "https_proxy_username")]
+    pub https_proxy_password: Option<secrecy::SecretString>,
+
     /// Deadline for one provider request, answer included (e.g. 10s).
     #[arg(long, env = "CONSENT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
@@ -190,6 +215,11 @@ pub struct LogArgs {
 }
 
 pub use crate::observability::logging::LogFormat;
+
+/// A secret given on the command line or in the environment, kept so it cannot be printed.
+fn secret_value(text: &str) -> Result<secrecy::SecretString, std::convert::Infallible> {
+    Ok(secrecy::SecretString::from(text))
+}
 
 impl LogArgs {
     /// The filter to log with: `--log-level`, else `rust_log` (the `RUST_LOG` variable), else

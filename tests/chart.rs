@@ -169,6 +169,22 @@ async fn every_option_renders_as_it_says_and_passes_server_side_dry_run() {
             &["kind: ConfigMap\nmetadata:\n  name: extra-settings"],
         ),
         (&["nodeSelector.disktype=ssd"], &["disktype: ssd"]),
+        (
+            &["upstream.httpsProxy=http://proxy.corp:3128", "upstream.noProxy=internal.bank"],
+            &[
+                "name: CONSENT_HTTPS_PROXY\n              value: \"http://proxy.corp:3128\"",
+                "name: CONSENT_NO_PROXY\n              value: \"internal.bank\"",
+            ],
+        ),
+        (
+            &["upstream.httpsProxy=proxy.corp:3128", "upstream.proxyCredentialsSecret=proxy-credentials"],
+            &[
+                "name: CONSENT_HTTPS_PROXY_USERNAME\n              valueFrom:\n                secretKeyRef:\n                  name: proxy-credentials\n                  key: username",
+                "name: CONSENT_HTTPS_PROXY_PASSWORD\n              valueFrom:\n                secretKeyRef:\n                  name: proxy-credentials\n                  key: password",
+            ],
+        ),
+        // The NetworkPolicy lets the operator reach the proxy's port.
+        (&["networkPolicy.enabled=true", "upstream.httpsProxy=http://10.0.0.9:3128"], &["{port: 3128, protocol: TCP}"]),
     ];
     for (sets, needles) in cases {
         let rendered = render(&release_ns, sets);
@@ -221,6 +237,8 @@ async fn contradictory_values_are_refused_saying_what_to_change() {
     assert!(bad_port.contains("providerPorts"), "{bad_port}");
     let twice = render_refused(&["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"]);
     assert!(twice.contains("would scrape every replica twice"), "{twice}");
+    let credentials_in_url = render_refused(&["upstream.httpsProxy=http://user:password@proxy.corp:3128"]);
+    assert!(credentials_in_url.contains("/upstream/httpsProxy"), "{credentials_in_url}");
     let not_a_digest = render_refused(&["image.digest=latest"]);
     assert!(not_a_digest.contains("/image/digest"), "{not_a_digest}");
 }
@@ -231,12 +249,21 @@ async fn contradictory_values_are_refused_saying_what_to_change() {
 async fn every_variable_the_chart_sets_is_one_the_operator_reads() {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_consent-token-operator")).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    let rendered = render("cto", &["extraCABundle.configMapName=ca"]);
+    let rendered = render(
+        "cto",
+        &[
+            "extraCABundle.configMapName=ca",
+            "upstream.httpsProxy=http://proxy:3128",
+            "upstream.proxyCredentialsSecret=p",
+        ],
+    );
     let deployment = document(&rendered, "Deployment", FULLNAME);
     let set: Vec<&str> = deployment.lines().filter_map(|l| l.trim().strip_prefix("- name: CONSENT_")).collect();
     assert!(set.len() >= 20, "{set:?}");
     for name in set {
-        assert!(help.contains(&format!("[env: CONSENT_{name}=")), "CONSENT_{name} is not read by the operator");
+        // A variable whose value is secret is named without its value: `[env: NAME]`.
+        let read = help.contains(&format!("[env: CONSENT_{name}=")) || help.contains(&format!("[env: CONSENT_{name}]"));
+        assert!(read, "CONSENT_{name} is not read by the operator");
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::header::HeaderMap;
 
+use crate::api::proxy::{NoProxy, ProxyUrl};
 use crate::api::rate_limit::RateLimit;
 use crate::config::UpstreamArgs;
 use crate::error::Error;
@@ -76,6 +77,8 @@ type BlockKey = (Account, Option<Endpoint>);
 
 pub struct UpstreamClient {
     http: reqwest::Client,
+    /// Requests to hosts not covered by `--no-proxy`, through `--https-proxy`.
+    egress: Option<Egress>,
     metrics: Arc<Metrics>,
     /// Per account and endpoint (`None`: every endpoint of the account, after an hourly limit):
     /// no request before this instant, and what the provider said.
@@ -86,6 +89,12 @@ pub struct UpstreamClient {
     guard: HostGuard,
     /// The address each request is accounted to in `guard`.
     addresses: AddressBook,
+}
+
+/// The proxied client and the hosts it does not serve.
+struct Egress {
+    http: reqwest::Client,
+    no_proxy: NoProxy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,30 +109,23 @@ pub enum SetupError {
 
 impl UpstreamClient {
     pub fn new(args: &UpstreamArgs, policy: Arc<UpstreamPolicy>, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(!args.allow_insecure_http)
-            .timeout(args.upstream_timeout)
-            .connect_timeout(args.upstream_timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            // Hosts are the tenants' to name: few idle connections per host, closed soon.
-            .pool_max_idle_per_host(4)
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Every connection goes to an address the policy allows, checked after resolution.
-            // A proxy would resolve the name itself, out of reach of that check.
-            .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
-            .user_agent(concat!("consent-token-operator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &args.extra_ca_bundle {
-            for certificate in read_ca(path)? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder.build().map_err(|e| SetupError::Client(e.to_string()))?;
+        let extra_roots = match &args.extra_ca_bundle {
+            Some(path) => read_ca(path)?,
+            None => Vec::new(),
+        };
+        // Every direct connection goes to an address the policy allows, checked after
+        // resolution. The environment's HTTP(S)_PROXY is never used: a proxy named there would
+        // resolve names itself, out of reach of that check, without the admin having said so.
+        let direct = builder(args, &extra_roots).no_proxy().dns_resolver(Arc::new(PolicyResolver::new(policy.clone())));
+        let http = direct.build().map_err(|e| SetupError::Client(e.to_string()))?;
+        let egress = match &args.https_proxy {
+            Some(proxy) => Some(Egress { http: proxied(args, &extra_roots, proxy)?, no_proxy: args.no_proxy.clone() }),
+            None => None,
+        };
         let guard = HostGuard::new(usize::from(args.upstream_concurrency_per_host));
         let addresses = AddressBook::new(policy);
         let (blocked, shares) = (RateLimitBlocks::default(), AccountShares::default());
-        Ok(Self { http, metrics, blocked, shares, guard, addresses })
+        Ok(Self { http, egress, metrics, blocked, shares, guard, addresses })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -150,8 +152,13 @@ impl UpstreamClient {
         }
 
         // Slots and breakers belong to the server (its address and port), not to the name.
-        let server = self.addresses.account_of(request.url()).await?;
-        let pass = self.guard.admit(&server.to_string(), caller.namespace).await.map_err(|held| match held {
+        // Through the proxy the operator never learns the address: they belong to the name.
+        let egress = self.egress.as_ref().filter(|e| request.url().scheme() == "https" && !e.no_proxy.covers(&host));
+        let server = match egress {
+            Some(_) => format!("{host}:{port}"),
+            None => self.addresses.account_of(request.url()).await?.to_string(),
+        };
+        let pass = self.guard.admit(&server, caller.namespace).await.map_err(|held| match held {
             Held::Busy => Error::HostBusy,
             Held::Failing(retry_in) => Error::HostFailing { retry_in },
         })?;
@@ -171,7 +178,7 @@ impl UpstreamClient {
         }
 
         let started = Instant::now();
-        let result = self.http.execute(request).await;
+        let result = egress.map_or(&self.http, |e| &e.http).execute(request).await;
         let response = match result {
             Ok(response) => response,
             Err(err) => {
@@ -183,6 +190,8 @@ impl UpstreamClient {
                 // reqwest's message names the URL; ours names only what went wrong.
                 return Err(Error::Transport(if err.is_timeout() {
                     "the request timed out"
+                } else if err.is_connect() && egress.is_some() {
+                    "the connection through the egress proxy failed (the proxy unreachable, refusing the credentials or the tunnel)"
                 } else if err.is_connect() {
                     "the connection failed"
                 } else {
@@ -218,6 +227,40 @@ impl UpstreamClient {
             _ => Err(Error::UpstreamStatus { status, retry_after: None }),
         }
     }
+}
+
+/// What both clients share: TLS roots, deadlines, no redirects, a small pool.
+fn builder(args: &UpstreamArgs, extra_roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(!args.allow_insecure_http)
+        .timeout(args.upstream_timeout)
+        .connect_timeout(args.upstream_timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        // Hosts are the tenants' to name: few idle connections per host, closed soon.
+        .pool_max_idle_per_host(4)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("consent-token-operator/", env!("CARGO_PKG_VERSION")));
+    for certificate in extra_roots {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder
+}
+
+/// The client whose every connection is a `CONNECT` tunnel through the proxy. It resolves only
+/// the proxy's name (the admin's, so no address rule applies); the provider's name goes to the
+/// proxy as it is, after the host and port rules passed.
+fn proxied(
+    args: &UpstreamArgs,
+    extra_roots: &[reqwest::Certificate],
+    proxy: &ProxyUrl,
+) -> Result<reqwest::Client, SetupError> {
+    let mut through = reqwest::Proxy::all(proxy.url().clone()).map_err(|e| SetupError::Client(e.to_string()))?;
+    if let (Some(user), Some(password)) = (&args.https_proxy_username, &args.https_proxy_password) {
+        use secrecy::ExposeSecret;
+        through = through.basic_auth(user, password.expose_secret());
+    }
+    builder(args, extra_roots).no_proxy().proxy(through).build().map_err(|e| SetupError::Client(e.to_string()))
 }
 
 /// The first error of type `T` in `err`'s chain of sources.

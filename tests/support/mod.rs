@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod chart;
+pub mod connect_proxy;
 pub mod faults;
 pub mod node;
 pub mod operator;

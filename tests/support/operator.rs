@@ -55,6 +55,8 @@ pub struct Launch {
     /// libfaketime; its monotonic clock is left alone. Its log's times are then its own; see
     /// [`Operator::log_times`].
     pub clock_offset: Option<i64>,
+    /// Environment variables of its own (what the chart sets from Secrets).
+    pub env: Vec<(String, String)>,
 }
 
 /// Debian's libfaketime (the thread-safe build): `scripts/control-plane` installs it.
@@ -76,7 +78,13 @@ impl Launch {
             hosts: Vec::new(),
             lease_duration: "6s".to_owned(),
             clock_offset: None,
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn args(mut self, args: &[&str]) -> Self {
@@ -156,6 +164,7 @@ impl Operator {
             .arg(&ca)
             .args(&launch.args)
             .env("KUBECONFIG", &launch.kubeconfig)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))

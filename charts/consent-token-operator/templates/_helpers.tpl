@@ -122,3 +122,15 @@ one the code uses; nothing else is granted. */}}
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* The egress proxy's port as a JSON list (empty without a proxy): the NetworkPolicy allows it. */}}
+{{- define "cto.proxyPorts" -}}
+{{- with .Values.upstream.httpsProxy -}}
+{{- $url := urlParse (ternary . (printf "http://%s" .) (contains "://" .)) -}}
+{{- $hostPort := splitList ":" $url.host -}}
+{{- $default := ternary 443 80 (eq $url.scheme "https") -}}
+{{- list (ternary (last $hostPort | atoi) $default (gt (len $hostPort) 1)) | toJson -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
