@@ -114,9 +114,9 @@ pub enum Error {
     InvalidResponse(&'static str),
 
     #[error(
-        "Secret {0:?} exists and is not managed by this ConsentToken; delete it or set spec.target.secretName to another name"
+        "Secret {secret:?} exists and is not managed by this ConsentToken; delete it, set spec.target.secretName to another name, or, to take it over with no gap for the pods that mount it, its owner annotates it: kubectl annotate secret {secret} consent.dev/adopt-by={consent_token}"
     )]
-    TargetConflict(String),
+    TargetConflict { secret: String, consent_token: String },
 
     #[error("{0}")]
     InvalidSpec(String),
@@ -172,7 +172,7 @@ impl Error {
             | Self::NamespaceBusy
             | Self::HostFailing { .. } => "UpstreamError",
             Self::InvalidResponse(_) => "InvalidResponse",
-            Self::TargetConflict(_) => "TargetConflict",
+            Self::TargetConflict { .. } => "TargetConflict",
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::Internal(_) => "InternalError",
             Self::Kube(_) => "KubernetesError",
@@ -204,7 +204,7 @@ impl Error {
             Self::HostFailing { .. } => "host_failing",
             Self::Transport(_) => "transport",
             Self::InvalidResponse(_) => "invalid_response",
-            Self::TargetConflict(_) => "target_conflict",
+            Self::TargetConflict { .. } => "target_conflict",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Internal(_) => "internal",
             Self::Kube(_) => "kubernetes",
@@ -237,7 +237,7 @@ impl Error {
             | Self::Forbidden { .. }
             | Self::Rejected { .. }
             | Self::OAuthRejected { .. }
-            | Self::TargetConflict(_)
+            | Self::TargetConflict { .. }
             | Self::InvalidSpec(_) => RetryClass::Configuration,
         }
     }
@@ -313,7 +313,9 @@ impl Error {
             Self::HostFailing { retry_in } => Self::HostFailing { retry_in: *retry_in },
             Self::Transport(what) => Self::Transport(what),
             Self::InvalidResponse(what) => Self::InvalidResponse(what),
-            Self::TargetConflict(name) => Self::TargetConflict(name.clone()),
+            Self::TargetConflict { secret, consent_token } => {
+                Self::TargetConflict { secret: secret.clone(), consent_token: consent_token.clone() }
+            }
             Self::InvalidSpec(message) => Self::InvalidSpec(message.clone()),
             Self::Internal(what) => Self::Internal(what),
             Self::Kube(_) => Self::Internal("a Kubernetes API failure seen by another reconcile"),

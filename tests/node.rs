@@ -278,6 +278,96 @@ async fn the_charts_pods_on_a_real_node_keep_every_mounted_token_valid_through_h
     uninstall(&[(OPERATOR_NS, RELEASE_A), (OPERATOR_NS, RELEASE_B)]);
 }
 
+/// The takeover of docs/guides/migrate.md on the real node: a Secret the old tool wrote, mounted
+/// by a pod that reads it every 100 ms, offered by its owner to a ConsentToken. The operator runs
+/// on the host (what is under test is the kubelet's view of one write, not the chart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_secret_is_taken_over_without_its_pod_ever_reading_a_missing_or_empty_token() {
+    let _turn = NODE_TURN.lock().await;
+    let node = node::node();
+    node.wait_ready().await;
+    let env = support::operator::TestEnv::start("node-adopt").await;
+    let ns = env.namespace.clone();
+    let _logs_on_failure = node.logs_on_failure(&ns);
+    let client = env.client.clone();
+
+    // The old tool's Secret (a CronJob's), and a pod reading it.
+    let old_token = "eyJhbGciOiJIUzI1NiJ9.eyJvbGQiOiJjcm9uam9iIn0.b2xkLWNyb25qb2Itc2lnbmF0dXJl";
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "payments-consent"},
+        "stringData": {"token": old_token, "endpoint": "https://consent.bank.example/receipts"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    // Ten reads a second; a missing or empty file is said, not skipped.
+    let script = "B=/bin/busybox; while :; do if [ -s /token/token ]; then $B sha256sum /token/token | $B cut -c1-16; \
+                  else echo MISSING-OR-EMPTY; fi; $B usleep 100000; done";
+    create_pod_reading(&client, &ns, "payments-app", "payments-consent", script).await;
+    let old = fingerprint(old_token.as_bytes());
+    eventually("the pod to read the old tool's token", Duration::from_secs(120), || async {
+        node.container_lines(&ns, "payments-app", "reader").iter().any(|(_, fp)| *fp == old).then_some(())
+    })
+    .await;
+
+    // The ConsentToken alone may not take it; offered by the Secret's owner, it does.
+    env.fake.add_fdx_client("mx-client", "mx-secret-value");
+    env.put_secret("mx-credentials", &[("client_id", "mx-client"), ("client_secret", "mx-secret-value")]).await;
+    env.create_token(
+        "payments",
+        serde_json::json!({"fdx": {"baseUrl": env.fake.base_url(), "customerId": "node-adopt-customer",
+            "credentialsSecretRef": {"name": "mx-credentials"}}, "target": {"secretName": "payments-consent"}}),
+    )
+    .await;
+    env.wait_for_ready("payments", "False", "TargetConflict").await;
+    let offered = Timestamp::now();
+    kubectl(&["annotate", "secret", "payments-consent", "-n", &ns, "consent.dev/adopt-by=payments"]);
+    env.wait_for_ready("payments", "True", "TokenValid").await;
+    let new_token = env.token_in_secret("payments-consent", "token").await.expect("the new token");
+    let new = fingerprint(new_token.as_bytes());
+    let seen = eventually("the pod to read the new token", Duration::from_secs(180), || async {
+        let lines = node.container_lines(&ns, "payments-app", "reader");
+        lines.iter().find(|(_, fp)| *fp == new).map(|(at, _)| *at)
+    })
+    .await;
+
+    let lines = node.container_lines(&ns, "payments-app", "reader");
+    let other: Vec<&(Timestamp, String)> = lines.iter().filter(|(_, fp)| *fp != old && *fp != new).collect();
+    assert!(other.is_empty(), "the pod read something else than the two tokens: {:?}", &other[..other.len().min(5)]);
+    let old_reads = lines.iter().filter(|(_, fp)| *fp == old).count();
+    let new_reads = lines.iter().filter(|(_, fp)| *fp == new).count();
+    report(&format!(
+        "takeover on the node: {} reads at 100 ms, {old_reads} of the old token, {new_reads} of the new, none missing \
+         or empty; the pod read the new token {:.1} s after the owner's offer",
+        lines.len(),
+        seen.duration_since(offered).as_secs_f64()
+    ));
+    Api::<Pod>::namespaced(client, &ns).delete("payments-app", &DeleteParams::default()).await.unwrap();
+    // The operator stops (and its secrecy scan runs) before the CRDs go, as the next test expects.
+    drop(env);
+    uninstall(&[]);
+}
+
+async fn create_pod_reading(client: &Client, ns: &str, name: &str, secret: &str, script: &str) {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "reader", "image": "localhost/busybox:latest", "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "sh", "-c", script],
+                "volumeMounts": [{"name": "token", "mountPath": "/token", "readOnly": true}],
+                "securityContext": {"runAsUser": 65532, "runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                                    "allowPrivilegeEscalation": false}
+            }],
+            "volumes": [{"name": "token", "secret": {"secretName": secret}}]
+        }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.expect("create reader pod");
+}
+
 /// Leaves the node as the next test expects it: no release, no CRDs (and so no ConsentTokens).
 fn uninstall(releases: &[(&str, &str)]) {
     for (ns, release) in releases {

@@ -24,6 +24,17 @@ pub const REQUEST: &str = "consent.dev/request-fingerprint";
 /// be removed: fields written at creation (a POST) are not removed by a later server-side apply
 /// that leaves them out.
 pub const WRITTEN: &str = "consent.dev/written-keys";
+/// Set by the owner of an existing Secret (never by a ConsentToken's author alone) to the name
+/// of the ConsentToken in its namespace that may take it over: the operator then writes a fresh
+/// token into it and makes it its own in one write, so the pods that mount it never miss the key.
+pub const ADOPT_BY: &str = "consent.dev/adopt-by";
+/// Beside [`ADOPT_BY`]: what happens to the data keys the ConsentToken does not write: `keep`
+/// (the default) or `drop`.
+pub const ADOPT_OTHER_KEYS: &str = "consent.dev/adopt-other-keys";
+/// Written at a takeover: the data keys kept from before (`a,b`), which the operator leaves as
+/// they are rather than treating them as a change to put back.
+pub const KEPT_KEYS: &str = "consent.dev/kept-keys";
+
 /// On the operator's Lease, written by each leader as it claims and renews it: the leading
 /// replica's version and source revision, which `kubectl consent version` shows.
 pub const LEADER_BUILD: &str = "consent.dev/leader-build";

@@ -277,7 +277,10 @@ fn default_client_secret_key() -> String {
 pub struct TargetSecret {
     /// Name of the Secret to write. Defaults to the ConsentToken's name. A Secret of that name
     /// that this operator did not create is never overwritten: the ConsentToken reports
-    /// `TargetConflict` instead.
+    /// `TargetConflict` instead, until the Secret's owner offers it to this ConsentToken with
+    /// the annotation `consent.dev/adopt-by: <this ConsentToken's name>` (and
+    /// `consent.dev/adopt-other-keys: keep|drop` for the keys it does not write). It is then
+    /// taken over in the write of its first token, with no gap for the pods that mount it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("secretName must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     #[schemars(length(min = 1, max = 253))]

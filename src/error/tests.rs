@@ -39,7 +39,7 @@ fn one_of_each() -> Vec<Error> {
         Error::HostFailing { retry_in: Duration::from_secs(1) },
         Error::Transport("t"),
         Error::InvalidResponse("r"),
-        Error::TargetConflict("t".into()),
+        Error::TargetConflict { secret: "s".into(), consent_token: "c".into() },
         Error::InvalidSpec("s".into()),
         Error::Internal("i"),
         Error::Kube(Box::new(kube::Error::TlsRequired)),
@@ -68,7 +68,7 @@ fn one_of_each() -> Vec<Error> {
             | Error::HostFailing { .. }
             | Error::Transport(_)
             | Error::InvalidResponse(_)
-            | Error::TargetConflict(_)
+            | Error::TargetConflict { .. }
             | Error::InvalidSpec(_)
             | Error::Internal(_)
             | Error::Kube(_) => {}

@@ -91,8 +91,9 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     // 1. observe
     let target = secret::observe(ct, ctx, &previous).await?;
     // A target conflict is over once the Secret is ours (freed, or taken over from a deleted
-    // ConsentToken): its failure and back-off no longer hold.
-    let previous = if matches!(target, Target::Ours(_)) { status::conflict_over(previous) } else { previous };
+    // ConsentToken) or its owner offers it: its failure and back-off no longer hold.
+    let previous =
+        if matches!(target, Target::Ours(_) | Target::Offered) { status::conflict_over(previous) } else { previous };
     let refresh_requested_at = ct.annotations().get(REFRESH_REQUESTED_AT).cloned();
     let credentials_changed_to = ctx.upstream.pending_rotations.take(ObjectId::of(&uid));
     let resolution = lookup::resolve(ct, &ctx.caches.catalog);
@@ -191,7 +192,9 @@ async fn reconcile_one(ct: &ConsentToken, ctx: &Context) -> Result<Duration, Err
     // A target name someone else's Secret holds: the Secret's deletion wakes this object.
     let (namespace, id) = (ct.namespace().unwrap_or_default(), ObjectId::of(&ct.uid().unwrap_or_default()));
     match &outcome.attempt {
-        Attempt::Failed(Error::TargetConflict(name)) => ctx.records.target_waiters.wait(&namespace, name, id),
+        Attempt::Failed(Error::TargetConflict { secret, .. }) => {
+            ctx.records.target_waiters.wait(&namespace, secret, id)
+        }
         _ => ctx.records.target_waiters.stop_waiting(&namespace, &ct.target_secret_name(), id),
     }
 
@@ -230,7 +233,7 @@ fn validate(
     resolution: Result<lookup::Resolution, Error>,
 ) -> Result<ValidSpec, Error> {
     if matches!(target, Target::Foreign) {
-        return Err(Error::TargetConflict(ct.target_secret_name()));
+        return Err(secret::conflict(ct));
     }
     let resolution = resolution?;
     if let Some(watched) = &ctx.caches.credentials_namespaces

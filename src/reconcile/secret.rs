@@ -15,7 +15,7 @@ use crate::cache::secret_summary::SecretSummary;
 use crate::error::Error;
 use crate::reconcile::api_writes::FIELD_MANAGER;
 use crate::reconcile::context::Context;
-use crate::reconcile::target_secret::{self, WritePlan};
+use crate::reconcile::target_secret::{self, Offer, WritePlan};
 use crate::reconcile::token_record::{self, TokenRecord};
 
 /// The target Secret as the reconcile finds it.
@@ -23,6 +23,9 @@ pub enum Target {
     Missing,
     /// A Secret of that name this ConsentToken does not control: never overwritten.
     Foreign,
+    /// Someone else's Secret whose owner offers it to this ConsentToken (`consent.dev/adopt-by`):
+    /// the next token is written into it, taking it over in the same write.
+    Offered,
     /// Summarized: no token in it. Shared with the cache when it came from there.
     Ours(Arc<SecretSummary>),
 }
@@ -32,7 +35,7 @@ impl Target {
     pub fn record(&self, key: &str) -> Option<TokenRecord> {
         match self {
             Self::Ours(secret) => token_record::read(secret, key),
-            Self::Missing | Self::Foreign => None,
+            Self::Missing | Self::Foreign | Self::Offered => None,
         }
     }
 }
@@ -60,7 +63,7 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
             } else {
                 match api.get_metadata_opt_with(&name, &GetParams::any()).await? {
                     Some(meta) if target_secret::is_controlled_by(&meta, ct) => api.get_opt(&name).await?,
-                    Some(_) => return Ok(Target::Foreign),
+                    Some(meta) => return Ok(foreign(|k| meta.annotations().get(k).map(String::as_str), ct)),
                     None => None,
                 }
             };
@@ -79,8 +82,13 @@ pub async fn observe(ct: &ConsentToken, ctx: &Context, previous: &ConsentTokenSt
             );
             Target::Ours(secret)
         }
-        Some(_) => Target::Foreign,
+        Some(secret) => foreign(|k| secret.annotation(k), ct),
     })
+}
+
+/// Someone else's Secret: offered to `ct` by its owner's annotation, or not to be touched.
+fn foreign<'a>(annotation: impl Fn(&str) -> Option<&'a str>, ct: &ConsentToken) -> Target {
+    if Offer::of(annotation, ct).is_some() { Target::Offered } else { Target::Foreign }
 }
 
 /// A Secret of ours (labelled so, and with the keys it wrote recorded) whose controller is no
@@ -101,9 +109,42 @@ fn left_by_a_deleted_consent_token(secret: &SecretSummary, ctx: &Context) -> boo
 pub async fn write(ct: &ConsentToken, ctx: &Context, target: &Target, desired: Secret) -> Result<(), Error> {
     let current = match target {
         Target::Ours(current) => Some(current.as_ref()),
+        Target::Offered => return adopt(ct, ctx, desired).await,
         Target::Missing | Target::Foreign => None,
     };
     send(ct, ctx, target_secret::plan_write(current, desired)).await
+}
+
+/// Takes over the Secret its owner offered, writing `desired` (a new token) into it in one
+/// write: the key the pods read goes from the old token to the new one, never absent. The
+/// offer is read again first; withdrawn meanwhile, it is a conflict again. A merge patch, the
+/// verb the operator has on Secrets anyway, carrying the resourceVersion read.
+async fn adopt(ct: &ConsentToken, ctx: &Context, desired: Secret) -> Result<(), Error> {
+    let namespace = ct.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.kube.client.clone(), &namespace);
+    let name = ct.target_secret_name();
+    let Some(existing) = api.get_opt(&name).await? else {
+        return send(ct, ctx, WritePlan::Create(desired)).await;
+    };
+    if target_secret::is_controlled_by(&existing, ct) {
+        let plan = target_secret::plan_write(Some(&SecretSummary::of(&existing)), desired);
+        return send(ct, ctx, plan).await;
+    }
+    let Some(offer) = Offer::of(|k| existing.annotations().get(k).map(String::as_str), ct) else {
+        return Err(conflict(ct));
+    };
+    let takeover = target_secret::takeover(&existing, desired, offer)?;
+    ctx.kube.api_writes.permit(&namespace).await;
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(&name, &params, &Patch::Merge(&takeover)).await?;
+    tracing::info!(
+        namespace,
+        name = ct.name_any(),
+        secret = name,
+        keep_other_keys = offer.keep_other_keys,
+        "took over the Secret its owner offered"
+    );
+    Ok(())
 }
 
 /// Reshapes the Secret when the spec's target changed (labels, annotations, extra keys) and
@@ -149,7 +190,7 @@ async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), E
                         let plan = target_secret::plan_write(Some(&SecretSummary::of(&existing)), desired);
                         Box::pin(send(ct, ctx, plan)).await
                     }
-                    _ => Err(Error::TargetConflict(name)),
+                    _ => Err(conflict(ct)),
                 },
                 Err(err) => Err(err.into()),
             }
@@ -159,12 +200,12 @@ async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), E
             if let Some(removal) = removal {
                 ctx.kube.api_writes.permit(&namespace).await;
                 let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-                api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, &name))?;
+                api.patch(&name, &params, &Patch::Merge(removal)).await.map_err(|err| replaced(err, ct))?;
             }
             ctx.kube.api_writes.permit(&namespace).await;
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
                 .await
-                .map_err(|err| replaced(err, &name))?;
+                .map_err(|err| replaced(err, ct))?;
             Ok(())
         }
     }
@@ -172,13 +213,18 @@ async fn send(ct: &ConsentToken, ctx: &Context, plan: WritePlan) -> Result<(), E
 
 /// A write refused because the Secret's uid is not the one it was believed to have: it was
 /// deleted (and perhaps recreated by someone else) since it was read.
-fn replaced(err: kube::Error, name: &str) -> Error {
+fn replaced(err: kube::Error, ct: &ConsentToken) -> Error {
     match &err {
         kube::Error::Api(status) if (status.code == 409 || status.code == 422) && status.message.contains("uid") => {
-            Error::TargetConflict(name.to_owned())
+            conflict(ct)
         }
         _ => err.into(),
     }
+}
+
+/// The target name is held by a Secret this ConsentToken may not write.
+pub fn conflict(ct: &ConsentToken) -> Error {
+    Error::TargetConflict { secret: ct.target_secret_name(), consent_token: ct.name_any() }
 }
 
 /// Deletes Secrets this ConsentToken created under an earlier `spec.target.secretName`: the

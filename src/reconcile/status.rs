@@ -262,7 +262,7 @@ pub fn ready(status: Option<&ConsentTokenStatus>) -> Option<Ready> {
 /// failure, its count and its retry time go, so the token is judged afresh (fetched at once if it
 /// answers another request) and Ready tells the truth. Any other failure stays.
 pub fn conflict_over(previous: ConsentTokenStatus) -> ConsentTokenStatus {
-    let conflict = Error::TargetConflict(String::new()).reason();
+    let conflict = Error::TargetConflict { secret: String::new(), consent_token: String::new() }.reason();
     match &previous.last_failure {
         Some(failure) if previous.consecutive_failures > 0 && failure.reason == conflict => {
             ConsentTokenStatus { consecutive_failures: 0, last_failure: None, next_refresh_time: None, ..previous }

@@ -173,8 +173,15 @@ pub fn matches(actual: &SecretSummary, ct: &ConsentToken, record: &TokenRecord) 
         .unwrap_or_default()
         .iter()
         .all(|want| want.controller == Some(true) && actual.controller() == Some(want.uid.as_str()));
-    let keys: std::collections::BTreeSet<String> = actual.data().map(|(k, _)| k.to_owned()).collect();
-    let keys_ok = keys == expected_keys(ct, record);
+    // Keys kept from before a takeover are the Secret owner's, not a change to put back.
+    let kept: std::collections::BTreeSet<&str> = actual.annotation(KEPT_KEYS).unwrap_or_default().split(',').collect();
+    let expected = expected_keys(ct, record);
+    let keys: std::collections::BTreeSet<String> = actual
+        .data()
+        .map(|(k, _)| k.to_owned())
+        .filter(|k| expected.contains(k) || !kept.contains(k.as_str()))
+        .collect();
+    let keys_ok = keys == expected;
     let extras_ok = extra_values(ct, record)
         .iter()
         .all(|(key, value)| actual.fingerprint(key) == Some(token::fingerprint(value.as_bytes()).as_str()));
@@ -211,6 +218,77 @@ pub fn plan_write(current: Option<&SecretSummary>, mut wanted: Secret) -> WriteP
     });
     wanted.metadata.uid = uid;
     WritePlan::Apply { removal, secret: wanted }
+}
+
+/// An existing Secret's owner's offer of it to a ConsentToken ([`ADOPT_BY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    /// Keep the data keys the ConsentToken does not write ([`ADOPT_OTHER_KEYS`]).
+    pub keep_other_keys: bool,
+}
+
+impl Offer {
+    /// The offer `annotation` (a Secret's annotations) makes to `ct`, if it names it.
+    pub fn of<'a>(annotation: impl Fn(&str) -> Option<&'a str>, ct: &ConsentToken) -> Option<Self> {
+        let offered_to = annotation(ADOPT_BY)?.trim();
+        (offered_to == ct.name_any()).then(|| Self { keep_other_keys: annotation(ADOPT_OTHER_KEYS) != Some("drop") })
+    }
+}
+
+/// The JSON merge patch that takes `existing` over for the ConsentToken whose Secret would be
+/// `desired`, in one write (carrying `existing`'s resourceVersion, so it is refused if the
+/// Secret changed since it was read): the token and the operator's keys, labels, annotations
+/// and controller reference are `desired`'s; the rest of `existing` stays, apart from the
+/// offer's annotations and, if the offer says so, the data keys the ConsentToken does not write.
+/// Kept keys are recorded ([`KEPT_KEYS`]). Holds the token: never logged.
+pub fn takeover(existing: &Secret, desired: Secret, offer: Offer) -> Result<serde_json::Value, crate::error::Error> {
+    let name = existing.name_any();
+    if let Some(kind) = existing.type_.as_deref().filter(|t| *t != "Opaque") {
+        return Err(crate::error::Error::InvalidSpec(format!(
+            "Secret {name:?} is of type {kind}; only Opaque Secrets can be taken over"
+        )));
+    }
+    if existing.immutable == Some(true) {
+        return Err(crate::error::Error::InvalidSpec(format!(
+            "Secret {name:?} is immutable and cannot be taken over; delete it, or choose another spec.target.secretName"
+        )));
+    }
+    let wanted = desired.data.unwrap_or_default();
+    let others: Vec<&String> =
+        existing.data.as_ref().map(|d| d.keys().filter(|k| !wanted.contains_key(*k)).collect()).unwrap_or_default();
+    let mut data = serde_json::Map::new();
+    for (key, value) in &wanted {
+        data.insert(key.clone(), serde_json::to_value(value).unwrap_or_default());
+    }
+    let mut annotations: serde_json::Map<String, serde_json::Value> = desired
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    annotations.insert(ADOPT_BY.to_owned(), serde_json::Value::Null);
+    annotations.insert(ADOPT_OTHER_KEYS.to_owned(), serde_json::Value::Null);
+    if offer.keep_other_keys && !others.is_empty() {
+        let kept: Vec<&str> = others.iter().map(|k| k.as_str()).collect();
+        annotations.insert(KEPT_KEYS.to_owned(), serde_json::Value::String(kept.join(",")));
+    } else {
+        for key in others {
+            data.insert(key.clone(), serde_json::Value::Null);
+        }
+    }
+    let mut owners: Vec<_> =
+        existing.owner_references().iter().filter(|o| o.controller != Some(true)).cloned().collect();
+    owners.extend(desired.metadata.owner_references.unwrap_or_default());
+    Ok(serde_json::json!({
+        "metadata": {
+            "resourceVersion": existing.metadata.resource_version,
+            "labels": desired.metadata.labels,
+            "annotations": annotations,
+            "ownerReferences": owners,
+        },
+        "data": data,
+    }))
 }
 
 #[cfg(test)]

@@ -197,3 +197,81 @@ fn a_secret_a_deleted_consent_token_left_changes_owner_before_the_apply() {
     assert_eq!(owners[0]["uid"], ct.metadata.uid.clone().unwrap().as_str());
     assert_eq!(removal["metadata"]["uid"], "secret-uid", "only over the Secret that was read");
 }
+
+/// A Secret another tool wrote, offered to `web` by its owner.
+fn offered(other_keys: Option<&str>) -> Secret {
+    let mut annotations = BTreeMap::from([(ADOPT_BY.to_owned(), "web".to_owned())]);
+    if let Some(mode) = other_keys {
+        annotations.insert(ADOPT_OTHER_KEYS.to_owned(), mode.to_owned());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("team".into()),
+            resource_version: Some("77".into()),
+            labels: Some(BTreeMap::from([("app".to_owned(), "web".to_owned())])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("jwt".to_owned(), ByteString(b"old.token.value".to_vec())),
+            ("endpoint".to_owned(), ByteString(b"https://consent.example".to_vec())),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn only_the_owners_annotation_naming_this_consent_token_offers_a_secret() {
+    let ct = consent_token();
+    let annotations = |secret: &Secret| secret.annotations().clone();
+    let of = |a: BTreeMap<String, String>| Offer::of(|k| a.get(k).map(String::as_str), &ct);
+    assert_eq!(of(annotations(&offered(None))), Some(Offer { keep_other_keys: true }));
+    assert_eq!(of(annotations(&offered(Some("drop")))), Some(Offer { keep_other_keys: false }));
+    let mut to_another = annotations(&offered(None));
+    to_another.insert(ADOPT_BY.into(), "other".into());
+    assert_eq!(of(to_another), None);
+    assert_eq!(of(BTreeMap::new()), None);
+}
+
+#[test]
+fn a_takeover_writes_the_token_and_ownership_in_one_patch_keeping_or_dropping_other_keys() {
+    let ct = consent_token();
+    let token = Token::new("new.token.value".into());
+    let wanted = desired(&ct, &token, &record(&token));
+    let keep = takeover(&offered(None), wanted.clone(), Offer { keep_other_keys: true }).unwrap();
+    assert_eq!(keep["metadata"]["resourceVersion"], "77", "refused if the Secret changed since it was read");
+    assert_eq!(keep["data"]["jwt"], serde_json::to_value(ByteString(b"new.token.value".to_vec())).unwrap());
+    assert!(keep["data"].get("endpoint").is_none(), "kept as it is");
+    assert_eq!(keep["metadata"]["annotations"][KEPT_KEYS], "endpoint");
+    assert!(keep["metadata"]["annotations"][ADOPT_BY].is_null(), "the offer is consumed");
+    assert_eq!(keep["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY);
+    assert_eq!(keep["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(keep["metadata"]["ownerReferences"][0]["controller"], true);
+    let drop = takeover(&offered(Some("drop")), wanted.clone(), Offer { keep_other_keys: false }).unwrap();
+    assert!(drop["data"]["endpoint"].is_null() && drop["data"].get("endpoint").is_some(), "removed in the same write");
+    assert!(drop["metadata"]["annotations"].get(KEPT_KEYS).is_none());
+
+    // Afterwards the Secret matches the spec, the kept key included: nothing to put back.
+    let mut after = offered(None);
+    after.metadata.labels = wanted.metadata.labels.clone();
+    let mut annotations = wanted.metadata.annotations.clone().unwrap();
+    annotations.insert(KEPT_KEYS.into(), "endpoint".into());
+    after.metadata.annotations = Some(annotations);
+    after.metadata.owner_references = wanted.metadata.owner_references.clone();
+    after.data.as_mut().unwrap().insert("jwt".into(), ByteString(b"new.token.value".to_vec()));
+    assert!(matches(&SecretSummary::of(&after), &ct, &record(&token)));
+}
+
+#[test]
+fn secrets_that_cannot_take_a_token_are_not_taken_over() {
+    let ct = consent_token();
+    let token = Token::new("new.token.value".into());
+    let wanted = desired(&ct, &token, &record(&token));
+    let typed = Secret { type_: Some("kubernetes.io/dockerconfigjson".into()), ..offered(None) };
+    let err = takeover(&typed, wanted.clone(), Offer { keep_other_keys: true }).unwrap_err();
+    assert!(err.to_string().contains("only Opaque Secrets"), "{err}");
+    let frozen = Secret { immutable: Some(true), ..offered(None) };
+    assert!(takeover(&frozen, wanted, Offer { keep_other_keys: true }).unwrap_err().to_string().contains("immutable"));
+}

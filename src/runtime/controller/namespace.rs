@@ -32,6 +32,7 @@ use crate::observability::metrics::KindLabels;
 use crate::provider::credentials::CredentialsChange;
 use crate::provider::lookup::{Catalog, ProviderKey};
 use crate::reconcile::context::{Caches, Context, ObjectRecords};
+use crate::reconcile::target_waiters::TargetWaiters;
 use crate::runtime::leader::Role;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -113,7 +114,7 @@ where
     let secrets =
         watches::feed(named(OWNED_SECRETS), secrets.backoff(WatchBackoff::default()), secret_caches, secrets_listed);
     let by_catalog = wake_on_catalog(catalog_changes, namespace, &queue, &index);
-    let by_credentials = wake_on_credentials(seen, shared, &queue, &index, &catalog);
+    let by_credentials = wake_on_credentials(seen, shared, &queue, &index, &catalog, &context.records.target_waiters);
     let triggers = async move {
         futures::join!(tokens, secrets, by_catalog, by_credentials);
     };
@@ -209,12 +210,21 @@ fn wake_on_credentials(
     queue: &Arc<WorkQueue>,
     index: &Arc<CredentialsIndex>,
     catalog: &Catalog,
+    waiters: &Arc<TargetWaiters>,
 ) -> impl Future<Output = ()> + Send + use<> {
-    let (queue, index, catalog) = (queue.clone(), index.clone(), catalog.clone());
+    let (queue, index, catalog, waiters) = (queue.clone(), index.clone(), catalog.clone(), waiters.clone());
     let pending = shared.upstream.pending_rotations.clone();
     credentials_changes(seen.changes.0.subscribe()).for_each(move |change| {
         for object in credentials_index::users_of_change(&queue, &index, &catalog, &pending, change.as_ref()) {
             queue.wake(object);
+        }
+        // A Secret someone else holds changed (its owner may have offered it to a ConsentToken
+        // waiting for its name, `consent.dev/adopt-by`): the waiters look again now rather than
+        // after their back-off.
+        if let Some(change) = &change {
+            for waiting in waiters.freed(&change.namespace, &change.name) {
+                queue.wake(waiting);
+            }
         }
         async {}
     })
