@@ -187,6 +187,35 @@ async fn status_refresh_and_inspect_through_kubectl() {
     let parsed = std::process::Command::new("bash").arg("-n").arg(dir.path().join("completion.bash")).status().unwrap();
     assert!(parsed.success(), "bash parses the completion script");
 
+    // kubectl's own completion of `kubectl consent ...`, through kubectl_complete-consent (a
+    // link to the plugin on the PATH): verbs, flag values, and ConsentToken names from the cluster.
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kubectl-consent"), links.path().join("kubectl_complete-consent"))
+        .unwrap();
+    let complete = |words: Vec<String>| {
+        let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-consent")).parent().unwrap().to_owned();
+        let path = format!("{}:{}:{}", links.path().display(), plugin_dir.display(), std::env::var("PATH").unwrap());
+        async move {
+            let output = tokio::process::Command::new("kubectl")
+                .arg("__complete")
+                .arg("consent")
+                .args(&words)
+                .env("PATH", path)
+                .env("KUBECONFIG", support::kubeconfig())
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect::<Vec<String>>()
+        }
+    };
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    assert!(complete(words(&["st"])).await.contains(&"status".to_owned()));
+    let values = complete(words(&["status", "-o", ""])).await;
+    assert!(["json", "yaml", "wide"].iter().all(|v| values.contains(&v.to_string())), "{values:?}");
+    let names = complete(words(&["refresh", "-n", &ns, ""])).await;
+    assert!(["alice", "bob", "carol"].iter().all(|n| names.contains(&n.to_string())), "{names:?}");
+    assert_eq!(names.last().map(String::as_str), Some(":4"), "no file names: {names:?}");
+
     // A name that does not exist: the API server's answer, exit 1.
     let (code, _, err) = kubectl_consent(&["inspect", "nobody", "-n", &ns]).await;
     assert_eq!(code, 1);

@@ -12,9 +12,11 @@
 //! - `check`: the APIs served, a replica leading, the caller allowed to create ConsentTokens;
 //! - `version [--client]`: the plugin's version and source revision and, when the cluster
 //!   answers, the leading replica's (written on its Lease);
-//! - `completion SHELL`: a completion script.
+//! - `completion SHELL`: a completion script; and, run as `kubectl_complete-consent` (a link to
+//!   the plugin), the candidates kubectl's own completion asks for.
 
 mod check;
+pub mod complete;
 mod inspect;
 mod providers;
 mod refresh;
