@@ -302,7 +302,8 @@ async fn a_mounted_secret_is_taken_over_without_its_pod_ever_reading_a_missing_o
     // Ten reads a second; a missing or empty file is said, not skipped.
     let script = "B=/bin/busybox; while :; do if [ -s /token/token ]; then $B sha256sum /token/token | $B cut -c1-16; \
                   else echo MISSING-OR-EMPTY; fi; $B usleep 100000; done";
-    create_pod_reading(&client, &ns, "payments-app", "payments-consent", script).await;
+    let mount = serde_json::json!({"name": "token", "mountPath": "/token", "readOnly": true});
+    create_pod_reading(&client, &ns, "payments-app", "payments-consent", script, mount).await;
     let old = fingerprint(old_token.as_bytes());
     eventually("the pod to read the old tool's token", Duration::from_secs(120), || async {
         node.container_lines(&ns, "payments-app", "reader").iter().any(|(_, fp)| *fp == old).then_some(())
@@ -345,27 +346,6 @@ async fn a_mounted_secret_is_taken_over_without_its_pod_ever_reading_a_missing_o
     // The operator stops (and its secrecy scan runs) before the CRDs go, as the next test expects.
     drop(env);
     uninstall(&[]);
-}
-
-async fn create_pod_reading(client: &Client, ns: &str, name: &str, secret: &str, script: &str) {
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "hostNetwork": true,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "reader", "image": "localhost/busybox:latest", "imagePullPolicy": "Never",
-                "command": ["/bin/busybox", "sh", "-c", script],
-                "volumeMounts": [{"name": "token", "mountPath": "/token", "readOnly": true}],
-                "securityContext": {"runAsUser": 65532, "runAsNonRoot": true, "readOnlyRootFilesystem": true,
-                                    "allowPrivilegeEscalation": false}
-            }],
-            "volumes": [{"name": "token", "secret": {"secretName": secret}}]
-        }
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.expect("create reader pod");
 }
 
 /// Leaves the node as the next test expects it: no release, no CRDs (and so no ConsentTokens).
@@ -457,6 +437,18 @@ async fn create_reader(client: &Client, ns: &str, name: &str, secret: &str, sub_
     } else {
         serde_json::json!({"name": "token", "mountPath": "/token", "readOnly": true})
     };
+    create_pod_reading(client, ns, name, secret, script, mount).await;
+}
+
+/// A pod on the node running `script` (busybox) with Secret `secret` mounted as `mount` says.
+async fn create_pod_reading(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secret: &str,
+    script: &str,
+    mount: serde_json::Value,
+) {
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
         "spec": {
