@@ -19,9 +19,9 @@ test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target control-plane lint image
 	$(MAKE) --no-print-directory check-generated check-release
 	cargo build --workspace --bins --locked
-	@# The release's artifacts for linux/amd64 from the image's dev build: tests/node.rs publishes
+	@# The release's artifacts for linux/amd64 and linux/arm64 (dev builds): tests/node.rs publishes
 	@# them to a registry on loopback and installs the chart from there.
-	$(MAKE) --no-print-directory release-build OUT=target/release-test PLATFORMS=amd64 RELEASE_PROFILE=dev
+	$(MAKE) --no-print-directory release-build OUT=target/release-test PLATFORMS="amd64 arm64" RELEASE_PROFILE=dev
 	scripts/run-tests
 
 ## Only the real-node test (tests/node.rs), with its figures: the chart from `make image` on a

@@ -124,15 +124,27 @@ fn index_configs(layout: &Path) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
-/// The release's index (`make release-build`, which `make test` runs for linux/amd64): each
-/// platform's image has the user, entrypoint and port of `make image`'s, for its architecture.
+/// The release's index (`make release-build`, which `make test` runs for linux/amd64 and
+/// linux/arm64): each platform's image has the user, entrypoint and port of `make image`'s, for
+/// its architecture, and the arm64 binary runs (under Debian's qemu-aarch64-static here).
 #[test]
 fn every_platform_of_the_release_index_has_the_images_user_entrypoint_and_port() {
     let layout = repo_root().join("target/release-test/image");
     assert!(layout.exists(), "{} is missing: `make test` builds it (make release-build)", layout.display());
     let (_dir, reference) = unpacked_image();
     let configs = index_configs(&layout);
-    assert!(!configs.is_empty(), "an image per platform");
+    let platforms: Vec<&str> = configs.iter().map(|(platform, _)| platform.as_str()).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "an image per platform");
+    let arm64 = repo_root().join("target/static/aarch64-unknown-linux-gnu/debug/consent-token-operator");
+    let elf = std::fs::read(&arm64).unwrap();
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 0xb7, "an aarch64 ELF binary");
+    let said = Command::new("qemu-aarch64-static").arg(&arm64).arg("--version").output().unwrap();
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert_eq!(
+        said.trim(),
+        format!("consent-token-operator {}", env!("CARGO_PKG_VERSION")),
+        "under qemu-aarch64-static"
+    );
     for (platform, config) in configs {
         assert_eq!(config["config"], reference["config"], "{platform}: user, entrypoint, ports as make image's");
         assert_eq!(

@@ -764,7 +764,7 @@ async fn the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by
     let artifacts = repo_root().join(RELEASE_ARTIFACTS);
     assert!(
         artifacts.join("image.digest").exists(),
-        "{RELEASE_ARTIFACTS} is missing: `make test` builds it (make release-build OUT={RELEASE_ARTIFACTS} PLATFORMS=amd64 RELEASE_PROFILE=dev)"
+        "{RELEASE_ARTIFACTS} is missing: `make test` builds it (make release-build OUT={RELEASE_ARTIFACTS} PLATFORMS=\"amd64 arm64\" RELEASE_PROFILE=dev)"
     );
     let _turn = NODE_TURN.lock().await;
     let node = node::node();
@@ -833,7 +833,7 @@ async fn the_release_installs_from_a_registry_signed_with_its_sbom_and_pulled_by
             format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
         })
         .collect();
-    assert_eq!(platforms, ["linux/amd64"], "the platforms make test builds (PLATFORMS=amd64)");
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "the platforms make test builds");
     report(&format!("skopeo inspect: an image index over {platforms:?}"));
 
     // The signature and the SBOM attestation verify with the public key...
