@@ -151,7 +151,7 @@ pub struct UpstreamArgs {
     pub no_proxy: NoProxy,
 
     /// User name for the proxy (Basic authentication). Set it, and the password, from a Secret
-    /// (the chart's `egress.proxyCredentialsSecret`).
+    /// (the chart's `upstream.proxyCredentialsSecret`).
     #[arg(long, env = "CONSENT_HTTPS_PROXY_USERNAME", hide_env_values = true, requires = "https_proxy_password")]
     pub https_proxy_username: Option<String>,
 

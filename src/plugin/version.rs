@@ -27,11 +27,11 @@ pub async fn operator_line(client: &Client, installation: &Installation<'_>) -> 
             None => format!("operator: a build before 0.2.0, leader {} ({lease})\n", leader.holder),
         },
         Ok(None) => format!("operator: unknown: you may not read the {lease}\n"),
-        Err(err) => format!("operator: unknown: {err}\n"),
+        Err(err) => unreachable_line(&err),
     }
 }
 
-/// What `version` says when the kubeconfig cannot even be read.
+/// What `version` says when the operator's build cannot be learnt (no kubeconfig, no answer).
 pub fn unreachable_line(err: &PluginError) -> String {
     format!("operator: unknown: {err}\n")
 }

@@ -146,11 +146,7 @@ pub fn desired(previous: Option<&ConsentTokenStatus>, observed: &Observed<'_>) -
         let lifetime = crate::basics::time_math::between(c.refreshed_at, c.expires_at?);
         Some(token_lifetime::shown(previous.and_then(|p| p.token_lifetime.as_deref()), lifetime))
     });
-    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    let last_transition_time = match previous_ready {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => whole_seconds(observed.now),
-    };
+    let last_transition_time = transition_time(previous, READY, status, observed.now);
     let synced = synced_condition(previous, observed);
     let failing = observed.failure.filter(|_| observed.consecutive_failures > 0);
     let rate_limit = failing.and_then(|f| f.rate_limit.clone());
@@ -194,17 +190,22 @@ fn synced_condition(previous: Option<&ConsentTokenStatus>, observed: &Observed<'
         (None, Some(_)) => ("True", "Refreshed", "the last refresh succeeded".to_owned()),
         (None, None) => ("False", "Pending", "no token fetched yet".to_owned()),
     };
-    let last_transition_time = match previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == SYNCED)) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => whole_seconds(observed.now),
-    };
     Condition {
         type_: SYNCED.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
         message,
         observed_generation: observed.generation,
-        last_transition_time,
+        last_transition_time: transition_time(previous, SYNCED, status, observed.now),
+    }
+}
+
+/// When condition `type_` last changed to `status`: kept from `previous` while its status is the
+/// same, else now.
+fn transition_time(previous: Option<&ConsentTokenStatus>, type_: &str, status: &str, now: Timestamp) -> Time {
+    match previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_)) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => whole_seconds(now),
     }
 }
 

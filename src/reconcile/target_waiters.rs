@@ -41,9 +41,15 @@ impl TargetWaiters {
         }
     }
 
-    /// The Secret `namespace/name` is gone: the objects that waited for it, to be woken.
+    /// The Secret `namespace/name` is gone (or changed: its owner may offer it): the objects
+    /// that waited for it, to be woken.
     pub fn freed(&self, namespace: &str, name: &str) -> BTreeSet<ObjectId> {
-        self.lock().remove(&(namespace.to_owned(), name.to_owned())).unwrap_or_default()
+        let mut waiting = self.lock();
+        // Called for every change of a Secret that is not ours: no key built in the usual case.
+        if waiting.is_empty() {
+            return BTreeSet::new();
+        }
+        waiting.remove(&(namespace.to_owned(), name.to_owned())).unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeSet<ObjectId>>> {
