@@ -63,20 +63,25 @@ async fn server_errors_back_off_then_recover_with_a_new_token() {
     assert_eq!(env.fake.answers(Endpoint::FdxToken, 503), 2);
 
     // Events mark transitions only: one for the failure (not one per failed attempt; the
-    // recorder would fold repeats into `series`), and the way back to TokenValid.
-    let events =
-        Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await.unwrap();
-    let upstream: Vec<_> = events.items.iter().filter(|e| e.reason.as_deref() == Some("UpstreamError")).collect();
+    // recorder would fold repeats into `series`), and the way back to TokenValid. The Event of
+    // a transition is published after its status is written: wait until the recovery's is seen.
+    let token_valid = |events: &[Event]| -> i32 {
+        // First token and recovery: two occurrences, which the recorder may fold into one series.
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("TokenValid"))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum()
+    };
+    let events = support::eventually("the recovery's TokenValid event", Duration::from_secs(10), || async {
+        let list = Api::<Event>::namespaced(env.client.clone(), &env.namespace).list(&ListParams::default()).await;
+        list.ok().map(|l| l.items).filter(|items| token_valid(items) >= 2)
+    })
+    .await;
+    let upstream: Vec<_> = events.iter().filter(|e| e.reason.as_deref() == Some("UpstreamError")).collect();
     assert_eq!(upstream.len(), 1, "one UpstreamError event");
     assert!(upstream[0].series.is_none(), "no repeated UpstreamError event");
-    // First token and recovery: two occurrences, which the recorder may fold into one series.
-    let token_valid: i32 = events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("TokenValid"))
-        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
-        .sum();
-    assert_eq!(token_valid, 2, "TokenValid announced when first fetched and when recovered");
+    assert_eq!(token_valid(&events), 2, "TokenValid announced when first fetched and when recovered");
 }
 
 #[tokio::test]
